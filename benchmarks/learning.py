@@ -1,0 +1,88 @@
+"""Learning-curve benchmark: trains a script over several envs and seeds, one run at a time, and writes
+every training episode to a CSV (env, seed, step, episodic_return, wall_clock_s).
+
+    python benchmarks/learning.py --envs CartPole-v1 --seeds 1 2 3 --out benchmarks/results/cartpole.csv
+    python benchmarks/learning.py --envs LunarLander-v3 --seeds 1 2 3 --out benchmarks/results/lunarlander.csv \
+        -- --total-timesteps 1000000 --num-envs 16 ...      # flags after -- go to the script
+    python benchmarks/learning.py --summarize benchmarks/results/cartpole.csv
+
+wall_clock_s counts from the moment the script's process is started, so it includes start-up.
+"""
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s"]
+
+
+def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> list[dict]:
+    """Trains once in a fresh working directory and reads its episodes back from TensorBoard."""
+    with tempfile.TemporaryDirectory() as workdir:
+        command = [sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
+        print(" ".join(command), flush=True)
+        start = time.time()
+        subprocess.run(command, cwd=workdir, check=True)
+        (run_dir,) = os.listdir(os.path.join(workdir, "runs"))
+        events = EventAccumulator(os.path.join(workdir, "runs", run_dir), size_guidance={"scalars": 0})
+        events.Reload()
+        return [
+            dict(env=env_id, seed=seed, step=e.step, episodic_return=e.value, wall_clock_s=round(e.wall_time - start, 3))
+            for e in events.Scalars("charts/episodic_return")
+        ]
+
+
+def summarize(csv_path: str, last: int = 100):
+    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed."""
+    by_run = defaultdict(list)
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            by_run[(row["env"], int(row["seed"]))].append(row)
+    by_env = defaultdict(dict)
+    for (env, seed), rows in sorted(by_run.items()):
+        by_env[env][seed] = rows
+    print(f"| env | seeds | mean of last {last} episodes, per seed | mean ± std | steps | wall (s), per seed |")
+    print("|---|---|---|---|---|---|")
+    for env, runs in by_env.items():
+        finals = [np.mean([float(r["episodic_return"]) for r in rows[-last:]]) for rows in runs.values()]
+        steps = max(int(rows[-1]["step"]) for rows in runs.values())
+        walls = [float(rows[-1]["wall_clock_s"]) for rows in runs.values()]
+        print(f"| {env} | {', '.join(map(str, runs))} | {', '.join(f'{x:.1f}' for x in finals)} | "
+              f"{np.mean(finals):.1f} ± {np.std(finals):.1f} | {steps:,} | {', '.join(f'{w:.0f}' for w in walls)} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--script", default="ppo_discrete.py", help="the training script, relative to the repository root")
+    parser.add_argument("--envs", nargs="+", default=["CartPole-v1"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--out", default="benchmarks/results/learning.csv", help="the CSV to write")
+    parser.add_argument("--summarize", metavar="CSV", help="only print the summary table of an existing CSV")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to the script")
+    args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize)
+        return
+    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for env_id in args.envs:
+            for seed in args.seeds:
+                writer.writerows(run_one(args.script, env_id, seed, extra))
+                f.flush()
+    summarize(args.out)
+
+
+if __name__ == "__main__":
+    main()

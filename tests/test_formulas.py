@@ -1,0 +1,134 @@
+"""Each formula of ppo_discrete.py against numbers computed independently (by hand or a slow loop)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ppo_discrete as ppo
+
+
+def slow_gae(rewards, values, dones, next_value, gamma, lam):
+    """A_t = sum_l (gamma*lam)^l delta_{t+l}, summed until the episode ends, one (t, env) at a time."""
+    num_steps, num_envs = rewards.shape
+    advantages = np.zeros((num_steps, num_envs))
+    for env in range(num_envs):
+        for t in range(num_steps):
+            total, weight = 0.0, 1.0
+            for k in range(t, num_steps):
+                following = next_value[env] if k == num_steps - 1 else values[k + 1, env]
+                delta = rewards[k, env] + gamma * following * (1 - dones[k, env]) - values[k, env]
+                total += weight * delta
+                if dones[k, env]:
+                    break
+                weight *= gamma * lam
+            advantages[t, env] = total
+    return advantages
+
+
+def test_gae_by_hand():
+    # one env, gamma = lam = 0.5, the episode ends at step 1, the last step bootstraps from next_value = 4
+    rewards = np.array([[1.0], [2.0], [3.0]], np.float32)
+    values = np.array([[1.0], [1.0], [2.0]], np.float32)
+    dones = np.array([[0.0], [1.0], [0.0]], np.float32)
+    advantages, returns = ppo.compute_gae(rewards, values, dones, np.array([4.0], np.float32), 0.5, 0.5)
+    # delta_2 = 3 + 0.5*4 - 2 = 3;  A_2 = 3
+    # delta_1 = 2 + 0 - 1 = 1;      A_1 = 1 (episode ended: nothing flows back from step 2)
+    # delta_0 = 1 + 0.5*1 - 1 = 0.5; A_0 = 0.5 + 0.25*1 = 0.75
+    np.testing.assert_allclose(advantages[:, 0], [0.75, 1.0, 3.0])
+    np.testing.assert_allclose(returns[:, 0], [1.75, 2.0, 5.0])
+
+
+def test_gae_matches_slow_loop_with_terminations_and_truncations():
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(64, 5)).astype(np.float32)
+    values = rng.normal(size=(64, 5)).astype(np.float32)
+    dones = (rng.random((64, 5)) < 0.1).astype(np.float32)
+    dones[-1, 0] = 1.0  # an episode that ends on the very last step: next_value must not leak in
+    next_value = rng.normal(size=5).astype(np.float32)
+    # a truncation is a done whose reward already holds + gamma * V(final_obs) (collect_rollout adds it)
+    truncated = (dones == 1) & (rng.random((64, 5)) < 0.5)
+    final_values = rng.normal(size=(64, 5)).astype(np.float32)
+    rewards = np.where(truncated, rewards + 0.99 * final_values, rewards).astype(np.float32)
+    advantages, returns = ppo.compute_gae(rewards, values, dones, next_value, 0.99, 0.95)
+    expected = slow_gae(rewards, values, dones, next_value, 0.99, 0.95)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(returns, expected + values, rtol=1e-5, atol=1e-5)
+
+
+def test_clipped_policy_loss_by_hand():
+    old = torch.zeros(4)
+    new = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.5])).requires_grad_()
+    advantages = torch.tensor([1.0, -1.0, 2.0, 1.0])
+    loss, logratio = ppo.clipped_policy_loss(new, old, advantages, clip_coef=0.2)
+    # per sample min(r*A, clip(r)*A): min(1.5, 1.2)=1.2; min(-0.5, -0.8)=-0.8; min(2.2, 2.2)=2.2; min(0.5, 0.8)=0.5
+    assert loss.item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 0.5) / 4, abs=1e-6)
+    np.testing.assert_allclose(logratio.detach(), new.detach(), atol=1e-7)
+    loss.backward()
+    # d(-r*A/4)/d(log r) = -r*A/4 where the unclipped term is the min, 0 where the clip binds
+    np.testing.assert_allclose(new.grad, [0.0, 0.0, -1.1 * 2.0 / 4, -0.5 * 1.0 / 4], atol=1e-6)
+
+
+def test_clipped_value_loss_by_hand():
+    new = torch.tensor([3.0, 1.5], requires_grad=True)
+    old = torch.tensor([1.0, 1.0])
+    returns = torch.tensor([2.0, 3.0])
+    loss = ppo.value_loss(new, old, returns, clip_coef=0.2, clip=True)
+    # sample 0: (3-2)^2 = 1 vs clipped prediction 1.2: (1.2-2)^2 = 0.64 -> 1
+    # sample 1: (1.5-3)^2 = 2.25 vs clipped prediction 1.2: (1.2-3)^2 = 3.24 -> 3.24 (no gradient)
+    assert loss.item() == pytest.approx(0.5 * (1.0 + 3.24) / 2)
+    loss.backward()
+    np.testing.assert_allclose(new.grad, [0.5 * 2 * (3 - 2) / 2, 0.0], atol=1e-6)
+    plain = ppo.value_loss(new, old, returns, clip_coef=0.2, clip=False)
+    assert plain.item() == pytest.approx(0.5 * (1.0 + 2.25) / 2)
+
+
+def test_learning_rate_anneals_linearly():
+    assert ppo.annealed_lr(1, 4, 1.0) == 1.0
+    assert ppo.annealed_lr(2, 4, 1.0) == 0.75
+    assert ppo.annealed_lr(4, 4, 2.0) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("shared_body", [False, True])
+def test_orthogonal_init_gains_and_zero_biases(shared_body):
+    agent = ppo.Agent(obs_dim=8, n_actions=4, hidden_sizes=(64, 32), shared_body=shared_body)
+
+    def check(layer, gain):
+        w = layer.weight.detach().double()
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # g^2 I on the smaller side
+        np.testing.assert_allclose(gram, gain**2 * torch.eye(min(w.shape), dtype=torch.float64), atol=1e-5)
+        assert torch.all(layer.bias == 0)
+
+    for layer in [*agent.actor_body, *agent.critic_body]:
+        check(layer, math.sqrt(2))
+    check(agent.actor_head, 0.01)
+    check(agent.critic_head, 1.0)
+    assert (agent.actor_body is agent.critic_body) == shared_body
+
+
+def test_forward_matches_separate_calls():
+    agent = ppo.Agent(4, 3)
+    obs = torch.randn(10, 4)
+    logits, values = agent(obs)
+    torch.testing.assert_close(logits, agent.logits(obs))
+    torch.testing.assert_close(values, agent.value(obs))
+    assert logits.shape == (10, 3) and values.shape == (10,)
+
+
+def test_sampled_actions_follow_softmax():
+    logits = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
+    rng = np.random.default_rng(0)
+    samples = np.stack([ppo.sample_actions(logits, rng) for _ in range(20000)])  # (20000, 2)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    for row in range(2):
+        frequencies = np.bincount(samples[:, row], minlength=3) / len(samples)
+        np.testing.assert_allclose(frequencies, probs[row], atol=0.01)  # ~4 standard errors
+
+
+def test_explained_variance():
+    target = np.array([1.0, 2.0, 3.0, 4.0])
+    assert ppo.explained_variance(target, target) == 1.0
+    assert ppo.explained_variance(np.full(4, 2.5), target) == pytest.approx(0.0)
+    # residual [0.5, -0.5, 0.5, -0.5]: var 0.25 against var(target) 1.25
+    assert ppo.explained_variance(target - np.array([0.5, -0.5, 0.5, -0.5]), target) == pytest.approx(0.8)
