@@ -343,7 +343,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
     minibatch of the update (not the last one only)."""
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    totals = torch.zeros(6)
+    totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
     num_minibatches_done = 0
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
@@ -371,7 +371,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
                 old_approx_kl = (-logratio).mean()
                 approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
                 clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
-                totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac]).cpu()
+                totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
             num_minibatches_done += 1
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break
@@ -577,6 +577,7 @@ def train(args: Args) -> dict:
                                end="" if interactive and iteration < num_iterations else "\n")
     finally:
         envs.close()
+        writer.flush()  # an error or Ctrl-C keeps every point logged so far
 
     model_path = None
     if args.save_model:
@@ -628,7 +629,11 @@ def main():
     if args.load_model is not None:
         evaluate_saved_model(args)
         return
-    summary = train(args)
+    try:
+        summary = train(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: TensorBoard logs are flushed up to the last iteration", file=sys.stderr)
+        raise SystemExit(130)
     last = [r for _, r, _ in summary["episodes"][-100:]]
     if last:
         print(f"done: {len(summary['episodes'])} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
