@@ -340,11 +340,12 @@ def annealed_lr(iteration: int, num_iterations: int, initial_lr: float) -> float
 def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args,
            rng: np.random.Generator) -> dict:
     """Minibatch epochs on the PPO loss. Returns the losses and diagnostics averaged over every
-    minibatch of the update (not the last one only)."""
+    minibatch of the update (not the last one only), and the number of gradient steps taken.
+    With target_kl, the update stops at the first minibatch whose KL (measured before its step) exceeds it."""
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
-    num_minibatches_done = 0
+    minibatches_seen, gradient_steps = 0, 0
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
         for start in range(0, batch_size, minibatch_size):
@@ -361,26 +362,27 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
             v_loss = value_loss(new_values, batch["values"][index], batch["returns"][index], args.clip_coef, args.clip_vloss)
             loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
 
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-            optimizer.step()
-
             with torch.no_grad():
                 ratio = logratio.exp()
                 old_approx_kl = (-logratio).mean()
                 approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
                 clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
                 totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
-            num_minibatches_done += 1
+            minibatches_seen += 1
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
-                break
+                break  # the policy already moved far enough: no step on this minibatch, nor on any later one
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+            gradient_steps += 1
         else:
             continue
         break  # target_kl reached: stop the whole update, not just this epoch
-    means = (totals / num_minibatches_done).tolist()
+    means = (totals / minibatches_seen).tolist()
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
-    return dict(zip(names, means), minibatches=num_minibatches_done)
+    return dict(zip(names, means), gradient_steps=gradient_steps)
 
 
 def flat_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:

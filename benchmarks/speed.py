@@ -3,7 +3,7 @@ and of the raw vector env stepping random actions, on one env. Each measurement 
 (so its peak RSS is its own); the three alternate, repeat after repeat, and medians are reported.
 
     pip install -r benchmarks/requirements.txt
-    python benchmarks/speed.py --env-id CartPole-v1 --steps 200000 --repeats 5
+    python benchmarks/speed.py --env-id CartPole-v1 --steps 500000 --repeats 3
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -89,8 +89,8 @@ def measure(name: str, env_id: str, steps: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-id", default="CartPole-v1")
-    parser.add_argument("--steps", type=int, default=200_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=500_000)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", nargs="+", default=list(WORKERS), choices=list(WORKERS))
     parser.add_argument("--out", default=None, help="CSV of every measurement (default benchmarks/results/speed_{env}.csv)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

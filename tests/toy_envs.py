@@ -42,5 +42,27 @@ class ImageObsEnv(gym.Env):
         return np.zeros((84, 84, 3), np.uint8), 0.0, True, False, {}
 
 
+class BoundedActionEnv(gym.Env):
+    """Continuous actions bounded to [-0.1, 0.1]; remembers every action it receives. Observation
+    [t, 1]; reward 1 per step; never ends by itself (wrap in TimeLimit)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-0.1, 0.1, (2,), np.float32)
+
+    def __init__(self):
+        self.t = 0
+        self.received = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.array([0.0, 1.0], np.float32), {}
+
+    def step(self, action):
+        self.received.append(np.array(action))
+        self.t += 1
+        return np.array([self.t, 1.0], np.float32), 1.0, False, False, {}
+
+
 gym.register("Counting-v0", entry_point=CountingEnv)
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)

@@ -1,4 +1,4 @@
-"""Each formula of ppo_discrete.py against numbers computed independently (by hand or a slow loop)."""
+"""ppo_discrete.py formulas against numbers computed independently (by hand or a slow loop), and its learning."""
 
 import math
 
@@ -132,3 +132,18 @@ def test_explained_variance():
     assert ppo.explained_variance(np.full(4, 2.5), target) == pytest.approx(0.0)
     # residual [0.5, -0.5, 0.5, -0.5]: var 0.25 against var(target) 1.25
     assert ppo.explained_variance(target - np.array([0.5, -0.5, 0.5, -0.5]), target) == pytest.approx(0.8)
+
+
+def test_shared_body_and_relu_train(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ppo.Args(shared_body=True, activation="relu", hidden_sizes=(32,), save_model=True, total_timesteps=1024)
+    agent, saved = ppo.load_agent(ppo.train(args)["model_path"])
+    assert agent.shared_body and saved["activation"] == "relu" and saved["hidden_sizes"] == [32]
+
+
+def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):
+    """The learning test: seed 1, CleanRL's defaults, 500k steps (about 35 s here)."""
+    monkeypatch.chdir(tmp_path)
+    summary = ppo.train(ppo.Args(seed=1))
+    last_100 = [episode_return for _, episode_return, _ in summary["episodes"][-100:]]
+    assert np.mean(last_100) >= 490
