@@ -51,7 +51,8 @@ def main():
     runs = load_runs(args.csvs)
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
     for ax, (env, seeds) in zip(axes[0], runs.items()):
-        grid = np.linspace(0, max(max(steps) for steps, _ in seeds.values()), 200)
+        first = max(min(steps) for steps, _ in seeds.values())  # from where every seed has an episode
+        grid = np.linspace(first, max(max(steps) for steps, _ in seeds.values()), 200)
         curves = np.stack([smoothed_on_grid(steps, returns, grid, args.window) for steps, returns in seeds.values()])
         mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
         ax.plot(grid, mean, label=f"mean of {len(seeds)} seeds")

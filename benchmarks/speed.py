@@ -1,9 +1,11 @@
-"""Speed benchmark: steps/s of our script, of Stable-Baselines3's PPO with the same hyper-parameters,
-and of the raw vector env stepping random actions, on one env. Each measurement is its own process
-(so its peak RSS is its own); the three alternate, repeat after repeat, and medians are reported.
+"""Speed benchmark: steps/s of one of our scripts, of Stable-Baselines3's PPO with the same
+hyper-parameters (the script's defaults), and of the raw vector env stepping random actions. Each
+measurement is its own process (so its peak RSS is its own); the three alternate, repeat after
+repeat, and medians are reported.
 
     pip install -r benchmarks/requirements.txt
-    python benchmarks/speed.py --env-id CartPole-v1 --steps 500000 --repeats 3
+    python benchmarks/speed.py --script ppo_discrete.py --steps 500000 --repeats 3
+    python benchmarks/speed.py --script ppo_continuous.py --steps 100000 --repeats 3
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -12,6 +14,7 @@ SB3 runs as its users run it (torch's default threads); ours uses its default --
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import subprocess
@@ -22,47 +25,61 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# CleanRL ppo.py defaults (our defaults), in both libraries' words
-NUM_ENVS, NUM_STEPS, NUM_MINIBATCHES, EPOCHS = 4, 128, 4, 4
-LEARNING_RATE, GAMMA, GAE_LAMBDA, CLIP, ENT_COEF, VF_COEF, MAX_GRAD_NORM = 2.5e-4, 0.99, 0.95, 0.2, 0.01, 0.5, 0.5
+sys.path.insert(0, ROOT)
 
 
-def worker_ours(env_id: str, steps: int) -> float:
-    sys.path.insert(0, ROOT)
-    import ppo_discrete
+def script_args(script: str, env_id: str, steps: int):
+    """The script's Args with its defaults, for this env and budget."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    return module, module.Args(env_id=env_id or module.Args.env_id, total_timesteps=steps)
 
-    args = ppo_discrete.Args(env_id=env_id, total_timesteps=steps)
+
+def worker_ours(script: str, env_id: str, steps: int) -> float:
+    module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    ppo_discrete.train(args)
+    module.train(args)
     return time.perf_counter() - start
 
 
-def worker_sb3(env_id: str, steps: int) -> float:
+def worker_sb3(script: str, env_id: str, steps: int) -> float:
+    """SB3's PPO with the script's default hyper-parameters (and VecNormalize where the script normalizes)."""
     import torch.nn as nn
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
+    _, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    envs = make_vec_env(env_id, n_envs=NUM_ENVS, seed=1)
+    envs = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
+    if getattr(args, "norm_obs", False) or getattr(args, "norm_reward", False):
+        envs = VecNormalize(envs, norm_obs=args.norm_obs, norm_reward=args.norm_reward, clip_obs=args.clip_obs,
+                            clip_reward=args.clip_reward, gamma=args.gamma)
+    activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[args.activation]
+    hidden = list(args.hidden_sizes)
+    learning_rate = (lambda remaining: remaining * args.learning_rate) if args.anneal_lr else args.learning_rate
     model = PPO(
-        "MlpPolicy", envs, learning_rate=lambda remaining: remaining * LEARNING_RATE, n_steps=NUM_STEPS,
-        batch_size=NUM_ENVS * NUM_STEPS // NUM_MINIBATCHES, n_epochs=EPOCHS, gamma=GAMMA, gae_lambda=GAE_LAMBDA,
-        clip_range=CLIP, clip_range_vf=CLIP, ent_coef=ENT_COEF, vf_coef=VF_COEF, max_grad_norm=MAX_GRAD_NORM,
-        policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh), device="cpu", seed=1,
+        "MlpPolicy", envs, learning_rate=learning_rate, n_steps=args.num_steps,
+        batch_size=args.num_envs * args.num_steps // args.num_minibatches, n_epochs=args.update_epochs,
+        gamma=args.gamma, gae_lambda=args.gae_lambda, clip_range=args.clip_coef,
+        clip_range_vf=args.clip_coef if args.clip_vloss else None, normalize_advantage=args.norm_adv,
+        ent_coef=args.ent_coef, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm, target_kl=args.target_kl,
+        policy_kwargs=dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=activation), device="cpu", seed=args.seed,
     )
     model.learn(total_timesteps=steps)
     return time.perf_counter() - start
 
 
-def worker_raw(env_id: str, steps: int) -> float:
+def worker_raw(script: str, env_id: str, steps: int) -> float:
+    """The script's vector env (same count, SAME_STEP autoreset) stepping random actions, no network."""
     import gymnasium as gym
 
+    _, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id)] * NUM_ENVS, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    envs.reset(seed=1)
-    envs.action_space.seed(1)
-    for _ in range(steps // NUM_ENVS):
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env_id)] * args.num_envs,
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.reset(seed=args.seed)
+    envs.action_space.seed(args.seed)
+    for _ in range(steps // args.num_envs):
         envs.step(envs.action_space.sample())
     return time.perf_counter() - start
 
@@ -70,10 +87,11 @@ def worker_raw(env_id: str, steps: int) -> float:
 WORKERS = {"ours": worker_ours, "sb3": worker_sb3, "raw env": worker_raw}
 
 
-def measure(name: str, env_id: str, steps: int) -> dict:
+def measure(name: str, script: str, env_id: str, steps: int) -> dict:
     """Runs one worker in its own process; returns its steps/s, process wall time and peak RSS."""
     with tempfile.TemporaryDirectory() as workdir:
-        command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--env-id", env_id, "--steps", str(steps)]
+        command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--script", script,
+                   "--env-id", env_id, "--steps", str(steps)]
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         output = process.stdout.read()
@@ -88,7 +106,8 @@ def measure(name: str, env_id: str, steps: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env-id", default="CartPole-v1")
+    parser.add_argument("--script", default="ppo_discrete.py", choices=["ppo_discrete.py", "ppo_continuous.py"])
+    parser.add_argument("--env-id", default="", help="default: the script's default env")
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", nargs="+", default=list(WORKERS), choices=list(WORKERS))
@@ -96,16 +115,17 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps({"seconds": WORKERS[args.worker](args.env_id, args.steps)}))
+        print(json.dumps({"seconds": WORKERS[args.worker](args.script, args.env_id, args.steps)}))
         return
+    env_id = args.env_id or script_args(args.script, "", 1)[1].env_id
 
     rows = []
     for repeat in range(args.repeats):
         for name in args.workers:
-            row = dict(measure(name, args.env_id, args.steps), repeat=repeat)
+            row = dict(measure(name, args.script, env_id, args.steps), repeat=repeat)
             print(row, flush=True)
             rows.append(row)
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed_{args.env_id}.csv")
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed_{env_id}.csv")
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -114,7 +134,8 @@ def main():
     median = {name: {key: float(np.median([r[key] for r in rows if r["worker"] == name]))
                      for key in ["sps", "process_wall_s", "peak_rss_mb"]} for name in args.workers}
     ours = median.get("ours", {}).get("sps")
-    print(f"\n{args.env_id}, {args.steps:,} steps, median of {args.repeats} alternating runs (CSV: {os.path.relpath(out, ROOT)})\n")
+    print(f"\n{args.script} on {env_id}, {args.steps:,} steps, median of {args.repeats} alternating runs "
+          f"(CSV: {os.path.relpath(out, ROOT)})\n")
     print("| run | steps/s | ours ÷ this | process wall (s) | peak RSS (MB) |")
     print("|---|---|---|---|---|")
     for name, m in median.items():
