@@ -256,25 +256,25 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
     truncations = []  # (step, env, final_obs) of episodes cut by a time limit
     finished = []
-    for step in range(num_steps):
-        observations[step] = obs
-        with torch.inference_mode():
+    with torch.inference_mode():  # one context for the whole loop, not one per step
+        for step in range(num_steps):
+            observations[step] = obs
             logits = agent.logits(torch.from_numpy(obs).to(device)).cpu().numpy()
-        actions[step] = sample_actions(logits, rng)
-        obs, reward, terminated, truncated, info = envs.step(actions[step])
-        obs = np.asarray(obs, dtype=np.float32)
-        rewards[step] = reward
-        done = terminated | truncated
-        dones[step] = done
-        episode_returns += reward
-        episode_lengths += 1
-        if done.any():
-            for env_index in np.flatnonzero(done):
-                finished.append((step, env_index, episode_returns[env_index], episode_lengths[env_index]))
-                if bootstrap_truncation and truncated[env_index] and not terminated[env_index]:
-                    truncations.append((step, env_index, info["final_obs"][env_index]))
-            episode_returns[done] = 0.0
-            episode_lengths[done] = 0
+            actions[step] = sample_actions(logits, rng)
+            obs, reward, terminated, truncated, info = envs.step(actions[step])
+            obs = np.asarray(obs, dtype=np.float32)
+            rewards[step] = reward
+            done = terminated | truncated
+            dones[step] = done
+            episode_returns += reward
+            episode_lengths += 1
+            if done.any():
+                for env_index in np.flatnonzero(done):
+                    finished.append((step, env_index, episode_returns[env_index], episode_lengths[env_index]))
+                    if bootstrap_truncation and truncated[env_index] and not terminated[env_index]:
+                        truncations.append((step, env_index, info["final_obs"][env_index]))
+                episode_returns[done] = 0.0
+                episode_lengths[done] = 0
 
     # One batched forward pass scores the whole rollout: log-probs, values, V(next obs), V(final obs).
     final_obs = np.array([o for _, _, o in truncations], dtype=np.float32).reshape(-1, obs.shape[1])
@@ -337,6 +337,14 @@ def annealed_lr(iteration: int, num_iterations: int, initial_lr: float) -> float
     return initial_lr * (1.0 - (iteration - 1.0) / num_iterations)
 
 
+def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float):
+    """Scales all gradients by one factor so that their global L2 norm is at most max_norm: the same
+    operations as nn.utils.clip_grad_norm_ without its Python overhead (~10% of a minibatch step)."""
+    grads = [p.grad for p in parameters]
+    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+
+
 def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args,
            rng: np.random.Generator) -> dict:
     """Minibatch epochs on the PPO loss. Returns the losses and diagnostics averaged over every
@@ -346,20 +354,22 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
     minibatches_seen, gradient_steps = 0, 0
+    parameters = list(agent.parameters())
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
+        shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
         for start in range(0, batch_size, minibatch_size):
-            index = order[start : start + minibatch_size]
-            logits, new_values = agent(batch["obs"][index])
+            minibatch = {key: value[start : start + minibatch_size] for key, value in shuffled.items()}
+            logits, new_values = agent(minibatch["obs"])
             log_probs = F.log_softmax(logits, dim=-1)
-            new_logprob = log_probs.gather(1, batch["actions"][index, None]).squeeze(1)
+            new_logprob = log_probs.gather(1, minibatch["actions"][:, None]).squeeze(1)
             entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
 
-            advantages = batch["advantages"][index]
+            advantages = minibatch["advantages"]
             if args.norm_adv:
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            pg_loss, logratio = clipped_policy_loss(new_logprob, batch["logprobs"][index], advantages, args.clip_coef)
-            v_loss = value_loss(new_values, batch["values"][index], batch["returns"][index], args.clip_coef, args.clip_vloss)
+            pg_loss, logratio = clipped_policy_loss(new_logprob, minibatch["logprobs"], advantages, args.clip_coef)
+            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], args.clip_coef, args.clip_vloss)
             loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
 
             with torch.no_grad():
@@ -374,7 +384,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            clip_grad_norm(parameters, args.max_grad_norm)
             optimizer.step()
             gradient_steps += 1
         else:

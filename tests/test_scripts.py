@@ -214,3 +214,20 @@ def test_two_runs_in_the_same_second_get_their_own_directories(ppo):
     first = ppo.new_run_dir("same-name")
     second = ppo.new_run_dir("same-name")
     assert first[1] != second[1] and os.path.isdir(first[1]) and os.path.isdir(second[1])
+
+
+@SCRIPTS
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # below and above max_norm
+def test_clip_grad_norm_matches_torch(ppo, scale):
+    grads = [torch.randn(64, 17) * scale, torch.randn(64) * scale, torch.randn(6) * scale]
+    ours = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    reference = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, q, g in zip(ours, reference, grads):
+        p.grad, q.grad = g.clone(), g.clone()
+    ppo.clip_grad_norm(ours, 0.5)
+    torch.nn.utils.clip_grad_norm_(reference, 0.5)
+    for p, q in zip(ours, reference):
+        assert torch.equal(p.grad, q.grad)
+    total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))
+    unclipped = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
+    assert total.item() == pytest.approx(min(0.5, unclipped), rel=1e-4)
