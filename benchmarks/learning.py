@@ -12,6 +12,7 @@ wall_clock_s counts from the moment the script's process is started, so it inclu
 import argparse
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,8 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s"]
 
 
-def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> list[dict]:
-    """Trains once in a fresh working directory and reads its episodes back from TensorBoard."""
+def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: str = None) -> list[dict]:
+    """Trains once in a fresh working directory and reads its episodes back from TensorBoard;
+    with keep_runs, the run directory (events, saved model) is moved there afterwards."""
     with tempfile.TemporaryDirectory() as workdir:
         command = [sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
         print(" ".join(command), flush=True)
@@ -35,6 +37,9 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str]) -> list[dict]
         (run_dir,) = os.listdir(os.path.join(workdir, "runs"))
         events = EventAccumulator(os.path.join(workdir, "runs", run_dir), size_guidance={"scalars": 0})
         events.Reload()
+        if keep_runs:
+            os.makedirs(keep_runs, exist_ok=True)
+            shutil.move(os.path.join(workdir, "runs", run_dir), os.path.join(keep_runs, run_dir))
         return [
             dict(env=env_id, seed=seed, step=e.step, episodic_return=e.value, wall_clock_s=round(e.wall_time - start, 3))
             for e in events.Scalars("charts/episodic_return")
@@ -67,6 +72,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--out", default="benchmarks/results/learning.csv", help="the CSV to write")
     parser.add_argument("--summarize", metavar="CSV", help="only print the summary table of an existing CSV")
+    parser.add_argument("--keep-runs", metavar="DIR", help="move each run directory (TensorBoard events, saved model) here")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to the script")
     args = parser.parse_args()
     if args.summarize:
@@ -79,7 +85,7 @@ def main():
         writer.writeheader()
         for env_id in args.envs:
             for seed in args.seeds:
-                writer.writerows(run_one(args.script, env_id, seed, extra))
+                writer.writerows(run_one(args.script, env_id, seed, extra, args.keep_runs))
                 f.flush()
     summarize(args.out)
 
