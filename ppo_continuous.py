@@ -155,8 +155,10 @@ def make_env(env_id: str, record_video_to: Optional[str] = None, record_every_ep
     def thunk():
         if record_video_to is None:
             return gym.make(env_id)
-        env = gym.make(env_id, render_mode="rgb_array")
-        # MuJoCo renders in software here (~30 frames/s): record every 250th training episode only
+        # MuJoCo renders in software here: 240x240 frames cost half of the default 480x480
+        size = dict(width=240, height=240) if "mujoco" in str(gym.spec(env_id).entry_point) else {}
+        env = gym.make(env_id, render_mode="rgb_array", **size)
+        # a 1000-step MuJoCo episode takes tens of seconds to render: record every 250th training episode only
         trigger = (lambda episode: True) if record_every_episode else (lambda episode: episode % 250 == 0)
         return gym.wrappers.RecordVideo(env, record_video_to, episode_trigger=trigger)
 
