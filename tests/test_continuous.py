@@ -145,3 +145,13 @@ def test_orthogonal_init_and_log_std():
         np.testing.assert_allclose(gram, gain**2 * np.eye(min(w.shape)), atol=1e-5)
         assert torch.all(layer.bias == 0)
     assert torch.all(agent.actor_logstd == 0) and agent.actor_logstd.shape == (6,)
+
+
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5", "Pendulum-v1",
+                                    "BipedalWalker-v3", "LunarLanderContinuous-v3", "MountainCarContinuous-v0"])
+def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=128, num_steps=64, num_minibatches=2, update_epochs=1,
+                                 save_model=True))
+    agent, obs_rms, saved = ppo.load_agent(summary["model_path"])
+    assert saved["env_id"] == env_id and obs_rms.count == 1 + 128

@@ -147,3 +147,11 @@ def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):
     summary = ppo.train(ppo.Args(seed=1))
     last_100 = [episode_return for _, episode_return, _ in summary["episodes"][-100:]]
     assert np.mean(last_100) >= 490
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3"])
+def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=256, num_steps=64, save_model=True))
+    agent, saved = ppo.load_agent(summary["model_path"])
+    assert saved["env_id"] == env_id
