@@ -231,3 +231,24 @@ def test_clip_grad_norm_matches_torch(ppo, scale):
     total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))
     unclipped = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
     assert total.item() == pytest.approx(min(0.5, unclipped), rel=1e-4)
+
+
+@SCRIPTS
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_numpy_rollout_policy_matches_torch_and_follows_updates(ppo, activation):
+    agent = ppo.Agent(5, 3, hidden_sizes=(16, 8), activation=activation)
+    numpy_policy = ppo.numpy_policy_logits(agent) if ppo is ppo_discrete else ppo.numpy_policy_mean(agent)
+    torch_policy = agent.logits if ppo is ppo_discrete else agent.action_mean
+    obs = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=0.1, fused=True)
+    for _ in range(2):  # before and after an optimizer step, with the same numpy_policy
+        with torch.no_grad():
+            expected = torch_policy(torch.from_numpy(obs)).numpy()
+        np.testing.assert_allclose(numpy_policy(obs), expected, rtol=1e-5, atol=1e-6)
+        optimizer.zero_grad()
+        torch_policy(torch.from_numpy(obs)).pow(2).sum().backward()
+        optimizer.step()
+    # the step moved the weights, and the numpy policy moved with them
+    with torch.no_grad():
+        np.testing.assert_allclose(numpy_policy(obs), torch_policy(torch.from_numpy(obs)).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(numpy_policy(obs), expected, atol=1e-3)
