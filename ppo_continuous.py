@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -326,7 +326,7 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
     """Runs the policy num_steps steps in every env.
 
     obs is the normalized current observation. Returns (rollout, next_obs, finished) where rollout
-    holds numpy arrays of shape (num_steps, num_envs, ...) and torch tensors of log-probs, and finished
+    holds numpy arrays of shape (num_steps, num_envs, ...) and a torch tensor of log-probs, and finished
     lists each ended episode as (step_index, env_index, raw_return, length). Observations are
     normalized (updating obs_rms), rewards scaled (updating reward_scaler); the action sent to the env
     is clipped to its bounds while the unclipped sample is stored. Truncated steps get
@@ -762,7 +762,7 @@ def main():
         summary = train(args)
     except KeyboardInterrupt:
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     last = [r for _, r, _ in summary["episodes"][-100:]]
     if last:
         print(f"done: {len(summary['episodes'])} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -261,7 +261,7 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
     """Runs the policy num_steps steps in every env.
 
     Returns (rollout, next_obs, finished) where rollout holds numpy arrays of shape (num_steps, num_envs, ...)
-    and torch tensors of log-probs and values, and finished lists each ended episode as
+    and a torch tensor of log-probs, and finished lists each ended episode as
     (step_index, env_index, raw_return, length). Truncated steps get reward + gamma * V(final_obs)
     when bootstrap_truncation is on, so GAE can treat every done as an episode end.
     episode_returns and episode_lengths (num_envs,) carry the running episodes across rollouts."""
@@ -663,7 +663,7 @@ def main():
         summary = train(args)
     except KeyboardInterrupt:
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     last = [r for _, r, _ in summary["episodes"][-100:]]
     if last:
         print(f"done: {len(summary['episodes'])} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
