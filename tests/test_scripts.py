@@ -11,6 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import ppo_atari
 import ppo_continuous
 import ppo_discrete
 
@@ -25,7 +26,10 @@ TINY = {
     ppo_discrete: dict(env_id="CartPole-v1", total_timesteps=1024, num_envs=4, num_steps=128),
     ppo_continuous: dict(env_id="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256, num_minibatches=4,
                          update_epochs=2),
+    ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=1024, num_envs=2, num_steps=256, num_minibatches=4,
+                    update_epochs=1),
 }
+VECTOR_SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__)
 SCRIPTS = pytest.mark.parametrize("ppo", list(TINY), ids=lambda module: module.__name__)
 
 
@@ -52,7 +56,8 @@ def test_two_iterations_write_every_tag(ppo):
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
     learning_rates = [e.value for e in events.Scalars("charts/learning_rate")]
     np.testing.assert_allclose(learning_rates, [ppo.annealed_lr(i, 2, ppo.Args.learning_rate) for i in (1, 2)], rtol=1e-6)
-    assert [e.step for e in events.Scalars("losses/value_loss")] == [512, 1024]
+    batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
+    assert [e.step for e in events.Scalars("losses/value_loss")] == [batch, 2 * batch]
     episode_steps = [e.step for e in events.Scalars("charts/episodic_return")]
     assert len(episode_steps) == len(summary["episodes"]) > 0 and episode_steps == sorted(episode_steps)
 
@@ -63,7 +68,7 @@ def test_losses_are_means_over_the_whole_update(ppo, monkeypatch):
     seen = []
     original = ppo.value_loss
     monkeypatch.setattr(ppo, "value_loss", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
-    args = ppo.Args(**{**TINY[ppo], "total_timesteps": 512})
+    args = ppo.Args(**{**TINY[ppo], "total_timesteps": TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]})
     summary = ppo.train(args)
     (logged,) = [e.value for e in read_events(summary["run_dir"]).Scalars("losses/value_loss")]
     assert len(seen) == args.num_minibatches * args.update_epochs
@@ -71,7 +76,7 @@ def test_losses_are_means_over_the_whole_update(ppo, monkeypatch):
     assert logged != pytest.approx(seen[-1].item(), rel=1e-3)
 
 
-@SCRIPTS
+@VECTOR_SCRIPTS
 def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     args = ppo.Args(num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4, target_kl=0.0, learning_rate=1e-2)
     agent = ppo.Agent(4, 2)
@@ -94,7 +99,7 @@ def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
 
 @SCRIPTS
 def test_same_seed_same_returns_bit_for_bit(ppo):
-    args = {**TINY[ppo], "total_timesteps": 4 * TINY[ppo]["total_timesteps"]}
+    args = {**TINY[ppo], "total_timesteps": 2 * TINY[ppo]["total_timesteps"]}
     first = ppo.train(ppo.Args(seed=7, save_model=True, **args))
     second = ppo.train(ppo.Args(seed=7, save_model=True, **args))
     assert first["episodes"] == second["episodes"]
@@ -160,8 +165,10 @@ BAD_INPUTS = [
     ("ppo_discrete", ["--env-id", "tests.toy_envs:ImageObs-v0"], "use ppo_atari.py"),
     ("ppo_continuous", ["--env-id", "CartPole-v1"], "use ppo_discrete.py"),
     ("ppo_continuous", ["--env-id", "tests.toy_envs:ImageObs-v0"], "needs Box actions"),
+    ("ppo_atari", ["--env-id", "CartPole-v1"], "is not an Atari game"),
+    ("ppo_atari", ["--noop-max", "-1"], "--noop-max must be >= 0"),
 ]
-for name in ["ppo_discrete", "ppo_continuous"]:
+for name in ["ppo_discrete", "ppo_continuous", "ppo_atari"]:
     BAD_INPUTS += [
         (name, ["--env-id", "NoSuchEnv-v0"], "cannot make --env-id"),
         (name, ["--num-minibatches", "3"], "does not divide the batch"),
@@ -190,7 +197,7 @@ def test_bad_model_files_are_refused_without_running_them(ppo, tmp_path):
     (tmp_path / "truncated.model").write_bytes(b"PK\x03\x04 not a whole file")
     with open(tmp_path / "code.model", "wb") as f:
         pickle.dump({"format": ppo.MODEL_FORMAT, "payload": RunsCode()}, f)
-    other = ppo_continuous if ppo is ppo_discrete else ppo_discrete
+    other = ppo_continuous if ppo is ppo_discrete else ppo_discrete  # a model of another script
     torch.save({"format": other.MODEL_FORMAT}, tmp_path / "other_script.model")
     cases = {"truncated.model": "not a readable model file", "code.model": "not a readable model file",
              "other_script.model": f"not a {ppo.__name__}.py model", "missing.model": "no such file"}
@@ -233,7 +240,7 @@ def test_clip_grad_norm_matches_torch(ppo, scale):
     assert total.item() == pytest.approx(min(0.5, unclipped), rel=1e-4)
 
 
-@SCRIPTS
+@VECTOR_SCRIPTS
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_numpy_rollout_policy_matches_torch_and_follows_updates(ppo, activation):
     agent = ppo.Agent(5, 3, hidden_sizes=(16, 8), activation=activation)
