@@ -6,6 +6,7 @@ repeat, and medians are reported.
     pip install -r benchmarks/requirements.txt
     python benchmarks/speed.py --script ppo_discrete.py --steps 500000 --repeats 3
     python benchmarks/speed.py --script ppo_continuous.py --steps 100000 --repeats 3
+    python benchmarks/speed.py --script ppo_atari.py --steps 20480 --repeats 3
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -45,25 +46,31 @@ def worker_sb3(script: str, env_id: str, steps: int) -> float:
     """SB3's PPO with the script's default hyper-parameters (and VecNormalize where the script normalizes)."""
     import torch.nn as nn
     from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
+    from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+    from stable_baselines3.common.vec_env import VecFrameStack, VecNormalize
 
-    _, args = script_args(script, env_id, steps)
+    module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    envs = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
+    if script == "ppo_atari.py":  # SB3's Atari stack: the same protocol through its own wrappers
+        game = "".join(part.capitalize() for part in module.atari_game(args.env_id).split("_"))
+        envs = VecFrameStack(make_atari_env(f"{game}NoFrameskip-v4", n_envs=args.num_envs, seed=args.seed), 4)
+        policy, policy_kwargs = "CnnPolicy", {}
+    else:
+        envs = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
+        activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[args.activation]
+        hidden = list(args.hidden_sizes)
+        policy, policy_kwargs = "MlpPolicy", dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=activation)
     if getattr(args, "norm_obs", False) or getattr(args, "norm_reward", False):
         envs = VecNormalize(envs, norm_obs=args.norm_obs, norm_reward=args.norm_reward, clip_obs=args.clip_obs,
                             clip_reward=args.clip_reward, gamma=args.gamma)
-    activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[args.activation]
-    hidden = list(args.hidden_sizes)
     learning_rate = (lambda remaining: remaining * args.learning_rate) if args.anneal_lr else args.learning_rate
     model = PPO(
-        "MlpPolicy", envs, learning_rate=learning_rate, n_steps=args.num_steps,
+        policy, envs, learning_rate=learning_rate, n_steps=args.num_steps,
         batch_size=args.num_envs * args.num_steps // args.num_minibatches, n_epochs=args.update_epochs,
         gamma=args.gamma, gae_lambda=args.gae_lambda, clip_range=args.clip_coef,
         clip_range_vf=args.clip_coef if args.clip_vloss else None, normalize_advantage=args.norm_adv,
         ent_coef=args.ent_coef, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm, target_kl=args.target_kl,
-        policy_kwargs=dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=activation), device="cpu", seed=args.seed,
+        policy_kwargs=policy_kwargs, device="cpu", seed=args.seed,
     )
     model.learn(total_timesteps=steps)
     return time.perf_counter() - start
@@ -73,10 +80,13 @@ def worker_raw(script: str, env_id: str, steps: int) -> float:
     """The script's vector env (same count, SAME_STEP autoreset) stepping random actions, no network."""
     import gymnasium as gym
 
-    _, args = script_args(script, env_id, steps)
+    module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env_id)] * args.num_envs,
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    if script == "ppo_atari.py":
+        envs = module.make_envs(args, "speed")  # ale-py's native vector env, as the script runs it
+    else:
+        envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env_id)] * args.num_envs,
+                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     for _ in range(steps // args.num_envs):
@@ -106,7 +116,7 @@ def measure(name: str, script: str, env_id: str, steps: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--script", default="ppo_discrete.py", choices=["ppo_discrete.py", "ppo_continuous.py"])
+    parser.add_argument("--script", default="ppo_discrete.py", choices=["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"])
     parser.add_argument("--env-id", default="", help="default: the script's default env")
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=3)
@@ -125,7 +135,7 @@ def main():
             row = dict(measure(name, args.script, env_id, args.steps), repeat=repeat)
             print(row, flush=True)
             rows.append(row)
-    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed_{env_id}.csv")
+    out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed_{env_id.replace('/', '-')}.csv")
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
