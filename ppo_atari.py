@@ -40,7 +40,7 @@ class Args:
     torch_deterministic: bool = True
     """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
-    """if toggled, uses CUDA when it is available (the small default networks are faster on CPU)"""
+    """if toggled, uses CUDA when it is available"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
