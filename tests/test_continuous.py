@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import ppo_continuous as ppo
+from tests.checks import assert_orthogonal_init
 from tests.toy_envs import BoundedActionEnv
 
 
@@ -140,10 +141,7 @@ def test_orthogonal_init_and_log_std():
     agent = ppo.Agent(obs_dim=17, action_dim=6)
     for layer, gain in [(agent.actor_body[0], math.sqrt(2)), (agent.critic_body[1], math.sqrt(2)),
                         (agent.actor_mean, 0.01), (agent.critic_head, 1.0)]:
-        w = layer.weight.detach().double()
-        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
-        np.testing.assert_allclose(gram, gain**2 * np.eye(min(w.shape)), atol=1e-5)
-        assert torch.all(layer.bias == 0)
+        assert_orthogonal_init(layer, gain)
     assert torch.all(agent.actor_logstd == 0) and agent.actor_logstd.shape == (6,)
 
 

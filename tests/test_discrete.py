@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import ppo_discrete as ppo
+from tests.checks import assert_orthogonal_init
 
 
 def slow_gae(rewards, values, dones, next_value, gamma, lam):
@@ -94,16 +95,10 @@ def test_learning_rate_anneals_linearly():
 def test_orthogonal_init_gains_and_zero_biases(shared_body):
     agent = ppo.Agent(obs_dim=8, n_actions=4, hidden_sizes=(64, 32), shared_body=shared_body)
 
-    def check(layer, gain):
-        w = layer.weight.detach().double()
-        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w  # g^2 I on the smaller side
-        np.testing.assert_allclose(gram, gain**2 * torch.eye(min(w.shape), dtype=torch.float64), atol=1e-5)
-        assert torch.all(layer.bias == 0)
-
     for layer in [*agent.actor_body, *agent.critic_body]:
-        check(layer, math.sqrt(2))
-    check(agent.actor_head, 0.01)
-    check(agent.critic_head, 1.0)
+        assert_orthogonal_init(layer, math.sqrt(2))
+    assert_orthogonal_init(agent.actor_head, 0.01)
+    assert_orthogonal_init(agent.critic_head, 1.0)
     assert (agent.actor_body is agent.critic_body) == shared_body
 
 
