@@ -10,6 +10,7 @@ clipped surrogate + clipped value loss - entropy bonus, (4) log to TensorBoard.
 Flag names and defaults are CleanRL's ppo.py, so a CleanRL command line works unchanged.
 """
 
+import math
 import os
 import random
 import sys
@@ -355,15 +356,41 @@ def annealed_lr(iteration: int, num_iterations: int, initial_lr: float) -> float
     return initial_lr * (1.0 - (iteration - 1.0) / num_iterations)
 
 
-def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float):
-    """Scales all gradients by one factor so that their global L2 norm is at most max_norm: the same
-    operations as nn.utils.clip_grad_norm_ without its Python overhead (~10% of a minibatch step)."""
-    grads = [p.grad for p in parameters]
-    total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+def make_optimizer(agent: nn.Module, lr: float) -> dict:
+    """Adam's state for the agent. The agent's parameters become views of one flat tensor, and their
+    gradients views of another, so that zeroing, clipping and the Adam step are a few operations on one
+    tensor: minibatch steps ~25% faster than torch.optim.Adam(fused=True) over the separate tensors,
+    and no 1.3 s import of torch._dynamo (torch.optim's) at start-up."""
+    parameters = list(agent.parameters())
+    flat_params = torch.cat([p.detach().reshape(-1) for p in parameters])
+    flat_grads = torch.zeros_like(flat_params)
+    offset = 0
+    for p in parameters:
+        p.data = flat_params[offset : offset + p.numel()].view_as(p)
+        p.grad = flat_grads[offset : offset + p.numel()].view_as(p)  # backward accumulates into it in place
+        offset += p.numel()
+    return dict(params=flat_params, grads=flat_grads, exp_avg=torch.zeros_like(flat_params),
+                exp_avg_sq=torch.zeros_like(flat_params), step=0, lr=lr)
 
 
-def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args,
+def adam_step(optimizer: dict, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-5):
+    """One Adam step on the flat parameters, in place, with torch.optim.Adam's arithmetic (eps 1e-5 as CleanRL)."""
+    grads, exp_avg, exp_avg_sq = optimizer["grads"], optimizer["exp_avg"], optimizer["exp_avg_sq"]
+    optimizer["step"] += 1
+    exp_avg.lerp_(grads, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grads, grads, value=1 - beta2)
+    bias_correction1 = 1 - beta1 ** optimizer["step"]
+    bias_correction2 = 1 - beta2 ** optimizer["step"]
+    denominator = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(eps)
+    optimizer["params"].addcdiv_(exp_avg, denominator, value=-optimizer["lr"] / bias_correction1)
+
+
+def clip_grad_norm(grads: torch.Tensor, max_norm: float):
+    """Scales the (flat) gradient so that its L2 norm is at most max_norm, as nn.utils.clip_grad_norm_ does."""
+    grads.mul_(torch.clamp(max_norm / (torch.linalg.vector_norm(grads) + 1e-6), max=1.0))
+
+
+def update(agent: Agent, optimizer: dict, batch: dict, args: Args,
            rng: np.random.Generator) -> dict:
     """Minibatch epochs on the PPO loss. Returns the losses and diagnostics averaged over every
     minibatch of the update (not the last one only), and the number of gradient steps taken.
@@ -372,7 +399,6 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
     minibatches_seen, gradient_steps = 0, 0
-    parameters = list(agent.parameters())
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
         shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
@@ -400,10 +426,10 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
                 break  # the policy already moved far enough: no step on this minibatch, nor on any later one
 
-            optimizer.zero_grad(set_to_none=True)
+            optimizer["grads"].zero_()
             loss.backward()
-            clip_grad_norm(parameters, args.max_grad_norm)
-            optimizer.step()
+            clip_grad_norm(optimizer["grads"], args.max_grad_norm)
+            adam_step(optimizer)
             gradient_steps += 1
         else:
             continue
@@ -435,7 +461,7 @@ def save_agent(path: str, agent: Agent, args: Args, obs_dim: int, n_actions: int
             "hidden_sizes": list(args.hidden_sizes),
             "activation": args.activation,
             "shared_body": args.shared_body,
-            "state_dict": {k: v.cpu() for k, v in agent.state_dict().items()},
+            "state_dict": {k: v.cpu().clone() for k, v in agent.state_dict().items()},
         },
         path,
     )
@@ -557,7 +583,7 @@ def train(args: Args) -> dict:
     envs = make_envs(args, run_name)
     obs_dim, n_actions = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, args.hidden_sizes, args.activation, args.shared_body).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # fused: ~15% faster updates
+    optimizer = make_optimizer(agent, args.learning_rate)
     writer = start_logging(args, run_name, run_dir)
 
     episodes, recent_returns = [], deque(maxlen=100)
@@ -570,7 +596,7 @@ def train(args: Args) -> dict:
     try:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = annealed_lr(iteration, num_iterations, args.learning_rate)
+                optimizer["lr"] = annealed_lr(iteration, num_iterations, args.learning_rate)
 
             # 1. Rollout
             rollout, next_obs, finished = collect_rollout(
@@ -596,7 +622,7 @@ def train(args: Args) -> dict:
 
             # 4. Log
             sps = int(global_step / (time.time() - start_time))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("charts/learning_rate", optimizer["lr"], global_step)
             for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]:
                 writer.add_scalar(f"losses/{name}", stats[name], global_step)
             writer.add_scalar("losses/explained_variance", explained_variance(rollout["values"], returns), global_step)

@@ -80,7 +80,7 @@ def test_losses_are_means_over_the_whole_update(ppo, monkeypatch):
 def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     args = ppo.Args(num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4, target_kl=0.0, learning_rate=1e-2)
     agent = ppo.Agent(4, 2)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
+    optimizer = ppo.make_optimizer(agent, args.learning_rate)
     actions = torch.randint(0, 2, (512,)) if ppo is ppo_discrete else torch.randn(512, 2)
     with torch.no_grad():
         if ppo is ppo_discrete:
@@ -223,38 +223,71 @@ def test_two_runs_in_the_same_second_get_their_own_directories(ppo):
     assert first[1] != second[1] and os.path.isdir(first[1]) and os.path.isdir(second[1])
 
 
-@SCRIPTS
 @pytest.mark.parametrize("scale", [1e-3, 1e3])  # below and above max_norm
-def test_clip_grad_norm_matches_torch(ppo, scale):
+def test_clip_grad_norm_matches_torch(scale):
     grads = [torch.randn(64, 17) * scale, torch.randn(64) * scale, torch.randn(6) * scale]
-    ours = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
     reference = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    for p, q, g in zip(ours, reference, grads):
-        p.grad, q.grad = g.clone(), g.clone()
-    ppo.clip_grad_norm(ours, 0.5)
+    for p, g in zip(reference, grads):
+        p.grad = g.clone()
     torch.nn.utils.clip_grad_norm_(reference, 0.5)
+    expected = torch.cat([p.grad.flatten() for p in reference])
+    unclipped = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
+    for ppo in [ppo_discrete, ppo_continuous]:  # one flat gradient
+        flat = torch.cat([g.flatten() for g in grads])
+        ppo.clip_grad_norm(flat, 0.5)
+        torch.testing.assert_close(flat, expected, rtol=1e-6, atol=0)
+        assert torch.linalg.vector_norm(flat).item() == pytest.approx(min(0.5, unclipped), rel=1e-5)
+    ours = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]  # ppo_atari: a list of gradients
+    for p, g in zip(ours, grads):
+        p.grad = g.clone()
+    ppo_atari.clip_grad_norm(ours, 0.5)
     for p, q in zip(ours, reference):
         assert torch.equal(p.grad, q.grad)
-    total = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours]))
-    unclipped = torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])).item()
-    assert total.item() == pytest.approx(min(0.5, unclipped), rel=1e-4)
+
+
+@VECTOR_SCRIPTS
+def test_flat_adam_matches_torch_adam(ppo):
+    """make_optimizer moves the parameters into one flat tensor; adam_step then does what torch.optim.Adam
+    does to the separate tensors, step for step, with an annealed learning rate."""
+    torch.manual_seed(0)
+    agent, reference = ppo.Agent(5, 3), ppo.Agent(5, 3)
+    reference.load_state_dict(agent.state_dict())
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    optimizer = ppo.make_optimizer(agent, lr=0.01)
+    for key, value in agent.state_dict().items():  # flattening keeps every value
+        assert torch.equal(value, before[key])
+    torch_optimizer = torch.optim.Adam(reference.parameters(), lr=0.01, eps=1e-5, foreach=False)
+    obs = torch.randn(32, 5)
+    for step in range(5):
+        optimizer["lr"] = torch_optimizer.param_groups[0]["lr"] = 0.01 * (1 - step / 5)
+        optimizer["grads"].zero_()
+        torch_optimizer.zero_grad()
+        for model in (agent, reference):
+            out, values = model(obs)
+            (out.pow(2).sum() + values.sum()).backward()
+        assert optimizer["grads"].abs().sum() > 0  # backward wrote into the flat gradient
+        ppo.adam_step(optimizer)
+        torch_optimizer.step()
+        for (key, ours), theirs in zip(agent.state_dict().items(), reference.state_dict().values()):
+            assert torch.equal(ours, theirs), key
+    assert not torch.equal(agent.state_dict()["actor_body.0.weight"], before["actor_body.0.weight"])
 
 
 @VECTOR_SCRIPTS
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_numpy_rollout_policy_matches_torch_and_follows_updates(ppo, activation):
     agent = ppo.Agent(5, 3, hidden_sizes=(16, 8), activation=activation)
+    optimizer = ppo.make_optimizer(agent, lr=0.1)
     numpy_policy = ppo.numpy_policy_logits(agent) if ppo is ppo_discrete else ppo.numpy_policy_mean(agent)
     torch_policy = agent.logits if ppo is ppo_discrete else agent.action_mean
     obs = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=0.1, fused=True)
     for _ in range(2):  # before and after an optimizer step, with the same numpy_policy
         with torch.no_grad():
             expected = torch_policy(torch.from_numpy(obs)).numpy()
         np.testing.assert_allclose(numpy_policy(obs), expected, rtol=1e-5, atol=1e-6)
-        optimizer.zero_grad()
+        optimizer["grads"].zero_()
         torch_policy(torch.from_numpy(obs)).pow(2).sum().backward()
-        optimizer.step()
+        ppo.adam_step(optimizer)
     # the step moved the weights, and the numpy policy moved with them
     with torch.no_grad():
         np.testing.assert_allclose(numpy_policy(obs), torch_policy(torch.from_numpy(obs)).numpy(), rtol=1e-5, atol=1e-6)
