@@ -86,6 +86,21 @@ class Args:
     target_kl: Optional[float] = None
     """if set, the update stops at the first minibatch whose approximate KL exceeds it"""
 
+    objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
+    """the policy objective (PPO paper, sections 3-4): clip, the clipped surrogate; kl-adaptive, the surrogate
+    with an exact KL[pi_old||pi] penalty whose beta adapts to --kl-target; kl-fixed, the same penalty with a fixed
+    --kl-beta; none, the plain surrogate; ppog, -A log(pi) without the samples that the clip stops"""
+    kl_beta: float = 1.0
+    """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
+    kl_target: float = 0.01
+    """d_targ of kl-adaptive: after each update beta halves if the KL < d_targ/1.5, doubles if > 1.5 d_targ"""
+    ent_coef_decay: float = 1.0
+    """multiplies the entropy coefficient after each update (1.0: constant)"""
+    ent_coef_min: float = 0.0
+    """the floor that the decaying entropy coefficient stops at"""
+    anneal_clip: bool = False
+    """if toggled, the clip coefficient decays linearly to 0 over the training, as the learning rate does"""
+
     env_backend: Literal["ale", "gymnasium"] = "ale"
     """ale: ale-py's native vector env (preprocessing in C++ threads); gymnasium: Python wrappers, same observations"""
     sticky_actions: bool = False
@@ -129,6 +144,15 @@ def check_args(args: Args):
     for name in ["learning_rate", "clip_coef", "max_grad_norm"]:
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef"]:
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not args.kl_target > 0:
+        fail(f"--kl-target must be > 0, got {args.kl_target}")
+    if not 0 < args.ent_coef_decay <= 1:
+        fail(f"--ent-coef-decay must be in (0, 1], got {args.ent_coef_decay}")
+    if args.ent_coef_min > args.ent_coef:
+        fail(f"--ent-coef-min {args.ent_coef_min} is above --ent-coef {args.ent_coef}: the floor must be lower")
     if args.eval_episodes < 0:
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if args.noop_max < 0:
@@ -266,7 +290,7 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, args: A
     """Runs the policy num_steps steps in every env.
 
     Returns (rollout, next_obs, finished): rollout holds numpy arrays of shape (num_steps, num_envs, ...) and
-    torch tensors of log-probs and values, finished lists each ended game as (step_index, env_index, raw score,
+    torch tensors of log-probs (of the actions taken, and of every action), finished lists each ended game as (step_index, env_index, raw score,
     length in agent steps). A lost life is a done for the advantages (episodic life) while the game goes on;
     rewards are clipped to their sign for training; truncated games get reward + gamma * V(final_obs) when
     bootstrap_truncation is on. game_scores, game_lengths and lives (num_envs,) carry over between rollouts."""
@@ -275,7 +299,7 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, args: A
     actions = np.empty((num_steps, num_envs), dtype=np.int64)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
-    logprobs = torch.empty((num_steps, num_envs), device=device)
+    log_probs = torch.empty((num_steps, num_envs, envs.single_action_space.n), device=device)  # for the exact KL
     values = torch.empty((num_steps, num_envs), device=device)
     truncations = []  # (step, env, final_obs) of games cut by the time limit
     finished = []
@@ -284,8 +308,7 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, args: A
             observations[step] = obs
             logits, values[step] = agent(torch.from_numpy(obs).to(device))
             actions[step] = sample_actions(logits.cpu().numpy(), rng)
-            step_actions = torch.from_numpy(actions[step]).to(device)
-            logprobs[step] = F.log_softmax(logits, dim=-1).gather(1, step_actions[:, None]).squeeze(1)
+            log_probs[step] = F.log_softmax(logits, dim=-1)
             obs, reward, terminated, truncated, info = envs.step(actions[step])
             game_over = terminated | truncated
             life_lost = (info["lives"] < lives) & ~game_over if args.episodic_life else np.zeros(num_envs, bool)
@@ -307,8 +330,10 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, args: A
     next_value = bootstrap_values[:num_envs]
     for (step, env_index, _), final_value in zip(truncations, bootstrap_values[num_envs:]):
         rewards[step, env_index] += args.gamma * final_value
+    log_probs = log_probs.reshape(num_steps * num_envs, -1)
+    logprobs = log_probs.gather(1, torch.from_numpy(actions.reshape(-1, 1)).to(device)).squeeze(1)
     rollout = dict(obs=observations, actions=actions, rewards=rewards, dones=dones, values=values.cpu().numpy(),
-                   next_value=next_value, logprobs=logprobs.reshape(-1))
+                   next_value=next_value, logprobs=logprobs, log_probs=log_probs)
     return rollout, obs, finished
 
 
@@ -330,14 +355,37 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next
     return advantages, advantages + values
 
 
-def clipped_policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                        clip_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """-min(r A, clip(r, 1-eps, 1+eps) A), averaged; returns (loss, log ratio)."""
+def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
+    """The exact KL[pi_old || pi] of each state, sum_a pi_old(a) (log pi_old(a) - log pi(a)); (batch, n) -> (batch,)."""
+    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
+
+
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, objective: str,
+                clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy objective to minimize, averaged over the minibatch; returns (loss, log ratio). With r = pi/pi_old:
+    clip: -min(r A, clip(r, 1-eps, 1+eps) A); none: -r A; kl-fixed, kl-adaptive: -r A + beta KL[pi_old||pi];
+    ppog: -A log pi, but 0 for samples whose r left [1-eps, 1+eps] in A's direction (where the clip stops too)."""
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    return torch.max(unclipped, clipped).mean(), logratio
+    if objective == "clip":
+        loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+    elif objective == "ppog":
+        stopped = ((advantages > 0) & (ratio > 1 + clip_coef)) | ((advantages < 0) & (ratio < 1 - clip_coef))
+        loss = torch.where(stopped, 0.0, -advantages * new_logprob).mean()
+    elif objective == "none":
+        loss = (-advantages * ratio).mean()
+    else:  # kl-fixed, kl-adaptive
+        loss = (-advantages * ratio).mean() + kl_beta * kl
+    return loss, logratio
+
+
+def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
+    """The PPO paper's rule after each policy update: halve beta if the KL < d_targ / 1.5, double it if > 1.5 d_targ."""
+    if kl < kl_target / 1.5:
+        return kl_beta / 2
+    if kl > kl_target * 1.5:
+        return kl_beta * 2
+    return kl_beta
 
 
 def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
@@ -350,9 +398,14 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
 
 
-def annealed_lr(iteration: int, num_iterations: int, initial_lr: float) -> float:
-    """Linear decay: initial_lr at iteration 1, initial_lr / num_iterations at the last one."""
-    return initial_lr * (1.0 - (iteration - 1.0) / num_iterations)
+def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
+    """The learning rate (and clip coefficient) schedule: initial at iteration 1, initial / num_iterations at the last."""
+    return initial * (1.0 - (iteration - 1.0) / num_iterations)
+
+
+def decayed_ent_coef(iteration: int, args: Args) -> float:
+    """The entropy coefficient of an iteration: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
+    return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
 
 
 def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float):
@@ -363,11 +416,14 @@ def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float):
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
 
 
-def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args,
-           rng: np.random.Generator) -> dict:
+def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args, rng: np.random.Generator,
+           clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
     """Minibatch epochs on the PPO loss. Returns the losses and diagnostics averaged over every
-    minibatch of the update (not the last one only), and the number of gradient steps taken.
+    minibatch of the update (not the last one only), and the number of gradient steps taken; with
+    --objective kl-adaptive, also the exact KL[pi_old || pi] of the whole batch after the update ("kl"),
+    which costs a forward pass of the CNN over the batch.
     With target_kl, the update stops at the first minibatch whose KL (measured before its step) exceeds it."""
+    penalized = args.objective in ("kl-fixed", "kl-adaptive")
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
@@ -382,19 +438,21 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
             log_probs = F.log_softmax(logits, dim=-1)
             new_logprob = log_probs.gather(1, minibatch["actions"][:, None]).squeeze(1)
             entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+            kl = categorical_kl(minibatch["log_probs"], log_probs).mean() if penalized else None
 
             advantages = minibatch["advantages"]
             if args.norm_adv:
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            pg_loss, logratio = clipped_policy_loss(new_logprob, minibatch["logprobs"], advantages, args.clip_coef)
-            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], args.clip_coef, args.clip_vloss)
-            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], advantages, args.objective,
+                                            clip_coef, kl, kl_beta)
+            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
+            loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
 
             with torch.no_grad():
                 ratio = logratio.exp()
                 old_approx_kl = (-logratio).mean()
                 approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
-                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+                clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
                 totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
             minibatches_seen += 1
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
@@ -408,9 +466,15 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
         else:
             continue
         break  # target_kl reached: stop the whole update, not just this epoch
-    means = (totals / minibatches_seen).tolist()
+    averages = (totals / minibatches_seen).tolist()
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
-    return dict(zip(names, means), gradient_steps=gradient_steps)
+    stats = dict(zip(names, averages), gradient_steps=gradient_steps)
+    if args.objective == "kl-adaptive":
+        with torch.inference_mode():  # how far the whole update moved the policy: the d of kl-adaptive
+            new_log_probs = torch.cat([F.log_softmax(agent(batch["obs"][start : start + minibatch_size])[0], -1)
+                                       for start in range(0, batch_size, minibatch_size)])
+            stats["kl"] = categorical_kl(batch["log_probs"], new_log_probs).mean().item()
+    return stats
 
 
 def flat_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -566,10 +630,13 @@ def train(args: Args) -> dict:
     global_step, start_time, last_print = 0, time.time(), 0.0
     next_obs, info = envs.reset(seed=args.seed)
     lives = np.array(info["lives"])  # (num_envs,) lives left in each game, to detect a lost one
+    kl_beta = args.kl_beta  # adapted after each update with --objective kl-adaptive
     try:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = annealed_lr(iteration, num_iterations, args.learning_rate)
+                optimizer.param_groups[0]["lr"] = linear_decay(iteration, num_iterations, args.learning_rate)
+            clip_coef = linear_decay(iteration, num_iterations, args.clip_coef) if args.anneal_clip else args.clip_coef
+            ent_coef = decayed_ent_coef(iteration, args)
 
             # 1. Rollout
             rollout, next_obs, finished = collect_rollout(
@@ -588,15 +655,25 @@ def train(args: Args) -> dict:
 
             # 3. Update
             batch = dict(obs=flat_tensor(rollout["obs"], device), actions=flat_tensor(rollout["actions"], device),
-                         logprobs=rollout["logprobs"], values=flat_tensor(rollout["values"], device),
+                         logprobs=rollout["logprobs"], log_probs=rollout["log_probs"],
+                         values=flat_tensor(rollout["values"], device),
                          advantages=flat_tensor(advantages, device), returns=flat_tensor(returns, device))
-            stats = update(agent, optimizer, batch, args, rng)
+            stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
 
             # 4. Log
             sps = int(global_step / (time.time() - start_time))
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]:
-                writer.add_scalar(f"losses/{name}", stats[name], global_step)
+            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]:
+                if name in stats:
+                    writer.add_scalar(f"losses/{name}", stats[name], global_step)
+            if args.objective in ("kl-fixed", "kl-adaptive"):
+                writer.add_scalar("charts/kl_beta", kl_beta, global_step)
+                if args.objective == "kl-adaptive":
+                    kl_beta = adapted_kl_beta(kl_beta, stats["kl"], args.kl_target)
+            if args.ent_coef_decay != 1.0:
+                writer.add_scalar("charts/ent_coef", ent_coef, global_step)
+            if args.anneal_clip:
+                writer.add_scalar("charts/clip_coef", clip_coef, global_step)
             writer.add_scalar("losses/explained_variance", explained_variance(rollout["values"], returns), global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             if time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations:

@@ -85,6 +85,21 @@ class Args:
     target_kl: Optional[float] = None
     """if set, the update stops at the first minibatch whose approximate KL exceeds it"""
 
+    objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
+    """the policy objective (PPO paper, sections 3-4): clip, the clipped surrogate; kl-adaptive, the surrogate
+    with an exact KL[pi_old||pi] penalty whose beta adapts to --kl-target; kl-fixed, the same penalty with a fixed
+    --kl-beta; none, the plain surrogate; ppog, -A log(pi) without the samples that the clip stops"""
+    kl_beta: float = 1.0
+    """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
+    kl_target: float = 0.01
+    """d_targ of kl-adaptive: after each update beta halves if the KL < d_targ/1.5, doubles if > 1.5 d_targ"""
+    ent_coef_decay: float = 1.0
+    """multiplies the entropy coefficient after each update (1.0: constant)"""
+    ent_coef_min: float = 0.0
+    """the floor that the decaying entropy coefficient stops at"""
+    anneal_clip: bool = False
+    """if toggled, the clip coefficient decays linearly to 0 over the training, as the learning rate does"""
+
     norm_obs: bool = True
     """if toggled, normalizes observations by running mean and variance, then clips them to +-clip_obs"""
     clip_obs: float = 10.0
@@ -129,6 +144,15 @@ def check_args(args: Args):
     for name in ["learning_rate", "clip_coef", "max_grad_norm", "clip_obs", "clip_reward"]:
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef"]:
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not args.kl_target > 0:
+        fail(f"--kl-target must be > 0, got {args.kl_target}")
+    if not 0 < args.ent_coef_decay <= 1:
+        fail(f"--ent-coef-decay must be in (0, 1], got {args.ent_coef_decay}")
+    if args.ent_coef_min > args.ent_coef:
+        fail(f"--ent-coef-min {args.ent_coef_min} is above --ent-coef {args.ent_coef}: the floor must be lower")
     if args.eval_episodes < 0:
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if any(size <= 0 for size in args.hidden_sizes):
@@ -272,6 +296,13 @@ def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     return (0.5 + 0.5 * np.log(2 * np.pi) + log_std).sum(-1)
 
 
+def gaussian_kl(old_mean: torch.Tensor, old_log_std: torch.Tensor, mean: torch.Tensor,
+                log_std: torch.Tensor) -> torch.Tensor:
+    """The exact KL[N(old_mean, old_std^2) || N(mean, std^2)] of each state, summed over the components: (batch,)."""
+    variance_ratio = torch.exp(2 * (old_log_std - log_std))
+    return (log_std - old_log_std + 0.5 * (variance_ratio + (old_mean - mean).pow(2) * torch.exp(-2 * log_std) - 1)).sum(-1)
+
+
 def sample_actions(mean: np.ndarray, log_std: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """mean + std * N(0, 1), (num_envs, action_dim). Plain numpy: cheaper per step than torch.distributions."""
     return mean + np.exp(log_std) * rng.standard_normal(mean.shape)
@@ -376,14 +407,16 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
         all_means, all_values = agent(torch.from_numpy(all_obs).to(device))
     batch_size = num_steps * num_envs
     flat_actions = torch.from_numpy(actions.reshape(batch_size, action_dim)).to(device)
-    logprobs = gaussian_log_prob(flat_actions, all_means[:batch_size], agent.actor_logstd.detach())
+    means = all_means[:batch_size]  # (batch, action_dim), with log_stds the old policy for the exact KL
+    log_stds = agent.actor_logstd.detach().clone().expand(batch_size, -1)
+    logprobs = gaussian_log_prob(flat_actions, means, log_stds)
     all_values = all_values.cpu().numpy()
     values = all_values[:batch_size].reshape(num_steps, num_envs)
     next_value = all_values[batch_size : batch_size + num_envs]
     for (step, env_index, _), final_value in zip(truncations, all_values[batch_size + num_envs :]):
         rewards[step, env_index] += gamma * final_value
     rollout = dict(obs=observations, actions=actions, rewards=rewards, dones=dones, values=values,
-                   next_value=next_value, logprobs=logprobs)
+                   next_value=next_value, logprobs=logprobs, means=means, log_stds=log_stds)
     return rollout, obs, finished
 
 
@@ -405,14 +438,32 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next
     return advantages, advantages + values
 
 
-def clipped_policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                        clip_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """-min(r A, clip(r, 1-eps, 1+eps) A), averaged; returns (loss, log ratio)."""
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, objective: str,
+                clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy objective to minimize, averaged over the minibatch; returns (loss, log ratio). With r = pi/pi_old:
+    clip: -min(r A, clip(r, 1-eps, 1+eps) A); none: -r A; kl-fixed, kl-adaptive: -r A + beta KL[pi_old||pi];
+    ppog: -A log pi, but 0 for samples whose r left [1-eps, 1+eps] in A's direction (where the clip stops too)."""
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    return torch.max(unclipped, clipped).mean(), logratio
+    if objective == "clip":
+        loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+    elif objective == "ppog":
+        stopped = ((advantages > 0) & (ratio > 1 + clip_coef)) | ((advantages < 0) & (ratio < 1 - clip_coef))
+        loss = torch.where(stopped, 0.0, -advantages * new_logprob).mean()
+    elif objective == "none":
+        loss = (-advantages * ratio).mean()
+    else:  # kl-fixed, kl-adaptive
+        loss = (-advantages * ratio).mean() + kl_beta * kl
+    return loss, logratio
+
+
+def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
+    """The PPO paper's rule after each policy update: halve beta if the KL < d_targ / 1.5, double it if > 1.5 d_targ."""
+    if kl < kl_target / 1.5:
+        return kl_beta / 2
+    if kl > kl_target * 1.5:
+        return kl_beta * 2
+    return kl_beta
 
 
 def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
@@ -425,9 +476,14 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
 
 
-def annealed_lr(iteration: int, num_iterations: int, initial_lr: float) -> float:
-    """Linear decay: initial_lr at iteration 1, initial_lr / num_iterations at the last one."""
-    return initial_lr * (1.0 - (iteration - 1.0) / num_iterations)
+def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
+    """The learning rate (and clip coefficient) schedule: initial at iteration 1, initial / num_iterations at the last."""
+    return initial * (1.0 - (iteration - 1.0) / num_iterations)
+
+
+def decayed_ent_coef(iteration: int, args: Args) -> float:
+    """The entropy coefficient of an iteration: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
+    return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
 
 
 def make_optimizer(agent: nn.Module, lr: float) -> dict:
@@ -464,11 +520,13 @@ def clip_grad_norm(grads: torch.Tensor, max_norm: float):
     grads.mul_(torch.clamp(max_norm / (torch.linalg.vector_norm(grads) + 1e-6), max=1.0))
 
 
-def update(agent: Agent, optimizer: dict, batch: dict, args: Args,
-           rng: np.random.Generator) -> dict:
+def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.random.Generator,
+           clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
     """Minibatch epochs on the PPO loss. Returns the losses and diagnostics averaged over every
-    minibatch of the update (not the last one only), and the number of gradient steps taken.
+    minibatch of the update (not the last one only), the number of gradient steps taken, and the exact
+    KL[pi_old || pi] of the whole batch after the update ("kl").
     With target_kl, the update stops at the first minibatch whose KL (measured before its step) exceeds it."""
+    penalized = args.objective in ("kl-fixed", "kl-adaptive")
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
@@ -478,22 +536,24 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args,
         shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
         for start in range(0, batch_size, minibatch_size):
             minibatch = {key: value[start : start + minibatch_size] for key, value in shuffled.items()}
-            means, new_values = agent(minibatch["obs"])
-            new_logprob = gaussian_log_prob(minibatch["actions"], means, agent.actor_logstd)
+            new_means, new_values = agent(minibatch["obs"])
+            new_logprob = gaussian_log_prob(minibatch["actions"], new_means, agent.actor_logstd)
             entropy = gaussian_entropy(agent.actor_logstd)  # the same for every state
+            kl = gaussian_kl(minibatch["means"], minibatch["log_stds"], new_means, agent.actor_logstd).mean() if penalized else None
 
             advantages = minibatch["advantages"]
             if args.norm_adv:
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            pg_loss, logratio = clipped_policy_loss(new_logprob, minibatch["logprobs"], advantages, args.clip_coef)
-            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], args.clip_coef, args.clip_vloss)
-            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], advantages, args.objective,
+                                            clip_coef, kl, kl_beta)
+            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
+            loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
 
             with torch.no_grad():
                 ratio = logratio.exp()
                 old_approx_kl = (-logratio).mean()
                 approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
-                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+                clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
                 totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
             minibatches_seen += 1
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
@@ -507,9 +567,11 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args,
         else:
             continue
         break  # target_kl reached: stop the whole update, not just this epoch
-    means = (totals / minibatches_seen).tolist()
+    with torch.no_grad():  # how far the whole update moved the policy (the d of kl-adaptive)
+        kl = gaussian_kl(batch["means"], batch["log_stds"], agent.action_mean(batch["obs"]), agent.actor_logstd).mean()
+    averages = (totals / minibatches_seen).tolist()
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
-    return dict(zip(names, means), gradient_steps=gradient_steps)
+    return dict(zip(names, averages), gradient_steps=gradient_steps, kl=kl.item())
 
 
 def flat_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -689,10 +751,13 @@ def train(args: Args) -> dict:
     if obs_rms is not None:
         obs_rms.update(next_obs)
     next_obs = normalize_obs(next_obs, obs_rms, args.clip_obs)
+    kl_beta = args.kl_beta  # adapted after each update with --objective kl-adaptive
     try:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
-                optimizer["lr"] = annealed_lr(iteration, num_iterations, args.learning_rate)
+                optimizer["lr"] = linear_decay(iteration, num_iterations, args.learning_rate)
+            clip_coef = linear_decay(iteration, num_iterations, args.clip_coef) if args.anneal_clip else args.clip_coef
+            ent_coef = decayed_ent_coef(iteration, args)
 
             # 1. Rollout
             rollout, next_obs, finished = collect_rollout(
@@ -712,15 +777,24 @@ def train(args: Args) -> dict:
 
             # 3. Update
             batch = dict(obs=flat_tensor(rollout["obs"], device), actions=flat_tensor(rollout["actions"], device),
-                         logprobs=rollout["logprobs"], values=flat_tensor(rollout["values"], device),
-                         advantages=flat_tensor(advantages, device), returns=flat_tensor(returns, device))
-            stats = update(agent, optimizer, batch, args, rng)
+                         logprobs=rollout["logprobs"], means=rollout["means"], log_stds=rollout["log_stds"],
+                         values=flat_tensor(rollout["values"], device), advantages=flat_tensor(advantages, device),
+                         returns=flat_tensor(returns, device))
+            stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
 
             # 4. Log
             sps = int(global_step / (time.time() - start_time))
             writer.add_scalar("charts/learning_rate", optimizer["lr"], global_step)
-            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]:
+            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]:
                 writer.add_scalar(f"losses/{name}", stats[name], global_step)
+            if args.objective in ("kl-fixed", "kl-adaptive"):
+                writer.add_scalar("charts/kl_beta", kl_beta, global_step)
+                if args.objective == "kl-adaptive":
+                    kl_beta = adapted_kl_beta(kl_beta, stats["kl"], args.kl_target)
+            if args.ent_coef_decay != 1.0:
+                writer.add_scalar("charts/ent_coef", ent_coef, global_step)
+            if args.anneal_clip:
+                writer.add_scalar("charts/clip_coef", clip_coef, global_step)
             writer.add_scalar("losses/explained_variance", explained_variance(rollout["values"], returns), global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             if time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import tyro
 
 MODEL_FORMAT = "ppo_discrete/1"  # written into every saved model, checked on load
+MASKED_LOGIT = -1e8  # the logit of an illegal action: its probability exp(-1e8 - ...) is exactly 0 in float32
 
 
 @dataclass
@@ -83,6 +84,21 @@ class Args:
     target_kl: Optional[float] = None
     """if set, the update stops at the first minibatch whose approximate KL exceeds it"""
 
+    objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
+    """the policy objective (PPO paper, sections 3-4): clip, the clipped surrogate; kl-adaptive, the surrogate
+    with an exact KL[pi_old||pi] penalty whose beta adapts to --kl-target; kl-fixed, the same penalty with a fixed
+    --kl-beta; none, the plain surrogate; ppog, -A log(pi) without the samples that the clip stops"""
+    kl_beta: float = 1.0
+    """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
+    kl_target: float = 0.01
+    """d_targ of kl-adaptive: after each update beta halves if the KL < d_targ/1.5, doubles if > 1.5 d_targ"""
+    ent_coef_decay: float = 1.0
+    """multiplies the entropy coefficient after each update (1.0: constant)"""
+    ent_coef_min: float = 0.0
+    """the floor that the decaying entropy coefficient stops at"""
+    anneal_clip: bool = False
+    """if toggled, the clip coefficient decays linearly to 0 over the training, as the learning rate does"""
+
     bootstrap_truncation: bool = True
     """if toggled, a time-limit truncation bootstraps from V(final obs); --no-bootstrap-truncation
     treats it as a termination, as CleanRL does"""
@@ -121,6 +137,15 @@ def check_args(args: Args):
     for name in ["learning_rate", "clip_coef", "max_grad_norm"]:
         if not getattr(args, name) > 0:
             fail(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    for name in ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef"]:
+        if getattr(args, name) < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not args.kl_target > 0:
+        fail(f"--kl-target must be > 0, got {args.kl_target}")
+    if not 0 < args.ent_coef_decay <= 1:
+        fail(f"--ent-coef-decay must be in (0, 1], got {args.ent_coef_decay}")
+    if args.ent_coef_min > args.ent_coef:
+        fail(f"--ent-coef-min {args.ent_coef_min} is above --ent-coef {args.ent_coef}: the floor must be lower")
     if args.eval_episodes < 0:
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if any(size <= 0 for size in args.hidden_sizes):
@@ -146,13 +171,41 @@ def make_env(env_id: str, record_video_to: Optional[str] = None, record_every_ep
     """Returns a thunk for the vector env. With record_video_to, records MP4s of this env."""
 
     def thunk():
+        env = gym.make(env_id) if record_video_to is None else gym.make(env_id, render_mode="rgb_array")
+        if isinstance(env.observation_space, gym.spaces.Dict) and "action_mask" in env.observation_space.spaces:
+            env = ActionMaskToInfo(env)
         if record_video_to is None:
-            return gym.make(env_id)
-        env = gym.make(env_id, render_mode="rgb_array")
+            return env
         trigger = (lambda episode: True) if record_every_episode else None  # None: episodes 0, 1, 8, 27, ..., 1000, 2000
         return gym.wrappers.RecordVideo(env, record_video_to, episode_trigger=trigger)
 
     return thunk
+
+
+class ActionMaskToInfo(gym.Wrapper):
+    """Envs give their legal actions in info["action_mask"] or in an observation dict
+    {"observation": ..., "action_mask": ...}; this turns the second form into the first."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        keys = [key for key in env.observation_space.spaces if key != "action_mask"]
+        if len(keys) != 1:
+            fail(f"observation dict with keys {list(env.observation_space.spaces)}: expected one observation besides action_mask")
+        self.observation_key = keys[0]
+        self.observation_space = env.observation_space[self.observation_key]
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs[self.observation_key], {**info, "action_mask": obs["action_mask"]}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs[self.observation_key], reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
+
+
+def legal_actions(info: dict) -> Optional[np.ndarray]:
+    """The env's action mask, (num_envs, n_actions) or (n_actions,) bool with True = legal; None if it gives none."""
+    return np.asarray(info["action_mask"], dtype=bool) if "action_mask" in info else None
 
 
 def make_envs(args: Args, run_name: str) -> gym.vector.SyncVectorEnv:
@@ -256,13 +309,14 @@ def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
 
 
-def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: float,
+def collect_rollout(envs, agent: Agent, obs: np.ndarray, mask: Optional[np.ndarray], num_steps: int, gamma: float,
                     bootstrap_truncation: bool, rng: np.random.Generator, device: torch.device,
                     episode_returns: np.ndarray, episode_lengths: np.ndarray):
     """Runs the policy num_steps steps in every env.
 
-    Returns (rollout, next_obs, finished) where rollout holds numpy arrays of shape (num_steps, num_envs, ...)
-    and a torch tensor of log-probs, and finished lists each ended episode as
+    mask holds the legal actions in obs (num_envs, n_actions), or is None when the env gives no action masks.
+    Returns (rollout, next_obs, next_mask, finished) where rollout holds numpy arrays of shape
+    (num_steps, num_envs, ...) and torch tensors of log-probs, and finished lists each ended episode as
     (step_index, env_index, raw_return, length). Truncated steps get reward + gamma * V(final_obs)
     when bootstrap_truncation is on, so GAE can treat every done as an episode end.
     episode_returns and episode_lengths (num_envs,) carry the running episodes across rollouts."""
@@ -271,6 +325,7 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
     actions = np.empty((num_steps, num_envs), dtype=np.int64)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
+    masks = None if mask is None else np.empty((num_steps, *mask.shape), dtype=bool)  # (num_steps, num_envs, n_actions)
     truncations = []  # (step, env, final_obs) of episodes cut by a time limit
     finished = []
     policy_logits = numpy_policy_logits(agent) if device.type == "cpu" else (
@@ -279,9 +334,16 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
         for step in range(num_steps):
             observations[step] = obs
             logits = policy_logits(obs)
+            if mask is not None:
+                masks[step] = mask
+                logits = np.where(mask, logits, MASKED_LOGIT)
             actions[step] = sample_actions(logits, rng)
             obs, reward, terminated, truncated, info = envs.step(actions[step])
             obs = np.asarray(obs, dtype=np.float32)
+            if mask is not None:
+                mask = legal_actions(info)
+                if mask is None:
+                    fail(f"the env gave an action mask at reset but not at step {step}: give one after every step")
             rewards[step] = reward
             done = terminated | truncated
             dones[step] = done
@@ -302,15 +364,17 @@ def collect_rollout(envs, agent: Agent, obs: np.ndarray, num_steps: int, gamma: 
         all_logits, all_values = agent(torch.from_numpy(all_obs).to(device))
     batch_size = num_steps * num_envs
     flat_actions = torch.from_numpy(actions.reshape(-1)).to(device)
-    logprobs = F.log_softmax(all_logits[:batch_size], dim=-1).gather(1, flat_actions[:, None]).squeeze(1)
+    flat_masks = None if masks is None else torch.from_numpy(masks.reshape(batch_size, -1)).to(device)
+    log_probs = masked_log_probs(all_logits[:batch_size], flat_masks)  # (batch, n_actions), for the exact KL
+    logprobs = log_probs.gather(1, flat_actions[:, None]).squeeze(1)
     all_values = all_values.cpu().numpy()
     values = all_values[:batch_size].reshape(num_steps, num_envs)
     next_value = all_values[batch_size : batch_size + num_envs]
     for (step, env_index, _), final_value in zip(truncations, all_values[batch_size + num_envs :]):
         rewards[step, env_index] += gamma * final_value
     rollout = dict(obs=observations, actions=actions, rewards=rewards, dones=dones, values=values,
-                   next_value=next_value, logprobs=logprobs)
-    return rollout, obs, finished
+                   next_value=next_value, logprobs=logprobs, log_probs=log_probs, masks=flat_masks)
+    return rollout, obs, mask, finished
 
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: np.ndarray,
@@ -331,14 +395,45 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next
     return advantages, advantages + values
 
 
-def clipped_policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
-                        clip_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """-min(r A, clip(r, 1-eps, 1+eps) A), averaged; returns (loss, log ratio)."""
+def masked_log_probs(logits: torch.Tensor, masks: Optional[torch.Tensor]) -> torch.Tensor:
+    """log softmax over the legal actions (masks: True = legal, or None): an illegal action gets probability
+    exactly 0, adds exactly 0 to the entropy and to the KL, and its logit gets no gradient."""
+    if masks is not None:
+        logits = torch.where(masks, logits, MASKED_LOGIT)
+    return F.log_softmax(logits, dim=-1)
+
+
+def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
+    """The exact KL[pi_old || pi] of each state, sum_a pi_old(a) (log pi_old(a) - log pi(a)); (batch, n) -> (batch,)."""
+    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
+
+
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, objective: str,
+                clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy objective to minimize, averaged over the minibatch; returns (loss, log ratio). With r = pi/pi_old:
+    clip: -min(r A, clip(r, 1-eps, 1+eps) A); none: -r A; kl-fixed, kl-adaptive: -r A + beta KL[pi_old||pi];
+    ppog: -A log pi, but 0 for samples whose r left [1-eps, 1+eps] in A's direction (where the clip stops too)."""
     logratio = new_logprob - old_logprob
     ratio = logratio.exp()
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-    return torch.max(unclipped, clipped).mean(), logratio
+    if objective == "clip":
+        loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+    elif objective == "ppog":
+        stopped = ((advantages > 0) & (ratio > 1 + clip_coef)) | ((advantages < 0) & (ratio < 1 - clip_coef))
+        loss = torch.where(stopped, 0.0, -advantages * new_logprob).mean()
+    elif objective == "none":
+        loss = (-advantages * ratio).mean()
+    else:  # kl-fixed, kl-adaptive
+        loss = (-advantages * ratio).mean() + kl_beta * kl
+    return loss, logratio
+
+
+def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
+    """The PPO paper's rule after each policy update: halve beta if the KL < d_targ / 1.5, double it if > 1.5 d_targ."""
+    if kl < kl_target / 1.5:
+        return kl_beta / 2
+    if kl > kl_target * 1.5:
+        return kl_beta * 2
+    return kl_beta
 
 
 def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
@@ -351,9 +446,14 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
 
 
-def annealed_lr(iteration: int, num_iterations: int, initial_lr: float) -> float:
-    """Linear decay: initial_lr at iteration 1, initial_lr / num_iterations at the last one."""
-    return initial_lr * (1.0 - (iteration - 1.0) / num_iterations)
+def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
+    """The learning rate (and clip coefficient) schedule: initial at iteration 1, initial / num_iterations at the last."""
+    return initial * (1.0 - (iteration - 1.0) / num_iterations)
+
+
+def decayed_ent_coef(iteration: int, args: Args) -> float:
+    """The entropy coefficient of an iteration: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
+    return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
 
 
 def make_optimizer(agent: nn.Module, lr: float) -> dict:
@@ -390,37 +490,41 @@ def clip_grad_norm(grads: torch.Tensor, max_norm: float):
     grads.mul_(torch.clamp(max_norm / (torch.linalg.vector_norm(grads) + 1e-6), max=1.0))
 
 
-def update(agent: Agent, optimizer: dict, batch: dict, args: Args,
-           rng: np.random.Generator) -> dict:
+def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.random.Generator,
+           clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
     """Minibatch epochs on the PPO loss. Returns the losses and diagnostics averaged over every
-    minibatch of the update (not the last one only), and the number of gradient steps taken.
+    minibatch of the update (not the last one only), the number of gradient steps taken, and the exact
+    KL[pi_old || pi] of the whole batch after the update ("kl").
     With target_kl, the update stops at the first minibatch whose KL (measured before its step) exceeds it."""
+    penalized = args.objective in ("kl-fixed", "kl-adaptive")
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
     minibatches_seen, gradient_steps = 0, 0
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
-        shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
+        shuffled = {key: value[order] for key, value in batch.items() if value is not None}  # then cheap slices
         for start in range(0, batch_size, minibatch_size):
             minibatch = {key: value[start : start + minibatch_size] for key, value in shuffled.items()}
             logits, new_values = agent(minibatch["obs"])
-            log_probs = F.log_softmax(logits, dim=-1)
+            log_probs = masked_log_probs(logits, minibatch.get("masks"))
             new_logprob = log_probs.gather(1, minibatch["actions"][:, None]).squeeze(1)
             entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+            kl = categorical_kl(minibatch["log_probs"], log_probs).mean() if penalized else None
 
             advantages = minibatch["advantages"]
             if args.norm_adv:
                 advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            pg_loss, logratio = clipped_policy_loss(new_logprob, minibatch["logprobs"], advantages, args.clip_coef)
-            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], args.clip_coef, args.clip_vloss)
-            loss = pg_loss - args.ent_coef * entropy + args.vf_coef * v_loss
+            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], advantages, args.objective,
+                                            clip_coef, kl, kl_beta)
+            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
+            loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
 
             with torch.no_grad():
                 ratio = logratio.exp()
                 old_approx_kl = (-logratio).mean()
                 approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
-                clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+                clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
                 totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
             minibatches_seen += 1
             if args.target_kl is not None and approx_kl.item() > args.target_kl:
@@ -434,9 +538,12 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args,
         else:
             continue
         break  # target_kl reached: stop the whole update, not just this epoch
+    with torch.no_grad():  # how far the whole update moved the policy (the d of kl-adaptive)
+        new_log_probs = masked_log_probs(agent.logits(batch["obs"]), batch.get("masks"))
+        kl = categorical_kl(batch["log_probs"], new_log_probs).mean()
     means = (totals / minibatches_seen).tolist()
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
-    return dict(zip(names, means), gradient_steps=gradient_steps)
+    return dict(zip(names, means), gradient_steps=gradient_steps, kl=kl.item())
 
 
 def flat_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -493,13 +600,16 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool,
     rng = np.random.default_rng(seed)
     returns = []
     for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
+        obs, info = env.reset(seed=seed + episode)
         episode_return, done = 0.0, False
         while not done:
             with torch.inference_mode():
                 logits = agent.logits(torch.as_tensor(obs, dtype=torch.float32, device=device)[None]).cpu().numpy()
+            mask = legal_actions(info)
+            if mask is not None:
+                logits = np.where(mask, logits, MASKED_LOGIT)
             action = int(np.argmax(logits, axis=1)[0] if greedy else sample_actions(logits, rng)[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             episode_return += float(reward)
             done = terminated or truncated
         returns.append(episode_return)
@@ -591,16 +701,19 @@ def train(args: Args) -> dict:
     episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
     interactive = sys.stdout.isatty()
     global_step, start_time, last_print = 0, time.time(), 0.0
-    next_obs, _ = envs.reset(seed=args.seed)
-    next_obs = np.asarray(next_obs, dtype=np.float32)
+    next_obs, info = envs.reset(seed=args.seed)
+    next_obs, next_mask = np.asarray(next_obs, dtype=np.float32), legal_actions(info)
+    kl_beta = args.kl_beta  # adapted after each update with --objective kl-adaptive
     try:
         for iteration in range(1, num_iterations + 1):
             if args.anneal_lr:
-                optimizer["lr"] = annealed_lr(iteration, num_iterations, args.learning_rate)
+                optimizer["lr"] = linear_decay(iteration, num_iterations, args.learning_rate)
+            clip_coef = linear_decay(iteration, num_iterations, args.clip_coef) if args.anneal_clip else args.clip_coef
+            ent_coef = decayed_ent_coef(iteration, args)
 
             # 1. Rollout
-            rollout, next_obs, finished = collect_rollout(
-                envs, agent, next_obs, args.num_steps, args.gamma, args.bootstrap_truncation, rng, device,
+            rollout, next_obs, next_mask, finished = collect_rollout(
+                envs, agent, next_obs, next_mask, args.num_steps, args.gamma, args.bootstrap_truncation, rng, device,
                 episode_returns, episode_lengths)
             for step, _, episode_return, length in finished:
                 step_of_episode_end = global_step + (step + 1) * args.num_envs
@@ -616,15 +729,24 @@ def train(args: Args) -> dict:
 
             # 3. Update
             batch = dict(obs=flat_tensor(rollout["obs"], device), actions=flat_tensor(rollout["actions"], device),
-                         logprobs=rollout["logprobs"], values=flat_tensor(rollout["values"], device),
-                         advantages=flat_tensor(advantages, device), returns=flat_tensor(returns, device))
-            stats = update(agent, optimizer, batch, args, rng)
+                         logprobs=rollout["logprobs"], log_probs=rollout["log_probs"], masks=rollout["masks"],
+                         values=flat_tensor(rollout["values"], device), advantages=flat_tensor(advantages, device),
+                         returns=flat_tensor(returns, device))
+            stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
 
             # 4. Log
             sps = int(global_step / (time.time() - start_time))
             writer.add_scalar("charts/learning_rate", optimizer["lr"], global_step)
-            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]:
+            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]:
                 writer.add_scalar(f"losses/{name}", stats[name], global_step)
+            if args.objective in ("kl-fixed", "kl-adaptive"):
+                writer.add_scalar("charts/kl_beta", kl_beta, global_step)
+                if args.objective == "kl-adaptive":
+                    kl_beta = adapted_kl_beta(kl_beta, stats["kl"], args.kl_target)
+            if args.ent_coef_decay != 1.0:
+                writer.add_scalar("charts/ent_coef", ent_coef, global_step)
+            if args.anneal_clip:
+                writer.add_scalar("charts/clip_coef", clip_coef, global_step)
             writer.add_scalar("losses/explained_variance", explained_variance(rollout["values"], returns), global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             if time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations:

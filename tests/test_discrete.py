@@ -62,7 +62,7 @@ def test_clipped_policy_loss_by_hand():
     old = torch.zeros(4)
     new = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.5])).requires_grad_()
     advantages = torch.tensor([1.0, -1.0, 2.0, 1.0])
-    loss, logratio = ppo.clipped_policy_loss(new, old, advantages, clip_coef=0.2)
+    loss, logratio = ppo.policy_loss(new, old, advantages, "clip", clip_coef=0.2)
     # per sample min(r*A, clip(r)*A): min(1.5, 1.2)=1.2; min(-0.5, -0.8)=-0.8; min(2.2, 2.2)=2.2; min(0.5, 0.8)=0.5
     assert loss.item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 0.5) / 4, abs=1e-6)
     np.testing.assert_allclose(logratio.detach(), new.detach(), atol=1e-7)
@@ -86,9 +86,9 @@ def test_clipped_value_loss_by_hand():
 
 
 def test_learning_rate_anneals_linearly():
-    assert ppo.annealed_lr(1, 4, 1.0) == 1.0
-    assert ppo.annealed_lr(2, 4, 1.0) == 0.75
-    assert ppo.annealed_lr(4, 4, 2.0) == pytest.approx(0.5)
+    assert ppo.linear_decay(1, 4, 1.0) == 1.0
+    assert ppo.linear_decay(2, 4, 1.0) == 0.75
+    assert ppo.linear_decay(4, 4, 2.0) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("shared_body", [False, True])

@@ -15,10 +15,11 @@ def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9, seed=0):
     torch.manual_seed(seed)
     agent = ppo.Agent(2, 3)
     returns, lengths = np.zeros(envs.num_envs), np.zeros(envs.num_envs, dtype=np.int64)
-    result = ppo.collect_rollout(envs, agent, obs.astype(np.float32), num_steps, gamma, bootstrap_truncation,
-                                 np.random.default_rng(seed), torch.device("cpu"), returns, lengths)
+    data, next_obs, _, finished = ppo.collect_rollout(
+        envs, agent, obs.astype(np.float32), None, num_steps, gamma, bootstrap_truncation,
+        np.random.default_rng(seed), torch.device("cpu"), returns, lengths)
     envs.close()
-    return agent, result
+    return agent, (data, next_obs, finished)
 
 
 def test_no_reset_step_is_stored():

@@ -55,7 +55,7 @@ def test_two_iterations_write_every_tag(ppo):
     assert set(TAGS) <= set(events.Tags()["scalars"])
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
     learning_rates = [e.value for e in events.Scalars("charts/learning_rate")]
-    np.testing.assert_allclose(learning_rates, [ppo.annealed_lr(i, 2, ppo.Args.learning_rate) for i in (1, 2)], rtol=1e-6)
+    np.testing.assert_allclose(learning_rates, [ppo.linear_decay(i, 2, ppo.Args.learning_rate) for i in (1, 2)], rtol=1e-6)
     batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
     assert [e.step for e in events.Scalars("losses/value_loss")] == [batch, 2 * batch]
     episode_steps = [e.step for e in events.Scalars("charts/episodic_return")]
@@ -82,19 +82,23 @@ def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     agent = ppo.Agent(4, 2)
     optimizer = ppo.make_optimizer(agent, args.learning_rate)
     actions = torch.randint(0, 2, (512,)) if ppo is ppo_discrete else torch.randn(512, 2)
+    obs = torch.randn(512, 4)
     with torch.no_grad():
         if ppo is ppo_discrete:
-            logprobs = torch.log_softmax(agent.logits(obs := torch.randn(512, 4)), -1)[torch.arange(512), actions]
+            old_policy = dict(log_probs=torch.log_softmax(agent.logits(obs), -1))
+            logprobs = old_policy["log_probs"][torch.arange(512), actions]
         else:
-            logprobs = ppo.gaussian_log_prob(actions, agent.action_mean(obs := torch.randn(512, 4)), agent.actor_logstd)
+            old_policy = dict(means=agent.action_mean(obs), log_stds=agent.actor_logstd.clone().expand(512, -1))
+            logprobs = ppo.gaussian_log_prob(actions, old_policy["means"], agent.actor_logstd)
     batch = dict(obs=obs, actions=actions, logprobs=logprobs, values=torch.zeros(512), advantages=torch.randn(512),
-                 returns=torch.randn(512))
-    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0))
+                 returns=torch.randn(512), **old_policy)
+    coefs = dict(clip_coef=args.clip_coef, ent_coef=args.ent_coef, kl_beta=args.kl_beta)
+    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), **coefs)
     # minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the update:
     # CleanRL would finish the epoch (4 steps)
     assert stats["gradient_steps"] == 1
     args.target_kl = None
-    assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0))["gradient_steps"] == 16
+    assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), **coefs)["gradient_steps"] == 16
 
 
 @SCRIPTS

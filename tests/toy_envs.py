@@ -64,5 +64,52 @@ class BoundedActionEnv(gym.Env):
         return np.array([self.t, 1.0], np.float32), 1.0, False, False, {}
 
 
+class MaskedTradingEnv(gym.Env):
+    """A toy market for action masking. The price alternates low (1) and high (3); observation
+    [price is low, holding]; actions 0 wait, 1 buy, 2 sell. Buying while holding and selling without
+    holding are illegal: the env raises, so a run that finishes never took one. A sale earns the price
+    minus the purchase price; 20 steps per episode. Buying low and selling high scores 20; a random legal
+    policy about 0. The legal actions come in info["action_mask"], or with mask_in_obs as an observation
+    dict {"observation", "action_mask"}."""
+
+    action_space = gym.spaces.Discrete(3)
+
+    def __init__(self, mask_in_obs=False):
+        self.mask_in_obs = mask_in_obs
+        vector = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+        mask = gym.spaces.Box(0, 1, (3,), np.int8)
+        self.observation_space = gym.spaces.Dict({"observation": vector, "action_mask": mask}) if mask_in_obs else vector
+        self.t, self.bought_at = 0, None
+
+    def price(self):
+        return 1.0 if self.t % 2 == 0 else 3.0
+
+    def observe(self):
+        vector = np.array([self.price() == 1.0, self.bought_at is not None], np.float32)
+        mask = np.array([1, self.bought_at is None, self.bought_at is not None], np.int8)
+        return ({"observation": vector, "action_mask": mask}, {}) if self.mask_in_obs else (vector, {"action_mask": mask})
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.bought_at = 0, None
+        return self.observe()
+
+    def step(self, action):
+        reward = 0.0
+        if action == 1:
+            if self.bought_at is not None:
+                raise ValueError("illegal action: buy while holding")
+            self.bought_at = self.price()
+        elif action == 2:
+            if self.bought_at is None:
+                raise ValueError("illegal action: sell without holding")
+            reward, self.bought_at = self.price() - self.bought_at, None
+        self.t += 1
+        obs, info = self.observe()
+        return obs, reward, self.t >= 20, False, info
+
+
 gym.register("Counting-v0", entry_point=CountingEnv)
+gym.register("MaskedTrading-v0", entry_point=MaskedTradingEnv)
+gym.register("MaskedTradingDict-v0", entry_point=MaskedTradingEnv, kwargs={"mask_in_obs": True})
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
