@@ -7,6 +7,7 @@ repeat, and medians are reported.
     python benchmarks/speed.py --script ppo_discrete.py --steps 500000 --repeats 3
     python benchmarks/speed.py --script ppo_continuous.py --steps 100000 --repeats 3
     python benchmarks/speed.py --script ppo_atari.py --steps 20480 --repeats 3
+    python benchmarks/speed.py --plot benchmarks/results/speed_*.csv     # bar chart: results/speed.png
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -114,6 +115,33 @@ def measure(name: str, script: str, env_id: str, steps: int) -> dict:
                 process_wall_s=round(wall, 2), peak_rss_mb=round(usage.ru_maxrss / 1024, 1))
 
 
+def plot(csv_paths: list[str], out: str):
+    """Bar chart of the median steps/s of each worker, one group per CSV (env), on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(WORKERS)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for group, path in enumerate(csv_paths):
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        for i, name in enumerate(names):
+            sps = float(np.median([float(r["sps"]) for r in rows if r["worker"] == name]))
+            bar = ax.bar(group + (i - 1) * 0.27, sps, 0.27, color=f"C{i}", label=name if group == 0 else None)
+            ax.bar_label(bar, [f"{sps:,.0f}"], fontsize=7)
+    labels = [os.path.basename(p).removeprefix("speed_").removesuffix(".csv") for p in csv_paths]
+    ax.set_xticks(range(len(csv_paths)), labels)
+    ax.set_yscale("log")
+    ax.set_ylabel("training steps/s (median)")
+    ax.set_title("ours vs SB3 PPO (same hyper-parameters) vs the raw env, 2-core CPU")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"plot: {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", default="ppo_discrete.py", choices=["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"])
@@ -122,8 +150,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", nargs="+", default=list(WORKERS), choices=list(WORKERS))
     parser.add_argument("--out", default=None, help="CSV of every measurement (default benchmarks/results/speed_{env}.csv)")
+    parser.add_argument("--plot", nargs="+", metavar="CSV", help="draw a bar chart of these result CSVs, then stop")
+    parser.add_argument("--plot-out", default=os.path.join(ROOT, "benchmarks", "results", "speed.png"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plot:
+        plot(args.plot, args.plot_out)
+        return
     if args.worker:
         print(json.dumps({"seconds": WORKERS[args.worker](args.script, args.env_id, args.steps)}))
         return
