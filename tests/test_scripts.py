@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -296,3 +297,25 @@ def test_numpy_rollout_policy_matches_torch_and_follows_updates(ppo, activation)
     with torch.no_grad():
         np.testing.assert_allclose(numpy_policy(obs), torch_policy(torch.from_numpy(obs)).numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(numpy_policy(obs), expected, atol=1e-3)
+
+
+@SCRIPTS
+def test_an_interrupted_run_keeps_every_point_logged_before_it(ppo, monkeypatch):
+    """Scalars reach TensorBoard in bursts (ScalarWriter); a run stopped by an error or Ctrl-C still writes them all."""
+    original, calls = ppo.update, []
+
+    def update_then_interrupt(*args, **kwargs):
+        calls.append(time.time())
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "update", update_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ppo.train(ppo.Args(**{**TINY[ppo], "total_timesteps": 2 * TINY[ppo]["total_timesteps"]}))
+    (run_dir,) = [os.path.join("runs", name) for name in os.listdir("runs")]
+    events = read_events(run_dir)
+    batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
+    assert [e.step for e in events.Scalars("losses/value_loss")] == [batch]  # the one finished iteration
+    (sps_point,) = events.Scalars("charts/SPS")
+    assert sps_point.wall_time < calls[1]  # the time it was logged at, not the time the burst was written
