@@ -41,6 +41,10 @@ class Args:
     """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, uses CUDA when it is available"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """the CNN trunk's arithmetic: bf16 runs it under bfloat16 autocast (weights, heads, losses and Adam stay
+    float32); auto picks bf16 where the hardware computes it natively (a CPU with AMX or AVX512-BF16: 1.7x faster
+    updates; a CUDA GPU with bf16) and fp32 elsewhere"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
@@ -257,8 +261,9 @@ def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) ->
 class Agent(nn.Module):
     """The Nature-DQN CNN trunk shared by a policy head and a value head. Pixels in [0, 255] are scaled to [0, 1]."""
 
-    def __init__(self, n_actions: int):
+    def __init__(self, n_actions: int, bf16: bool = False):
         super().__init__()
+        self.bf16 = bf16  # the trunk under bfloat16 autocast
         self.trunk = nn.Sequential(
             layer_init(nn.Conv2d(4, 32, 8, stride=4)), nn.ReLU(),
             layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
@@ -272,11 +277,23 @@ class Agent(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, 4, 84, 84) uint8 -> logits (batch, n_actions), values (batch,)"""
         # channels-last (NHWC) is the layout oneDNN's CPU convolutions run fastest on: ~1.4x for this CNN
-        features = self.trunk(obs.contiguous(memory_format=torch.channels_last).float() / 255.0)
+        pixels = obs.contiguous(memory_format=torch.channels_last).float() / 255.0
+        with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.trunk(pixels)
+        features = features.float()  # the heads in float32: log-probs precise enough for the ratio
         return self.actor_head(features), self.critic_head(features).squeeze(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward(obs)[1]
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether --precision runs the trunk in bfloat16 on this device."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -647,7 +664,8 @@ def train(args: Args) -> dict:
 
     envs = make_envs(args, run_name)
     n_actions = int(envs.single_action_space.n)
-    agent = Agent(n_actions).to(device, memory_format=torch.channels_last)
+    agent = Agent(n_actions, use_bf16(args.precision, device)).to(device, memory_format=torch.channels_last)
+    print(f"device {device}, CNN trunk in {'bfloat16 autocast' if agent.bf16 else 'float32'} (--precision {args.precision})")
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # fused: ~15% faster updates
     writer = start_logging(args, run_name, run_dir)
 
@@ -742,6 +760,7 @@ def evaluate_saved_model(args: Args) -> list[float]:
     """--load-model: evaluate (and with --capture-video, record) a saved agent without training."""
     check_args(args)
     agent, saved = load_agent(args.load_model)
+    agent.bf16 = use_bf16(args.precision, torch.device("cpu"))
     if atari_game(args.env_id) != saved["game"]:
         fail(f"the model was trained on {saved['env_id']}: add --env-id {saved['env_id']}")
     args.eval_episodes = args.eval_episodes or 10

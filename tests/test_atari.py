@@ -141,3 +141,19 @@ def test_non_atari_and_unknown_ids_are_refused():
             ppo.atari_game(env_id)
         assert exit_info.value.code == 2
     assert ppo.atari_game("BreakoutNoFrameskip-v4") == ppo.atari_game("ALE/Breakout-v5") == "breakout"
+
+
+def test_bf16_trunk_stays_close_to_float32_and_fp32_is_exact():
+    torch.manual_seed(0)
+    agent = ppo.Agent(4).to(memory_format=torch.channels_last)
+    obs = torch.randint(0, 255, (16, 4, 84, 84), dtype=torch.uint8)
+    with torch.no_grad():
+        logits, values = agent(obs)
+        agent.bf16 = True
+        logits_bf16, values_bf16 = agent(obs)
+    assert logits_bf16.dtype == torch.float32 and values_bf16.dtype == torch.float32  # heads stay float32
+    assert not torch.equal(values, values_bf16)  # the trunk really ran in bfloat16
+    torch.testing.assert_close(values_bf16, values, rtol=0.05, atol=0.02)
+    log_probs, log_probs_bf16 = torch.log_softmax(logits, -1), torch.log_softmax(logits_bf16, -1)
+    assert (log_probs_bf16 - log_probs).abs().max() < 1e-3  # ratios of 1 +- 0.001 from precision alone
+    assert ppo.use_bf16("fp32", torch.device("cpu")) is False and ppo.use_bf16("bf16", torch.device("cpu")) is True
