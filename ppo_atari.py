@@ -91,9 +91,10 @@ class Args:
     """if set, the update stops at the first minibatch whose approximate KL exceeds it"""
 
     objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
-    """the policy objective (PPO paper, sections 3-4): clip, the clipped surrogate; kl-adaptive, the surrogate
-    with an exact KL[pi_old||pi] penalty whose beta adapts to --kl-target; kl-fixed, the same penalty with a fixed
-    --kl-beta; none, the plain surrogate; ppog, -A log(pi) without the samples that the clip stops"""
+    """the policy objective (PPO paper, sections 3-4):
+    clip: the clipped surrogate; none: the plain surrogate r*A;
+    kl-adaptive: r*A - beta*KL[pi_old||pi] (exact KL), beta adapted to --kl-target; kl-fixed: a fixed --kl-beta;
+    ppog: A*log(pi) without the samples that the clip stops (seed 001's PPOG)"""
     kl_beta: float = 1.0
     """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
     kl_target: float = 0.01
