@@ -12,9 +12,12 @@ Flag names and defaults are CleanRL's ppo_atari.py. The envs run in ale-py's nat
 gymnasium's Python wrappers. charts/episodic_return is the raw score of a whole game (all lives).
 """
 
+import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 import tyro
 
 MODEL_FORMAT = "ppo_atari/1"  # written into every saved model, checked on load
+CHECKPOINT_FORMAT = "ppo_atari/checkpoint/1"
 
 
 @dataclass
@@ -130,6 +134,12 @@ class Args:
     Atari policy can stall (never pressing FIRE) until the 108,000-frame limit"""
     load_model: Optional[str] = None
     """path of a saved model: evaluates it (and records it with --capture-video) without training"""
+    checkpoint_every: int = 100_000
+    """every this many steps (and when the run is stopped), saves all it needs to go on to
+    runs/{run_name}/checkpoint.pt, atomically; 0: never"""
+    resume: Optional[str] = None
+    """path of a checkpoint.pt: continues that run with its own flags, in its own run directory and
+    TensorBoard curves; the games themselves cannot be saved: they start anew (see the README)"""
 
 
 def fail(message: str):
@@ -162,6 +172,18 @@ def check_args(args: Args):
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
     if args.noop_max < 0:
         fail(f"--noop-max must be >= 0, got {args.noop_max}")
+    if args.checkpoint_every < 0:
+        fail(f"--checkpoint-every must be >= 0 (0: no checkpoints), got {args.checkpoint_every}")
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed}")
+    if args.torch_threads < 0:
+        fail(f"--torch-threads must be >= 0 (0: torch's default), got {args.torch_threads}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        fail(f"--target-kl must be > 0 (or left out), got {args.target_kl}")
+    if not args.exp_name or os.sep in args.exp_name:
+        fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
+    if args.load_model is not None and args.resume is not None:
+        fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     if args.load_model is not None:
         return  # evaluation only: the training sizes do not matter
     batch_size = args.num_envs * args.num_steps
@@ -426,12 +448,14 @@ def decayed_ent_coef(iteration: int, args: Args) -> float:
     return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
 
 
-def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float):
+def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """Scales all gradients by one factor so that their global L2 norm is at most max_norm: the same
-    operations as nn.utils.clip_grad_norm_ without its Python overhead (~10% of a minibatch step)."""
+    operations as nn.utils.clip_grad_norm_ without its Python overhead (~10% of a minibatch step).
+    Returns the norm before clipping."""
     grads = [p.grad for p in parameters]
     total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (total_norm + 1e-6), max=1.0))
+    return total_norm
 
 
 def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Args, rng: np.random.Generator,
@@ -445,7 +469,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
-    minibatches_seen, gradient_steps = 0, 0
+    minibatches_seen, gradient_steps, grad_norms = 0, 0, torch.zeros((), device=batch["obs"].device)
     parameters = list(agent.parameters())
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
@@ -478,7 +502,7 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_grad_norm(parameters, args.max_grad_norm)
+            grad_norms += clip_grad_norm(parameters, args.max_grad_norm)
             optimizer.step()
             gradient_steps += 1
         else:
@@ -486,7 +510,8 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
         break  # target_kl reached: stop the whole update, not just this epoch
     averages = (totals / minibatches_seen).tolist()
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
-    stats = dict(zip(names, averages), gradient_steps=gradient_steps)
+    grad_norm = (grad_norms / max(gradient_steps, 1)).item()  # before clipping, mean over the steps
+    stats = dict(zip(names, averages), gradient_steps=gradient_steps, grad_norm=grad_norm)
     if args.objective == "kl-adaptive":
         with torch.inference_mode():  # how far the whole update moved the policy: the d of kl-adaptive
             new_log_probs = torch.cat([F.log_softmax(agent(batch["obs"][start : start + minibatch_size])[0], -1)
@@ -541,6 +566,59 @@ def load_agent(path: str) -> tuple[Agent, dict]:
     return agent, saved
 
 
+def rng_states(rng: np.random.Generator) -> dict:
+    """Every random number generator the run draws from, as tensors and plain data."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return dict(python=random.getstate(), numpy=(torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
+                torch=torch.get_rng_state(), generator=rng.bit_generator.state)
+
+
+def restore_rng_states(rng: np.random.Generator, states: dict):
+    random.setstate(states["python"])
+    keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    rng.bit_generator.state = states["generator"]
+
+
+def save_checkpoint(path: str, checkpoint: dict):
+    """Writes to a temporary file, syncs it to disk, then renames it over the old checkpoint: a kill at any
+    moment leaves either the old or the new checkpoint whole."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Loads a checkpoint written by save_checkpoint, never unpickling code. Bad files get a one-line error."""
+    if not os.path.isfile(path):
+        fail(f"--resume {path!r}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
+        fail(f"--resume {path!r} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        fail(f"--resume {path!r} is not a ppo_atari.py checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    return checkpoint
+
+
+def resumed_args(args: Args, checkpoint: dict) -> Args:
+    """The checkpoint's flags. A flag given with --resume that differs from them is an error, not ignored."""
+    saved = {key: tuple(value) if isinstance(value, list) else value for key, value in checkpoint["args"].items()}
+    defaults = Args()
+    for key, value in vars(args).items():
+        if key != "resume" and value != getattr(defaults, key) and value != saved.get(key):
+            fail(f"--resume continues the run with its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
+    try:
+        return Args(**{**saved, "resume": args.resume})
+    except TypeError as error:
+        fail(f"--resume {args.resume!r} holds flags this script does not know ({error})")
+
+
 def evaluate(agent: Agent, args: Args, episodes: int, seed: int, video_dir: Optional[str] = None,
              device: torch.device = torch.device("cpu")) -> list[float]:
     """Plays whole games (all lives) in one fresh gymnasium env; returns their raw scores."""
@@ -564,7 +642,11 @@ def evaluate(agent: Agent, args: Args, episodes: int, seed: int, video_dir: Opti
 
 def new_run_dir(run_name: str) -> tuple[str, str]:
     """Creates runs/{run_name}; a second run started in the same second gets a suffix, never the same dir."""
-    os.makedirs("runs", exist_ok=True)
+    if not os.path.isdir("runs"):
+        try:
+            os.makedirs("runs")
+        except OSError as error:
+            fail(f"cannot create the directory runs/: {error.strerror}; run from a writable directory")
     candidate, suffix = run_name, 1
     while True:
         try:
@@ -605,8 +687,9 @@ class ScalarWriter:
         self.writer.close()
 
 
-def start_logging(args: Args, run_name: str, run_dir: str) -> ScalarWriter:
-    """TensorBoard writer (and W&B mirroring it with --track)."""
+def start_logging(args: Args, run_name: str, run_dir: str, purge_step: Optional[int] = None) -> ScalarWriter:
+    """TensorBoard writer (and W&B mirroring it with --track). A resumed run passes purge_step, the first step
+    after its checkpoint: TensorBoard drops the points that the stopped run logged from there on."""
     if args.track:
         try:
             import wandb
@@ -616,7 +699,7 @@ def start_logging(args: Args, run_name: str, run_dir: str) -> ScalarWriter:
                    config=vars(args), name=run_name, save_code=True, dir=run_dir)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=purge_step)
     table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return ScalarWriter(writer)
@@ -633,9 +716,9 @@ def finish_logging(args: Args, writer, run_name: str):
         wandb.finish()
 
 
-def print_progress(global_step: int, total: int, start_time: float, recent_returns: deque, end="\n"):
+def print_progress(global_step: int, total: int, start_time: float, start_step: int, recent_returns: deque, end="\n"):
     elapsed = time.time() - start_time
-    sps = global_step / max(elapsed, 1e-9)
+    sps = (global_step - start_step) / max(elapsed, 1e-9)
     eta = (total - global_step) / max(sps, 1e-9)
     mean_return = f"{np.mean(recent_returns):8.2f}" if recent_returns else "     n/a"
     line = (f"step {global_step:>10,}/{total:,} ({100 * global_step / total:3.0f}%) | {sps:7,.0f} SPS | "
@@ -650,10 +733,41 @@ def seed_everything(seed: int, torch_deterministic: bool):
     torch.backends.cudnn.deterministic = torch_deterministic
 
 
+def catch_stop_signals(stop_requests: list) -> dict:
+    """From now on, Ctrl-C and SIGTERM append to stop_requests, and the training loop stops cleanly after its
+    current iteration; a second Ctrl-C stops at once. Returns the previous handlers, to put back."""
+
+    def request_stop(signum, frame):
+        if stop_requests and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop_requests.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def first_non_finite(stats: dict, agent: Agent) -> Optional[str]:
+    """The first quantity of an update that is nan or inf, or None when all are finite."""
+    for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]:
+        if not math.isfinite(stats[name]):
+            return f"{name} ({stats[name]})"
+    return None if all(torch.isfinite(p).all() for p in agent.parameters()) else "a network parameter"
+
+
 def train(args: Args) -> dict:
-    """Trains and returns a summary: episodes [(global_step, return, length)], run_dir, model_path, eval_returns."""
+    """Trains (or, with --resume, goes on training) and returns a summary: episodes [(global_step, return,
+    length)] of this process, run_dir, model_path, eval_returns, stopped (the signal that stopped it, or None)."""
     check_args(args)
-    run_name, run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint:
+        args = resumed_args(args, checkpoint)
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        run_name = os.path.basename(run_dir)
+    else:
+        run_name, run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
 
@@ -668,18 +782,42 @@ def train(args: Args) -> dict:
     agent = Agent(n_actions, use_bf16(args.precision, device)).to(device, memory_format=torch.channels_last)
     print(f"device {device}, CNN trunk in {'bfloat16 autocast' if agent.bf16 else 'float32'} (--precision {args.precision})")
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)  # fused: ~15% faster updates
-    writer = start_logging(args, run_name, run_dir)
 
-    episodes, recent_returns = [], deque(maxlen=100)
+    episodes, recent_returns, episode_count = [], deque(maxlen=100), 0
     game_scores = np.zeros(args.num_envs)  # raw score and length of each env's running game
     game_lengths = np.zeros(args.num_envs, dtype=np.int64)
-    interactive = sys.stdout.isatty()
-    global_step, start_time, last_print = 0, time.time(), 0.0
+    global_step, start_iteration = 0, 1
     next_obs, info = envs.reset(seed=args.seed)
     lives = np.array(info["lives"])  # (num_envs,) lives left in each game, to detect a lost one
     kl_beta = args.kl_beta  # adapted after each update with --objective kl-adaptive
+    if checkpoint:  # everything as it was at the end of the checkpoint's iteration
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        global_step, start_iteration, kl_beta = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_beta"]
+        recent_returns.extend(checkpoint["recent_returns"])
+        episode_count = checkpoint["episode_count"]
+        restore_rng_states(rng, checkpoint["rng"])
+        print("note: the emulators' state is not saved: the envs start new games")
+        next_obs, info = envs.reset(seed=args.seed + global_step)
+        lives = np.array(info["lives"])
+        print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})")
+
+    writer = start_logging(args, run_name, run_dir, purge_step=global_step + 1 if checkpoint else None)
+
+    def write_checkpoint(iteration: int):
+        writer.flush()  # every point up to the checkpoint is on disk before it
+        save_checkpoint(checkpoint_path, dict(
+            format=CHECKPOINT_FORMAT, args={k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
+            iteration=iteration, global_step=global_step, kl_beta=kl_beta,
+            agent={k: v.cpu().clone() for k, v in agent.state_dict().items()}, optimizer=optimizer.state_dict(),
+            rng=rng_states(rng), recent_returns=list(recent_returns), episode_count=episode_count))
+
+    interactive = sys.stdout.isatty()
+    start_time, start_step, last_print = time.time(), global_step, 0.0
+    stop_requests = []
+    previous_handlers = catch_stop_signals(stop_requests)
     try:
-        for iteration in range(1, num_iterations + 1):
+        for iteration in range(start_iteration, num_iterations + 1):
             if args.anneal_lr:
                 optimizer.param_groups[0]["lr"] = linear_decay(iteration, num_iterations, args.learning_rate)
             clip_coef = linear_decay(iteration, num_iterations, args.clip_coef) if args.anneal_clip else args.clip_coef
@@ -694,6 +832,7 @@ def train(args: Args) -> dict:
                 recent_returns.append(float(episode_return))
                 writer.add_scalar("charts/episodic_return", episode_return, step_of_episode_end)
                 writer.add_scalar("charts/episodic_length", length, step_of_episode_end)
+            episode_count += len(finished)
             global_step += batch_size
 
             # 2. Advantages
@@ -703,14 +842,20 @@ def train(args: Args) -> dict:
             # 3. Update
             batch = dict(obs=flat_tensor(rollout["obs"], device), actions=flat_tensor(rollout["actions"], device),
                          logprobs=rollout["logprobs"], log_probs=rollout["log_probs"],
-                         values=flat_tensor(rollout["values"], device),
-                         advantages=flat_tensor(advantages, device), returns=flat_tensor(returns, device))
+                         values=flat_tensor(rollout["values"], device), advantages=flat_tensor(advantages, device),
+                         returns=flat_tensor(returns, device))
             stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
+            bad = first_non_finite(stats, agent)
+            if bad:
+                kept = f"the last good checkpoint is {checkpoint_path}" if os.path.exists(checkpoint_path) else "no checkpoint was written"
+                print(f"error: {bad} went non-finite in the update ending at step {global_step:,}; stopped, {kept}",
+                      file=sys.stderr)
+                raise SystemExit(3)
 
             # 4. Log
-            sps = int(global_step / (time.time() - start_time))
+            sps = int((global_step - start_step) / (time.time() - start_time))
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]:
+            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl", "grad_norm"]:
                 if name in stats:
                     writer.add_scalar(f"losses/{name}", stats[name], global_step)
             if args.objective in ("kl-fixed", "kl-adaptive"):
@@ -725,22 +870,35 @@ def train(args: Args) -> dict:
             writer.add_scalar("charts/SPS", sps, global_step)
             if time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations:
                 last_print = time.time()
-                print_progress(global_step, num_iterations * batch_size, start_time, recent_returns,
+                print_progress(global_step, num_iterations * batch_size, start_time, start_step, recent_returns,
                                end="" if interactive and iteration < num_iterations else "\n")
+
+            # 5. Checkpoint
+            crossed = global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every if args.checkpoint_every else False
+            if stop_requests or (crossed and iteration < num_iterations):
+                write_checkpoint(iteration)
+            if stop_requests:
+                print(f"stopped at step {global_step:,}; continue with: python ppo_atari.py --resume {checkpoint_path}",
+                      file=sys.stderr)
+                break
     finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         envs.close()
         writer.flush()  # an error or Ctrl-C keeps every point logged so far
 
     model_path = None
-    if args.save_model:
+    if args.save_model and not stop_requests:
         model_path = os.path.join(run_dir, f"{args.exp_name}.model")
         save_agent(model_path, agent, args, n_actions)
         print(f"model saved to {model_path}")
     eval_returns = []
-    if args.eval_episodes > 0:
+    if args.eval_episodes > 0 and not stop_requests:
         eval_returns = run_evaluation(agent, args, writer, run_name, device)
     finish_logging(args, writer, run_name)
-    return dict(episodes=episodes, run_dir=run_dir, model_path=model_path, eval_returns=eval_returns)
+    stopped = signal.Signals(stop_requests[0]) if stop_requests else None
+    return dict(episodes=episodes, episode_count=episode_count, recent_returns=list(recent_returns), run_dir=run_dir,
+                model_path=model_path, eval_returns=eval_returns, stopped=stopped)
 
 
 def run_evaluation(agent: Agent, args: Args, writer, run_name: str, device: torch.device) -> list[float]:
@@ -780,11 +938,14 @@ def main():
     try:
         summary = train(args)
     except KeyboardInterrupt:
-        print("\ninterrupted: TensorBoard logs are flushed up to the last iteration", file=sys.stderr)
+        print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic checkpoint is kept",
+              file=sys.stderr)
         raise SystemExit(130) from None
-    last = [r for _, r, _ in summary["episodes"][-100:]]
+    if summary["stopped"] is not None:
+        raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
+    last = summary["recent_returns"]
     if last:
-        print(f"done: {len(summary['episodes'])} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
+        print(f"done: {summary['episode_count']} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
               f"logs in {summary['run_dir']}")
 
 

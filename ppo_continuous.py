@@ -15,7 +15,9 @@ evaluation, and saved with the model.
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ import torch.nn.functional as F
 import tyro
 
 MODEL_FORMAT = "ppo_continuous/1"  # written into every saved model, checked on load
+CHECKPOINT_FORMAT = "ppo_continuous/checkpoint/1"
 
 
 @dataclass
@@ -126,6 +129,12 @@ class Args:
     """if toggled, evaluation takes the mean action; --no-eval-greedy samples from the policy"""
     load_model: Optional[str] = None
     """path of a saved model: evaluates it (and records it with --capture-video) without training"""
+    checkpoint_every: int = 100_000
+    """every this many steps (and when the run is stopped), saves all it needs to go on to
+    runs/{run_name}/checkpoint.pt, atomically; 0: never"""
+    resume: Optional[str] = None
+    """path of a checkpoint.pt: continues that run with its own flags, in its own run directory and
+    TensorBoard curves; bit for bit on CPU when the envs' state can be saved (MuJoCo, classic control)"""
 
 
 def fail(message: str):
@@ -156,8 +165,20 @@ def check_args(args: Args):
         fail(f"--ent-coef-min {args.ent_coef_min} is above --ent-coef {args.ent_coef}: the floor must be lower")
     if args.eval_episodes < 0:
         fail(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
-    if any(size <= 0 for size in args.hidden_sizes):
-        fail(f"--hidden-sizes must be positive integers, got {args.hidden_sizes}")
+    if args.checkpoint_every < 0:
+        fail(f"--checkpoint-every must be >= 0 (0: no checkpoints), got {args.checkpoint_every}")
+    if not args.hidden_sizes or any(size <= 0 for size in args.hidden_sizes):
+        fail(f"--hidden-sizes must be one or more positive integers, got {args.hidden_sizes}")
+    if not 0 <= args.seed < 2**32:
+        fail(f"--seed must be in [0, 2**32), got {args.seed}")
+    if args.torch_threads < 0:
+        fail(f"--torch-threads must be >= 0 (0: torch's default), got {args.torch_threads}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        fail(f"--target-kl must be > 0 (or left out), got {args.target_kl}")
+    if not args.exp_name or os.sep in args.exp_name:
+        fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
+    if args.load_model is not None and args.resume is not None:
+        fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     if args.load_model is not None:
         return  # evaluation only: the training sizes do not matter
     batch_size = args.num_envs * args.num_steps
@@ -516,9 +537,12 @@ def adam_step(optimizer: dict, beta1: float = 0.9, beta2: float = 0.999, eps: fl
     optimizer["params"].addcdiv_(exp_avg, denominator, value=-optimizer["lr"] / bias_correction1)
 
 
-def clip_grad_norm(grads: torch.Tensor, max_norm: float):
-    """Scales the (flat) gradient so that its L2 norm is at most max_norm, as nn.utils.clip_grad_norm_ does."""
-    grads.mul_(torch.clamp(max_norm / (torch.linalg.vector_norm(grads) + 1e-6), max=1.0))
+def clip_grad_norm(grads: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scales the (flat) gradient so that its L2 norm is at most max_norm, as nn.utils.clip_grad_norm_ does;
+    returns the norm before clipping."""
+    norm = torch.linalg.vector_norm(grads)
+    grads.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
 
 
 def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.random.Generator,
@@ -531,7 +555,7 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
-    minibatches_seen, gradient_steps = 0, 0
+    minibatches_seen, gradient_steps, grad_norms = 0, 0, torch.zeros((), device=batch["obs"].device)
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
         shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
@@ -562,7 +586,7 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
 
             optimizer["grads"].zero_()
             loss.backward()
-            clip_grad_norm(optimizer["grads"], args.max_grad_norm)
+            grad_norms += clip_grad_norm(optimizer["grads"], args.max_grad_norm)
             adam_step(optimizer)
             gradient_steps += 1
         else:
@@ -572,7 +596,8 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
         kl = gaussian_kl(batch["means"], batch["log_stds"], agent.action_mean(batch["obs"]), agent.actor_logstd).mean()
     averages = (totals / minibatches_seen).tolist()
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
-    return dict(zip(names, averages), gradient_steps=gradient_steps, kl=kl.item())
+    grad_norm = (grad_norms / max(gradient_steps, 1)).item()  # before clipping, mean over the steps
+    return dict(zip(names, averages), gradient_steps=gradient_steps, kl=kl.item(), grad_norm=grad_norm)
 
 
 def flat_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -639,6 +664,118 @@ def load_agent(path: str) -> tuple[Agent, Optional[RunningMeanStd], dict]:
     return agent, obs_rms, saved
 
 
+def time_limit_of(env: gym.Env) -> Optional[gym.wrappers.TimeLimit]:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def physics_state(unwrapped: gym.Env) -> Optional[np.ndarray]:
+    """The simulation state: MuJoCo's whole integration state (positions, velocities, warm start, time, ...),
+    or the `state` array of classic-control envs; None where it cannot be read (Box2D worlds, ...)."""
+    if hasattr(unwrapped, "model") and hasattr(unwrapped, "data"):
+        import mujoco
+
+        state = np.empty(mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_getState(unwrapped.model, unwrapped.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        return state
+    state = getattr(unwrapped, "state", None)
+    return state.copy() if isinstance(state, np.ndarray) else None
+
+
+def set_physics_state(unwrapped: gym.Env, state: np.ndarray):
+    if hasattr(unwrapped, "model") and hasattr(unwrapped, "data"):
+        import mujoco
+
+        mujoco.mj_setState(unwrapped.model, unwrapped.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+    else:
+        unwrapped.state = state
+
+
+def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
+    """Each env's random generator, time-limit counter and simulation state, as tensors and plain data; None
+    when an env's simulation state cannot be read."""
+    states = []
+    for env in envs.envs:
+        unwrapped, time_limit = env.unwrapped, time_limit_of(env)
+        physics = physics_state(unwrapped)
+        if physics is None:
+            return None
+        states.append(dict(
+            physics=torch.from_numpy(physics),
+            steps_beyond_terminated=getattr(unwrapped, "steps_beyond_terminated", None),
+            elapsed_steps=time_limit._elapsed_steps if time_limit else None,
+            np_random=unwrapped.np_random.bit_generator.state,
+        ))
+    return states
+
+
+def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
+    for env, state in zip(envs.envs, states):
+        unwrapped, time_limit = env.unwrapped, time_limit_of(env)
+        set_physics_state(unwrapped, state["physics"].numpy())
+        if state["steps_beyond_terminated"] is not None or hasattr(unwrapped, "steps_beyond_terminated"):
+            unwrapped.steps_beyond_terminated = state["steps_beyond_terminated"]
+        if time_limit:
+            time_limit._elapsed_steps = state["elapsed_steps"]
+        unwrapped.np_random.bit_generator.state = state["np_random"]
+
+
+def rng_states(rng: np.random.Generator) -> dict:
+    """Every random number generator the run draws from, as tensors and plain data."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return dict(python=random.getstate(), numpy=(torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
+                torch=torch.get_rng_state(), generator=rng.bit_generator.state)
+
+
+def restore_rng_states(rng: np.random.Generator, states: dict):
+    random.setstate(states["python"])
+    keys, position, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    rng.bit_generator.state = states["generator"]
+
+
+def save_checkpoint(path: str, checkpoint: dict):
+    """Writes to a temporary file, syncs it to disk, then renames it over the old checkpoint: a kill at any
+    moment leaves either the old or the new checkpoint whole."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Loads a checkpoint written by save_checkpoint, never unpickling code. Bad files get a one-line error."""
+    if not os.path.isfile(path):
+        fail(f"--resume {path!r}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
+        fail(f"--resume {path!r} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        fail(f"--resume {path!r} is not a ppo_continuous.py checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    return checkpoint
+
+
+def resumed_args(args: Args, checkpoint: dict) -> Args:
+    """The checkpoint's flags. A flag given with --resume that differs from them is an error, not ignored."""
+    saved = {key: tuple(value) if isinstance(value, list) else value for key, value in checkpoint["args"].items()}
+    defaults = Args()
+    for key, value in vars(args).items():
+        if key != "resume" and value != getattr(defaults, key) and value != saved.get(key):
+            fail(f"--resume continues the run with its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
+    try:
+        return Args(**{**saved, "resume": args.resume})
+    except TypeError as error:
+        fail(f"--resume {args.resume!r} holds flags this script does not know ({error})")
+
+
 def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, obs_rms: Optional[RunningMeanStd],
              clip_obs: float, video_dir: Optional[str] = None, device: torch.device = torch.device("cpu")) -> list[float]:
     """Plays whole episodes in one fresh env with frozen observation statistics; returns their raw returns."""
@@ -664,7 +801,11 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool, 
 
 def new_run_dir(run_name: str) -> tuple[str, str]:
     """Creates runs/{run_name}; a second run started in the same second gets a suffix, never the same dir."""
-    os.makedirs("runs", exist_ok=True)
+    if not os.path.isdir("runs"):
+        try:
+            os.makedirs("runs")
+        except OSError as error:
+            fail(f"cannot create the directory runs/: {error.strerror}; run from a writable directory")
     candidate, suffix = run_name, 1
     while True:
         try:
@@ -705,8 +846,9 @@ class ScalarWriter:
         self.writer.close()
 
 
-def start_logging(args: Args, run_name: str, run_dir: str) -> ScalarWriter:
-    """TensorBoard writer (and W&B mirroring it with --track)."""
+def start_logging(args: Args, run_name: str, run_dir: str, purge_step: Optional[int] = None) -> ScalarWriter:
+    """TensorBoard writer (and W&B mirroring it with --track). A resumed run passes purge_step, the first step
+    after its checkpoint: TensorBoard drops the points that the stopped run logged from there on."""
     if args.track:
         try:
             import wandb
@@ -716,7 +858,7 @@ def start_logging(args: Args, run_name: str, run_dir: str) -> ScalarWriter:
                    config=vars(args), name=run_name, save_code=True, dir=run_dir)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(run_dir)
+    writer = SummaryWriter(run_dir, purge_step=purge_step)
     table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return ScalarWriter(writer)
@@ -733,9 +875,9 @@ def finish_logging(args: Args, writer, run_name: str):
         wandb.finish()
 
 
-def print_progress(global_step: int, total: int, start_time: float, recent_returns: deque, end="\n"):
+def print_progress(global_step: int, total: int, start_time: float, start_step: int, recent_returns: deque, end="\n"):
     elapsed = time.time() - start_time
-    sps = global_step / max(elapsed, 1e-9)
+    sps = (global_step - start_step) / max(elapsed, 1e-9)
     eta = (total - global_step) / max(sps, 1e-9)
     mean_return = f"{np.mean(recent_returns):8.2f}" if recent_returns else "     n/a"
     line = (f"step {global_step:>10,}/{total:,} ({100 * global_step / total:3.0f}%) | {sps:7,.0f} SPS | "
@@ -750,10 +892,62 @@ def seed_everything(seed: int, torch_deterministic: bool):
     torch.backends.cudnn.deterministic = torch_deterministic
 
 
+def normalization_state(obs_rms: Optional[RunningMeanStd], reward_scaler: Optional[RewardScaler]) -> dict:
+    """The running statistics and each env's running discounted return, as tensors and plain data."""
+    state = {}
+    if obs_rms is not None:
+        state.update(obs_mean=torch.from_numpy(obs_rms.mean), obs_var=torch.from_numpy(obs_rms.var), obs_count=obs_rms.count)
+    if reward_scaler is not None:
+        rms = reward_scaler.return_rms
+        state.update(return_mean=float(rms.mean), return_var=float(rms.var), return_count=rms.count,
+                     discounted_return=torch.from_numpy(reward_scaler.discounted_return.copy()))
+    return state
+
+
+def restore_normalization(obs_rms: Optional[RunningMeanStd], reward_scaler: Optional[RewardScaler], state: dict):
+    if obs_rms is not None:
+        obs_rms.mean, obs_rms.var, obs_rms.count = state["obs_mean"].numpy(), state["obs_var"].numpy(), state["obs_count"]
+    if reward_scaler is not None:
+        rms = reward_scaler.return_rms
+        rms.mean, rms.var, rms.count = np.float64(state["return_mean"]), np.float64(state["return_var"]), state["return_count"]
+        reward_scaler.discounted_return = state["discounted_return"].numpy()
+
+
+def catch_stop_signals(stop_requests: list) -> dict:
+    """From now on, Ctrl-C and SIGTERM append to stop_requests, and the training loop stops cleanly after its
+    current iteration; a second Ctrl-C stops at once. Returns the previous handlers, to put back."""
+
+    def request_stop(signum, frame):
+        if stop_requests and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop_requests.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def first_non_finite(stats: dict, optimizer: dict) -> Optional[str]:
+    """The first quantity of an update that is nan or inf, or None when all are finite."""
+    for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]:
+        if not math.isfinite(stats[name]):
+            return f"{name} ({stats[name]})"
+    return None if torch.isfinite(optimizer["params"]).all() else "a network parameter"
+
+
 def train(args: Args) -> dict:
-    """Trains and returns a summary: episodes [(global_step, return, length)], run_dir, model_path, eval_returns."""
+    """Trains (or, with --resume, goes on training) and returns a summary: episodes [(global_step, return,
+    length)] of this process, run_dir, model_path, eval_returns, stopped (the signal that stopped it, or None)."""
     check_args(args)
-    run_name, run_dir = new_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint:
+        args = resumed_args(args, checkpoint)
+        run_dir = os.path.dirname(os.path.abspath(args.resume))
+        run_name = os.path.basename(run_dir)
+    else:
+        run_name, run_dir = new_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
 
@@ -769,20 +963,57 @@ def train(args: Args) -> dict:
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None  # shared by all envs
     reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward) if args.norm_reward else None
     optimizer = make_optimizer(agent, args.learning_rate)
-    writer = start_logging(args, run_name, run_dir)
 
-    episodes, recent_returns = [], deque(maxlen=100)
+    episodes, recent_returns, episode_count = [], deque(maxlen=100), 0
     episode_returns = np.zeros(args.num_envs)  # raw return and length of each env's running episode
     episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
-    interactive = sys.stdout.isatty()
-    global_step, start_time, last_print = 0, time.time(), 0.0
+    global_step, start_iteration = 0, 1
     next_obs, _ = envs.reset(seed=args.seed)
     if obs_rms is not None:
         obs_rms.update(next_obs)
     next_obs = normalize_obs(next_obs, obs_rms, args.clip_obs)
     kl_beta = args.kl_beta  # adapted after each update with --objective kl-adaptive
+    if checkpoint:  # everything as it was at the end of the checkpoint's iteration
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.update(exp_avg=checkpoint["optimizer"]["exp_avg"].to(device), step=checkpoint["optimizer"]["step"],
+                         exp_avg_sq=checkpoint["optimizer"]["exp_avg_sq"].to(device))
+        global_step, start_iteration, kl_beta = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_beta"]
+        recent_returns.extend(checkpoint["recent_returns"])
+        episode_count = checkpoint["episode_count"]
+        restore_rng_states(rng, checkpoint["rng"])
+        restore_normalization(obs_rms, reward_scaler, checkpoint["normalization"])
+        if checkpoint["envs"] is not None:
+            restore_env_states(envs, checkpoint["envs"])
+            next_obs = checkpoint["next_obs"].numpy()
+            episode_returns, episode_lengths = checkpoint["episode_returns"].numpy(), checkpoint["episode_lengths"].numpy()
+        else:
+            print(f"note: the state of {args.env_id} cannot be saved: the envs start new episodes (not bit for bit)")
+            next_obs, _ = envs.reset(seed=args.seed + global_step)
+            next_obs = normalize_obs(next_obs, obs_rms, args.clip_obs)
+            if reward_scaler is not None:
+                reward_scaler.discounted_return[:] = 0.0
+        print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})")
+
+    writer = start_logging(args, run_name, run_dir, purge_step=global_step + 1 if checkpoint else None)
+
+    def write_checkpoint(iteration: int):
+        writer.flush()  # every point up to the checkpoint is on disk before it
+        save_checkpoint(checkpoint_path, dict(
+            format=CHECKPOINT_FORMAT, args={k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
+            iteration=iteration, global_step=global_step, kl_beta=kl_beta,
+            agent={k: v.cpu().clone() for k, v in agent.state_dict().items()},
+            optimizer=dict(exp_avg=optimizer["exp_avg"].cpu(), exp_avg_sq=optimizer["exp_avg_sq"].cpu(), step=optimizer["step"]),
+            rng=rng_states(rng), envs=env_states(envs), next_obs=torch.from_numpy(next_obs.copy()),
+            normalization=normalization_state(obs_rms, reward_scaler),
+            episode_returns=torch.from_numpy(episode_returns.copy()), episode_lengths=torch.from_numpy(episode_lengths.copy()),
+            recent_returns=list(recent_returns), episode_count=episode_count))
+
+    interactive = sys.stdout.isatty()
+    start_time, start_step, last_print = time.time(), global_step, 0.0
+    stop_requests = []
+    previous_handlers = catch_stop_signals(stop_requests)
     try:
-        for iteration in range(1, num_iterations + 1):
+        for iteration in range(start_iteration, num_iterations + 1):
             if args.anneal_lr:
                 optimizer["lr"] = linear_decay(iteration, num_iterations, args.learning_rate)
             clip_coef = linear_decay(iteration, num_iterations, args.clip_coef) if args.anneal_clip else args.clip_coef
@@ -798,6 +1029,7 @@ def train(args: Args) -> dict:
                 recent_returns.append(float(episode_return))
                 writer.add_scalar("charts/episodic_return", episode_return, step_of_episode_end)
                 writer.add_scalar("charts/episodic_length", length, step_of_episode_end)
+            episode_count += len(finished)
             global_step += batch_size
 
             # 2. Advantages
@@ -810,11 +1042,17 @@ def train(args: Args) -> dict:
                          values=flat_tensor(rollout["values"], device), advantages=flat_tensor(advantages, device),
                          returns=flat_tensor(returns, device))
             stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
+            bad = first_non_finite(stats, optimizer)
+            if bad:
+                kept = f"the last good checkpoint is {checkpoint_path}" if os.path.exists(checkpoint_path) else "no checkpoint was written"
+                print(f"error: {bad} went non-finite in the update ending at step {global_step:,}; stopped, {kept}",
+                      file=sys.stderr)
+                raise SystemExit(3)
 
             # 4. Log
-            sps = int(global_step / (time.time() - start_time))
+            sps = int((global_step - start_step) / (time.time() - start_time))
             writer.add_scalar("charts/learning_rate", optimizer["lr"], global_step)
-            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]:
+            for name in ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl", "grad_norm"]:
                 writer.add_scalar(f"losses/{name}", stats[name], global_step)
             if args.objective in ("kl-fixed", "kl-adaptive"):
                 writer.add_scalar("charts/kl_beta", kl_beta, global_step)
@@ -828,22 +1066,35 @@ def train(args: Args) -> dict:
             writer.add_scalar("charts/SPS", sps, global_step)
             if time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations:
                 last_print = time.time()
-                print_progress(global_step, num_iterations * batch_size, start_time, recent_returns,
+                print_progress(global_step, num_iterations * batch_size, start_time, start_step, recent_returns,
                                end="" if interactive and iteration < num_iterations else "\n")
+
+            # 5. Checkpoint
+            crossed = global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every if args.checkpoint_every else False
+            if stop_requests or (crossed and iteration < num_iterations):
+                write_checkpoint(iteration)
+            if stop_requests:
+                print(f"stopped at step {global_step:,}; continue with: python ppo_continuous.py --resume {checkpoint_path}",
+                      file=sys.stderr)
+                break
     finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         envs.close()
         writer.flush()  # an error or Ctrl-C keeps every point logged so far
 
     model_path = None
-    if args.save_model:
+    if args.save_model and not stop_requests:
         model_path = os.path.join(run_dir, f"{args.exp_name}.model")
         save_agent(model_path, agent, args, obs_dim, action_dim, obs_rms, reward_scaler)
         print(f"model saved to {model_path}")
     eval_returns = []
-    if args.eval_episodes > 0:
-        eval_returns = run_evaluation(agent, obs_rms, args, writer, run_name, device)
+    if args.eval_episodes > 0 and not stop_requests:
+        eval_returns = run_evaluation(agent, args, writer, run_name, device)
     finish_logging(args, writer, run_name)
-    return dict(episodes=episodes, run_dir=run_dir, model_path=model_path, eval_returns=eval_returns)
+    stopped = signal.Signals(stop_requests[0]) if stop_requests else None
+    return dict(episodes=episodes, episode_count=episode_count, recent_returns=list(recent_returns), run_dir=run_dir,
+                model_path=model_path, eval_returns=eval_returns, stopped=stopped)
 
 
 def run_evaluation(agent: Agent, obs_rms: Optional[RunningMeanStd], args: Args, writer, run_name: str,
@@ -890,11 +1141,14 @@ def main():
     try:
         summary = train(args)
     except KeyboardInterrupt:
-        print("\ninterrupted: TensorBoard logs are flushed up to the last iteration", file=sys.stderr)
+        print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic checkpoint is kept",
+              file=sys.stderr)
         raise SystemExit(130) from None
-    last = [r for _, r, _ in summary["episodes"][-100:]]
+    if summary["stopped"] is not None:
+        raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
+    last = summary["recent_returns"]
     if last:
-        print(f"done: {len(summary['episodes'])} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
+        print(f"done: {summary['episode_count']} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
               f"logs in {summary['run_dir']}")
 
 

@@ -46,8 +46,19 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: st
         ]
 
 
-def summarize(csv_path: str, last: int = 100):
-    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed."""
+def time_to_solve(rows: list[dict], threshold: float, window: int) -> float:
+    """Wall-clock seconds from the process start to the first episode at which the mean of the last `window`
+    episodes reaches threshold; nan if it never does."""
+    returns = [float(r["episodic_return"]) for r in rows]
+    for i in range(window - 1, len(returns)):
+        if np.mean(returns[i - window + 1 : i + 1]) >= threshold:
+            return float(rows[i]["wall_clock_s"])
+    return float("nan")
+
+
+def summarize(csv_path: str, last: int = 100, solve_at: float = None, solve_window: int = 20):
+    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed; with solve_at, also
+    the wall-clock time at which each seed's mean of `solve_window` episodes first reached it."""
     by_run = defaultdict(list)
     with open(csv_path) as f:
         for row in csv.DictReader(f):
@@ -63,6 +74,10 @@ def summarize(csv_path: str, last: int = 100):
         walls = [float(rows[-1]["wall_clock_s"]) for rows in runs.values()]
         print(f"| {env} | {', '.join(map(str, runs))} | {', '.join(f'{x:.1f}' for x in finals)} | "
               f"{np.mean(finals):.1f} ± {np.std(finals):.1f} | {steps:,} | {', '.join(f'{w:.0f}' for w in walls)} |")
+        if solve_at is not None:
+            solved = [time_to_solve(rows, solve_at, solve_window) for rows in runs.values()]
+            print(f"  {env}: mean of {solve_window} episodes >= {solve_at} at "
+                  + ", ".join(f"{t:.1f} s" for t in solved) + " (wall clock from the process start), per seed")
 
 
 def main():
@@ -73,10 +88,12 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/learning.csv", help="the CSV to write")
     parser.add_argument("--summarize", metavar="CSV", help="only print the summary table of an existing CSV")
     parser.add_argument("--keep-runs", metavar="DIR", help="move each run directory (TensorBoard events, saved model) here")
+    parser.add_argument("--solve-at", type=float, help="also report when the mean of --solve-window episodes first reaches this")
+    parser.add_argument("--solve-window", type=int, default=20)
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to the script")
     args = parser.parse_args()
     if args.summarize:
-        summarize(args.summarize)
+        summarize(args.summarize, solve_at=args.solve_at, solve_window=args.solve_window)
         return
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -87,7 +104,7 @@ def main():
             for seed in args.seeds:
                 writer.writerows(run_one(args.script, env_id, seed, extra, args.keep_runs))
                 f.flush()
-    summarize(args.out)
+    summarize(args.out, solve_at=args.solve_at, solve_window=args.solve_window)
 
 
 if __name__ == "__main__":

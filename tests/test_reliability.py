@@ -1,4 +1,5 @@
-"""Checkpoints, exact resume, clean stops on signals, NaN stops, safe checkpoint loading (ppo_discrete.py)."""
+"""Checkpoints, exact resume, clean stops on signals, NaN stops, safe checkpoint loading, bad input
+(ppo_discrete.py and ppo_continuous.py)."""
 
 import glob
 import os
@@ -13,10 +14,23 @@ import time
 import pytest
 import torch
 
+import ppo_atari
+import ppo_continuous
 import ppo_discrete
 from tests.test_scripts import ROOT, read_events
 
-FLAGS = ["--total-timesteps", "30720", "--checkpoint-every", "4096", "--save-model"]  # 60 iterations, CartPole
+SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous, ppo_atari], ids=lambda m: m.__name__)
+EXACT = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda m: m.__name__)
+# 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
+SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
+         ppo_continuous: dict(env_id="HalfCheetah-v5", total_timesteps=8 * 512, num_steps=512, num_minibatches=4,
+                              update_epochs=2, checkpoint_every=2048),
+         ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=8 * 512, num_envs=2, num_steps=256, num_minibatches=4,
+                         update_epochs=1, checkpoint_every=2048)}
+# 60 (CartPole) or 80 (Pendulum) iterations, for runs killed at a random moment
+FLAGS = {ppo_discrete: ["--total-timesteps", "30720", "--checkpoint-every", "4096", "--save-model"],
+         ppo_continuous: ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
+                          "--total-timesteps", "20480", "--checkpoint-every", "2048", "--save-model"]}
 
 
 @pytest.fixture(autouse=True)
@@ -24,40 +38,62 @@ def in_tmp_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def saved_weights(run_dir):
-    return torch.load(os.path.join(run_dir, "ppo_discrete.model"), weights_only=True)["state_dict"]
+def saved_model(ppo, run_dir):
+    return torch.load(os.path.join(run_dir, f"{ppo.__name__}.model"), weights_only=True)
+
+
+def assert_same_model(ppo, first_dir, second_dir):
+    first, second = saved_model(ppo, first_dir), saved_model(ppo, second_dir)
+    for key, tensor in first["state_dict"].items():
+        assert torch.equal(tensor, second["state_dict"][key]), key
+    for key, value in first.get("normalization", {}).items():  # ppo_continuous.py's running statistics
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(second["normalization"][key])), key
 
 
 def episode_curve(run_dir):
     return [(e.step, e.value) for e in read_events(run_dir).Scalars("charts/episodic_return")]
 
 
-def test_resume_continues_bit_for_bit():
-    args = dict(total_timesteps=8 * 512, checkpoint_every=2048, save_model=True)
-    whole = ppo_discrete.train(ppo_discrete.Args(**args))
+@EXACT
+def test_resume_continues_bit_for_bit(ppo):
+    whole = ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
     os.makedirs("runs/copy")
     shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
     checkpoint = torch.load("runs/copy/checkpoint.pt", weights_only=True)
     assert (checkpoint["global_step"], checkpoint["iteration"]) == (2048, 4)
-    resumed = ppo_discrete.train(ppo_discrete.Args(resume="runs/copy/checkpoint.pt"))
+    resumed = ppo.train(ppo.Args(resume="runs/copy/checkpoint.pt"))
     assert resumed["episodes"] == [e for e in whole["episodes"] if e[0] > 2048]
-    for key, tensor in saved_weights(whole["run_dir"]).items():
-        assert torch.equal(tensor, saved_weights(resumed["run_dir"])[key])
+    assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
 
 
-def start(flags):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "ppo_discrete.py"), *flags],
+def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
+    whole = ppo_atari.train(ppo_atari.Args(**SMALL[ppo_atari], save_model=True))
+    checkpoint_path = os.path.join(whole["run_dir"], "checkpoint.pt")
+    checkpoint = ppo_atari.load_checkpoint(checkpoint_path)
+    assert checkpoint["global_step"] == 2048 and checkpoint["optimizer"]["state"]  # Adam's moments travel too
+    os.remove(os.path.join(whole["run_dir"], "ppo_atari.model"))
+    resumed = ppo_atari.train(ppo_atari.Args(resume=checkpoint_path))
+    assert "start new games" in capsys.readouterr().out
+    assert resumed["run_dir"] == os.path.abspath(whole["run_dir"]) and os.path.exists(resumed["model_path"])
+    steps = [e.step for e in read_events(whole["run_dir"]).Scalars("losses/value_loss")]
+    assert steps == [512 * i for i in range(1, 9)]  # one curve: the replayed iterations 5-8 replaced, not doubled
+
+
+def start(ppo, flags):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py"), *flags],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(signum):
-    reference = start(FLAGS)
+@pytest.mark.parametrize("ppo,signum", [(ppo_discrete, signal.SIGINT), (ppo_discrete, signal.SIGTERM),
+                                        (ppo_discrete, signal.SIGKILL), (ppo_continuous, signal.SIGKILL)],
+                         ids=["discrete-SIGINT", "discrete-SIGTERM", "discrete-SIGKILL", "continuous-SIGKILL"])
+def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo, signum):
+    reference = start(ppo, FLAGS[ppo])
     assert reference.wait(timeout=120) == 0
     (reference_dir,) = glob.glob("runs/*")
     os.rename(reference_dir, "reference")
 
-    process = start(FLAGS)
+    process = start(ppo, FLAGS[ppo])
     while not glob.glob("runs/*/checkpoint.pt"):  # the first periodic checkpoint, then a random moment
         assert process.poll() is None, process.communicate()
         time.sleep(0.02)
@@ -71,28 +107,28 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(sign
     else:  # a clean stop: checkpoint of the iteration in progress, a message, exit 128 + signal
         assert process.returncode == 128 + signum
         assert "--resume" in stderr and "Traceback" not in stderr
-    assert not os.path.exists(os.path.join(run_dir, "ppo_discrete.model"))
+    assert not os.path.exists(os.path.join(run_dir, f"{ppo.__name__}.model"))
 
-    resumed = start(["--resume", os.path.join(run_dir, "checkpoint.pt")])
+    resumed = start(ppo, ["--resume", os.path.join(run_dir, "checkpoint.pt")])
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert "resuming" in stdout
-    for key, tensor in saved_weights("reference").items():
-        assert torch.equal(tensor, saved_weights(run_dir)[key])
+    assert_same_model(ppo, "reference", run_dir)
     assert episode_curve(run_dir) == episode_curve("reference")  # TensorBoard dropped the replayed points
 
 
-def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(monkeypatch, capsys):
-    original, calls = ppo_discrete.update, []
+@SCRIPTS
+def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch, capsys):
+    original, calls = ppo.update, []
 
     def update_going_nan(*args, **kwargs):
         stats = original(*args, **kwargs)
         calls.append(1)
         return {**stats, "value_loss": float("nan")} if len(calls) == 6 else stats
 
-    monkeypatch.setattr(ppo_discrete, "update", update_going_nan)
+    monkeypatch.setattr(ppo, "update", update_going_nan)
     with pytest.raises(SystemExit) as exit_info:
-        ppo_discrete.train(ppo_discrete.Args(total_timesteps=10 * 512, checkpoint_every=1024))
+        ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 10 * 512, "checkpoint_every": 1024}))
     assert exit_info.value.code == 3
     error = capsys.readouterr().err
     assert "value_loss (nan)" in error and "step 3,072" in error and "last good checkpoint" in error
@@ -105,32 +141,36 @@ class RunsCode:
         return (os.system, ("touch pwned",))
 
 
-def test_bad_checkpoints_are_refused_without_running_them(tmp_path):
+@SCRIPTS
+def test_bad_checkpoints_are_refused_without_running_them(ppo, tmp_path):
     (tmp_path / "truncated.pt").write_bytes(b"PK\x03\x04 not a whole file")
     with open(tmp_path / "code.pt", "wb") as f:
-        pickle.dump({"format": ppo_discrete.CHECKPOINT_FORMAT, "payload": RunsCode()}, f)
-    torch.save({"format": "ppo_continuous/checkpoint/1"}, tmp_path / "other.pt")
+        pickle.dump({"format": ppo.CHECKPOINT_FORMAT, "payload": RunsCode()}, f)
+    other = ppo_continuous if ppo is ppo_discrete else ppo_discrete
+    torch.save({"format": other.CHECKPOINT_FORMAT}, tmp_path / "other.pt")
     cases = [("missing.pt", "no such file"), ("truncated.pt", "not a readable checkpoint"),
-             ("code.pt", "not a readable checkpoint"), ("other.pt", "not a ppo_discrete.py checkpoint")]
+             ("code.pt", "not a readable checkpoint"), ("other.pt", f"not a {ppo.__name__}.py checkpoint")]
     for name, message in cases:
-        out = subprocess.run([sys.executable, os.path.join(ROOT, "ppo_discrete.py"), "--resume", str(tmp_path / name)],
+        out = subprocess.run([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py"), "--resume", str(tmp_path / name)],
                              capture_output=True, text=True)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not os.path.exists("pwned") and not os.path.exists(tmp_path / "pwned")
 
 
-def test_resume_refuses_flags_that_differ_from_the_checkpoint(capsys):
-    ppo_discrete.train(ppo_discrete.Args(total_timesteps=4 * 512, checkpoint_every=1024))
+@SCRIPTS
+def test_resume_refuses_flags_that_differ_from_the_checkpoint(ppo, capsys):
+    ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 4 * 512, "checkpoint_every": 1024}))
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     with pytest.raises(SystemExit) as exit_info:
-        ppo_discrete.train(ppo_discrete.Args(resume=checkpoint_path, learning_rate=1e-3))
+        ppo.train(ppo.Args(resume=checkpoint_path, learning_rate=1e-3))
     assert exit_info.value.code == 2 and "drop --learning-rate" in capsys.readouterr().err
 
 
-def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+@SCRIPTS
+def test_checkpoint_writes_are_atomic(ppo, tmp_path, monkeypatch):
     """A write that dies half-way leaves the previous checkpoint whole."""
     path = str(tmp_path / "checkpoint.pt")
-    ppo_discrete.save_checkpoint(path, {"format": ppo_discrete.CHECKPOINT_FORMAT, "global_step": 1})
+    ppo.save_checkpoint(path, {"format": ppo.CHECKPOINT_FORMAT, "global_step": 1})
 
     def dies_half_way(obj, f):
         f.write(b"PK\x03\x04 half")
@@ -138,9 +178,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(OSError):
-        ppo_discrete.save_checkpoint(path, {"format": ppo_discrete.CHECKPOINT_FORMAT, "global_step": 2})
+        ppo.save_checkpoint(path, {"format": ppo.CHECKPOINT_FORMAT, "global_step": 2})
     monkeypatch.undo()
-    assert ppo_discrete.load_checkpoint(path)["global_step"] == 1
+    assert ppo.load_checkpoint(path)["global_step"] == 1
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -166,15 +206,19 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     (dict(exp_name="a/b"), "--exp-name must be a non-empty name"),
     (dict(load_model="m.model", resume="c.pt"), "give one of them"),
 ])
-def test_every_impossible_flag_is_a_one_line_error(flags, message, capsys):
+@SCRIPTS
+def test_every_impossible_flag_is_a_one_line_error(ppo, flags, message, capsys):
+    if not all(hasattr(ppo.Args, name) for name in flags):
+        pytest.skip(f"{ppo.__name__} has no such flag")
     with pytest.raises(SystemExit) as exit_info:
-        ppo_discrete.check_args(ppo_discrete.Args(**flags))
+        ppo.check_args(ppo.Args(**flags))
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
 
-def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
+@SCRIPTS
+def test_an_unwritable_run_directory_is_a_one_line_error(ppo, tmp_path):
     (tmp_path / "runs").write_text("a file where the runs/ directory should be")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "ppo_discrete.py")], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py")], capture_output=True, text=True,
                          cwd=tmp_path)
     assert out.returncode == 2 and "cannot create the directory runs/" in out.stderr and "Traceback" not in out.stderr
