@@ -1090,7 +1090,7 @@ def train(args: Args) -> dict:
         print(f"model saved to {model_path}")
     eval_returns = []
     if args.eval_episodes > 0 and not stop_requests:
-        eval_returns = run_evaluation(agent, args, writer, run_name, device)
+        eval_returns = run_evaluation(agent, obs_rms, args, writer, run_name, device)
     finish_logging(args, writer, run_name)
     stopped = signal.Signals(stop_requests[0]) if stop_requests else None
     return dict(episodes=episodes, episode_count=episode_count, recent_returns=list(recent_returns), run_dir=run_dir,
