@@ -222,3 +222,12 @@ def test_an_unwritable_run_directory_is_a_one_line_error(ppo, tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py")], capture_output=True, text=True,
                          cwd=tmp_path)
     assert out.returncode == 2 and "cannot create the directory runs/" in out.stderr and "Traceback" not in out.stderr
+
+
+@SCRIPTS
+def test_capture_video_without_moviepy_is_a_one_line_error(ppo, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # as if it were not installed: importing it raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.train(ppo.Args(**SMALL[ppo], capture_video=True))
+    assert exit_info.value.code == 2
+    assert "--capture-video needs moviepy" in capsys.readouterr().err
