@@ -129,7 +129,9 @@ def summarize(csv_path: str, plot_path: str):
     x = np.arange(len(settings))
     ax.bar(x - 0.2, [ours[s] for s in settings], 0.4, label=f"ours ({len(envs)} envs, {total_steps // 1000}k steps)")
     ax.bar(x + 0.2, [PAPER[s] for s in settings], 0.4, label="PPO paper, Table 1 (7 envs, 1M steps)")
-    ax.set_xticks(x, [s.replace(", ", "\n") for s in settings], fontsize=7)
+    labels = [s.replace("no clipping or penalty", "no clipping,\nno penalty").replace(", ", "\n").replace(" = ", "=")
+              for s in settings]
+    ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("normalized score (random 0, best 1)")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.legend()
