@@ -600,17 +600,24 @@ def save_agent(path: str, agent: Agent, args: Args, obs_dim: int, n_actions: int
     )
 
 
-def load_agent(path: str) -> tuple[Agent, dict]:
-    """Loads a model written by save_agent, never unpickling code. Bad files get a one-line error."""
+def load_data_file(path: str, flag: str, expected_format: str, kind: str) -> dict:
+    """Reads a saved model or checkpoint with weights_only=True: tensors and plain data, never code. A missing,
+    unreadable or foreign file gets a one-line error naming the flag that gave it."""
     if not os.path.isfile(path):
-        fail(f"--load-model {path!r}: no such file")
+        fail(f"{flag} {path!r}: no such file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
-        fail(f"--load-model {path!r} is not a readable model file ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        fail(f"{flag} {path!r} is not a readable {kind} file ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
+    if not isinstance(saved, dict) or saved.get("format") != expected_format:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        fail(f"--load-model {path!r} is not a ppo_discrete.py model (format {found!r}, expected {MODEL_FORMAT!r})")
+        fail(f"{flag} {path!r} is not a ppo_discrete.py {kind} (format {found!r}, expected {expected_format!r})")
+    return saved
+
+
+def load_agent(path: str) -> tuple[Agent, dict]:
+    """Loads a model written by save_agent, never unpickling code. Bad files get a one-line error."""
+    saved = load_data_file(path, "--load-model", MODEL_FORMAT, "model")
     try:
         agent = Agent(saved["obs_dim"], saved["n_actions"], tuple(saved["hidden_sizes"]), saved["activation"], saved["shared_body"])
         agent.load_state_dict(saved["state_dict"])
@@ -683,16 +690,7 @@ def save_checkpoint(path: str, checkpoint: dict):
 
 def load_checkpoint(path: str) -> dict:
     """Loads a checkpoint written by save_checkpoint, never unpickling code. Bad files get a one-line error."""
-    if not os.path.isfile(path):
-        fail(f"--resume {path!r}: no such file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
-        fail(f"--resume {path!r} is not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0][:200]})")
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        fail(f"--resume {path!r} is not a ppo_discrete.py checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
-    return checkpoint
+    return load_data_file(path, "--resume", CHECKPOINT_FORMAT, "checkpoint")
 
 
 def resumed_args(args: Args, checkpoint: dict) -> Args:
