@@ -17,10 +17,8 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.test_scripts import ROOT, read_events
-
-SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous, ppo_atari], ids=lambda m: m.__name__)
-EXACT = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda m: m.__name__)
+from tests.test_scripts import ROOT, SCRIPTS, RunsCode, in_tmp_dir, read_events  # noqa: F401  (in_tmp_dir: autouse)
+from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
 # 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
 SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
          ppo_continuous: dict(env_id="HalfCheetah-v5", total_timesteps=8 * 512, num_steps=512, num_minibatches=4,
@@ -31,11 +29,6 @@ SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
 FLAGS = {ppo_discrete: ["--total-timesteps", "30720", "--checkpoint-every", "4096", "--save-model"],
          ppo_continuous: ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
                           "--total-timesteps", "20480", "--checkpoint-every", "2048", "--save-model"]}
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 def saved_model(ppo, run_dir):
@@ -134,11 +127,6 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch
     assert "value_loss (nan)" in error and "step 3,072" in error and "last good checkpoint" in error
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     assert torch.load(checkpoint_path, weights_only=True)["global_step"] == 2048
-
-
-class RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch pwned",))
 
 
 @SCRIPTS

@@ -11,15 +11,9 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers MaskedTrading-v0)
-from tests.test_scripts import TINY, read_events
+from tests.test_scripts import SCRIPTS, TINY, in_tmp_dir, read_events  # noqa: F401  (in_tmp_dir: autouse fixture)
 
-SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous, ppo_atari], ids=lambda m: m.__name__)
 CATEGORICAL = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_atari], ids=lambda m: m.__name__)
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 @CATEGORICAL
