@@ -10,6 +10,9 @@ update_epochs of minibatch updates on the clipped surrogate + clipped value loss
 (4) log to TensorBoard. Flag names and defaults are CleanRL's ppo_continuous_action.py (MuJoCo v5 env).
 Observations are normalized and rewards scaled by running statistics shared by all envs, frozen for
 evaluation, and saved with the model.
+Under `torchrun --nproc_per_node N ppo_continuous.py ...` each process steps num_envs/N of the envs, the
+gradient of every minibatch is averaged over the processes and so are the normalization statistics after each
+rollout: the flags keep meaning the global totals.
 """
 
 import math
@@ -26,12 +29,13 @@ from typing import Literal, Optional
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
 MODEL_FORMAT = "ppo_continuous/1"  # written into every saved model, checked on load
-CHECKPOINT_FORMAT = "ppo_continuous/checkpoint/1"
+CHECKPOINT_FORMAT = "ppo_continuous/checkpoint/2"
 
 
 @dataclass
@@ -60,9 +64,9 @@ class Args:
     learning_rate: float = 3e-4
     """the learning rate of the Adam optimizer"""
     num_envs: int = 1
-    """the number of parallel environments"""
+    """the number of parallel environments in all (under torchrun, each of the N processes steps num_envs/N)"""
     num_steps: int = 2048
-    """the number of steps run in each environment per rollout (batch = num_envs * num_steps)"""
+    """the number of steps run in each environment per rollout (batch = num_envs * num_steps, over all processes)"""
     anneal_lr: bool = True
     """if toggled, the learning rate decays linearly to 0 over the training"""
     gamma: float = 0.99
@@ -70,11 +74,12 @@ class Args:
     gae_lambda: float = 0.95
     """the lambda of generalized advantage estimation"""
     num_minibatches: int = 32
-    """the number of minibatches each batch is split into (must divide the batch)"""
+    """the number of minibatches each batch is split into (must divide the batch; under torchrun, each process
+    computes the gradient of its 1/N share of every minibatch, and the N gradients are averaged)"""
     update_epochs: int = 10
     """the number of passes over the batch in each policy update"""
     norm_adv: bool = True
-    """if toggled, normalizes advantages within each minibatch"""
+    """if toggled, normalizes advantages within each minibatch (under torchrun: within each process's share)"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient epsilon (also clips the value loss)"""
     clip_vloss: bool = True
@@ -143,7 +148,7 @@ def fail(message: str):
     raise SystemExit(2)
 
 
-def check_args(args: Args):
+def check_args(args: Args, world_size: int = 1):
     positive = ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"]
     for name in positive:
         if getattr(args, name) <= 0:
@@ -181,13 +186,19 @@ def check_args(args: Args):
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     if args.load_model is not None:
         return  # evaluation only: the training sizes do not matter
+    if args.num_envs % world_size != 0:
+        fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes; "
+             f"pick a multiple of {world_size}")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         fail(
             f"--num-minibatches {args.num_minibatches} does not divide the batch of "
             f"num_envs*num_steps = {batch_size}; pick a divisor of {batch_size}"
         )
-    if args.norm_adv and batch_size // args.num_minibatches < 2:
+    if (batch_size // world_size) % args.num_minibatches != 0:
+        fail(f"--num-minibatches {args.num_minibatches} does not divide each process's batch of "
+             f"num_envs*num_steps/{world_size} = {batch_size // world_size}; pick a divisor of it")
+    if args.norm_adv and batch_size // args.num_minibatches // world_size < 2:
         fail("minibatches of 1 sample cannot normalize advantages: lower --num-minibatches or pass --no-norm-adv")
     if args.total_timesteps < batch_size:
         fail(
@@ -212,15 +223,17 @@ def make_env(env_id: str, record_video_to: Optional[str] = None, record_every_ep
     return thunk
 
 
-def make_envs(args: Args, run_name: str) -> gym.vector.SyncVectorEnv:
-    """SAME_STEP autoreset: a done step returns the next episode's first observation and the true
+def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1) -> gym.vector.SyncVectorEnv:
+    """This process's num_envs/world_size envs; rank 0's first one records videos with --capture-video.
+    SAME_STEP autoreset: a done step returns the next episode's first observation and the true
     final one in info["final_obs"], so no step of the rollout is a reset step with an ignored action."""
-    if args.capture_video:
+    record = args.capture_video and rank == 0
+    if record:
         check_video_support()
     try:
         thunks = [
-            make_env(args.env_id, f"videos/{run_name}" if args.capture_video and i == 0 else None)
-            for i in range(args.num_envs)
+            make_env(args.env_id, f"videos/{run_name}" if record and i == 0 else None)
+            for i in range(args.num_envs // world_size)
         ]
         envs = gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     except gym.error.Error as error:  # unknown id, missing Box2D, ...
@@ -349,6 +362,21 @@ class RunningMeanStd:
         self.mean = self.mean + delta * batch_count / total
         self.var = (self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total) / total
         self.count = total
+
+
+def merge_over_ranks(rms: RunningMeanStd, start: tuple):
+    """Under torchrun: folds the samples that every process added to rms since `start` (the count, mean and var
+    that all processes shared) into rms, so that all hold the statistics of all envs. Without torchrun: nothing."""
+    if not dist.is_initialized():
+        return
+    start_count, start_mean, start_var = start
+    # this process's new samples as count, sum and sum of squares: the moments of rms less those of start
+    added = (rms.count - start_count, rms.mean * rms.count - start_mean * start_count,
+             (rms.var + rms.mean**2) * rms.count - (start_var + start_mean**2) * start_count)
+    count, total, squares = (sum(moments) for moments in zip(*gather_from_ranks([added])))
+    rms.count = start_count + count
+    rms.mean = (start_mean * start_count + total) / rms.count
+    rms.var = np.maximum(((start_var + start_mean**2) * start_count + squares) / rms.count - rms.mean**2, 0.0)
 
 
 def normalize_obs(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip: float) -> np.ndarray:
@@ -581,11 +609,12 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
                 clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
                 totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
             minibatches_seen += 1
-            if args.target_kl is not None and approx_kl.item() > args.target_kl:
+            if args.target_kl is not None and mean_over_ranks_(approx_kl).item() > args.target_kl:
                 break  # the policy already moved far enough: no step on this minibatch, nor on any later one
 
             optimizer["grads"].zero_()
             loss.backward()
+            mean_over_ranks_(optimizer["grads"])  # under torchrun: the whole minibatch's gradient, the same on every rank
             grad_norms += clip_grad_norm(optimizer["grads"], args.max_grad_norm)
             adam_step(optimizer)
             gradient_steps += 1
@@ -594,10 +623,10 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
         break  # target_kl reached: stop the whole update, not just this epoch
     with torch.no_grad():  # how far the whole update moved the policy (the d of kl-adaptive)
         kl = gaussian_kl(batch["means"], batch["log_stds"], agent.action_mean(batch["obs"]), agent.actor_logstd).mean()
-    averages = (totals / minibatches_seen).tolist()
-    names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
+    averages = mean_over_ranks_(torch.cat([totals / minibatches_seen, kl[None]])).tolist()  # of the whole batch
+    names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]
     grad_norm = (grad_norms / max(gradient_steps, 1)).item()  # before clipping, mean over the steps
-    return dict(zip(names, averages), gradient_steps=gradient_steps, kl=kl.item(), grad_norm=grad_norm)
+    return dict(zip(names, averages), gradient_steps=gradient_steps, grad_norm=grad_norm)
 
 
 def flat_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -819,12 +848,15 @@ def new_run_dir(run_name: str) -> tuple[str, str]:
 class ScalarWriter:
     """TensorBoard's SummaryWriter, with the scalars handed to it in bursts about once a second. Handing each
     point over as it comes wakes the writer's thread every time, and those GIL hand-offs cost ~17% of a
-    CartPole run. Every point keeps the wall time at which it was logged."""
+    CartPole run. Every point keeps the wall time at which it was logged. ScalarWriter(None) logs nothing
+    (the processes other than rank 0 under torchrun)."""
 
     def __init__(self, writer):
         self.writer, self.points, self.last_write = writer, [], time.time()
 
     def add_scalar(self, tag: str, value: float, step: int):
+        if self.writer is None:
+            return
         self.points.append((tag, value, step, time.time()))
         if self.points[-1][3] - self.last_write > 1.0:
             self.write_points()
@@ -836,12 +868,14 @@ class ScalarWriter:
         self.last_write = time.time()
 
     def flush(self):
-        self.write_points()
-        self.writer.flush()
+        if self.writer is not None:
+            self.write_points()
+            self.writer.flush()
 
     def close(self):
-        self.write_points()
-        self.writer.close()
+        if self.writer is not None:
+            self.write_points()
+            self.writer.close()
 
 
 def start_logging(args: Args, run_name: str, run_dir: str, purge_step: Optional[int] = None) -> ScalarWriter:
@@ -926,6 +960,46 @@ def catch_stop_signals(stop_requests: list) -> dict:
     return {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
+def start_distributed(use_cuda: bool) -> tuple[int, int, torch.device]:
+    """Under torchrun (WORLD_SIZE > 1): joins the process group, NCCL on GPUs and gloo on CPUs, and returns
+    (rank, world_size, device), each process on its own GPU (LOCAL_RANK). Without torchrun: (0, 1, device)
+    and no distributed state at all."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
+    if world_size == 1:
+        return 0, 1, device
+    if use_cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), world_size, device
+
+
+def mean_over_ranks_(tensor: torch.Tensor) -> torch.Tensor:
+    """Under torchrun: replaces tensor, in place, by its mean over all processes (one all-reduce). Without: as is."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return tensor
+
+
+def gather_from_ranks(items: list) -> list:
+    """The items of every process, rank 0's first (an all-gather under torchrun; items itself without)."""
+    if not dist.is_initialized():
+        return items
+    per_rank = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, items)
+    return [item for rank_items in per_rank for item in rank_items]
+
+
+def from_rank_0(value):
+    """Rank 0's value, on every process (a broadcast under torchrun; value itself without)."""
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def first_non_finite(stats: dict, optimizer: dict) -> Optional[str]:
     """The first quantity of an update that is nan or inf, or None when all are finite."""
     for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]:
@@ -936,39 +1010,48 @@ def first_non_finite(stats: dict, optimizer: dict) -> Optional[str]:
 
 def train(args: Args) -> dict:
     """Trains (or, with --resume, goes on training) and returns a summary: episodes [(global_step, return,
-    length)] of this process, run_dir, model_path, eval_returns, stopped (the signal that stopped it, or None)."""
-    check_args(args)
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    length)] of all envs, run_dir, model_path, eval_returns, stopped (the signal that stopped it, or None), agent.
+    Under torchrun every process runs it on its own envs; rank 0 alone writes logs, checkpoints and the model."""
+    rank, world_size, device = start_distributed(torch.cuda.is_available() and args.cuda)
+    check_args(args, world_size)
+    checkpoint = from_rank_0(load_checkpoint(args.resume) if rank == 0 else None) if args.resume else None
     if checkpoint:
         args = resumed_args(args, checkpoint)
+        if len(checkpoint["ranks"]) != world_size:
+            fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
+                 f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
     else:
-        run_name, run_dir = new_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+        run_name, run_dir = from_rank_0(new_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}") if rank == 0 else None)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    batch_size = args.num_envs * args.num_steps
+    batch_size = args.num_envs * args.num_steps  # over all processes
     num_iterations = args.total_timesteps // batch_size
 
-    seed_everything(args.seed, args.torch_deterministic)
+    seed_everything(args.seed, args.torch_deterministic)  # the same on every rank: the same initial network
     if args.torch_threads > 0:
         torch.set_num_threads(args.torch_threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    rng = np.random.default_rng(args.seed)  # action sampling and minibatch shuffling
+    # Action sampling and minibatch shuffling; rank 0 draws what a run without torchrun draws.
+    rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ()))
 
-    envs = make_envs(args, run_name)
+    envs = make_envs(args, run_name, rank, world_size)
     obs_dim, action_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     agent = Agent(obs_dim, action_dim, args.hidden_sizes, args.activation).to(device)
     obs_rms = RunningMeanStd((obs_dim,)) if args.norm_obs else None  # shared by all envs
-    reward_scaler = RewardScaler(args.num_envs, args.gamma, args.clip_reward) if args.norm_reward else None
+    reward_scaler = RewardScaler(envs.num_envs, args.gamma, args.clip_reward) if args.norm_reward else None
+    shared_statistics = [rms for rms in (obs_rms, reward_scaler and reward_scaler.return_rms) if rms is not None]
     optimizer = make_optimizer(agent, args.learning_rate)
 
     episodes, recent_returns, episode_count = [], deque(maxlen=100), 0
-    episode_returns = np.zeros(args.num_envs)  # raw return and length of each env's running episode
-    episode_lengths = np.zeros(args.num_envs, dtype=np.int64)
+    episode_returns = np.zeros(envs.num_envs)  # raw return and length of each env's running episode
+    episode_lengths = np.zeros(envs.num_envs, dtype=np.int64)
     global_step, start_iteration = 0, 1
-    next_obs, _ = envs.reset(seed=args.seed)
+    first_env_seed = args.seed + rank * envs.num_envs  # the N processes' envs get the seeds of one process's num_envs
+    next_obs, _ = envs.reset(seed=first_env_seed)
     if obs_rms is not None:
+        start = (obs_rms.count, obs_rms.mean, obs_rms.var)
         obs_rms.update(next_obs)
+        merge_over_ranks(obs_rms, start)
     next_obs = normalize_obs(next_obs, obs_rms, args.clip_obs)
     kl_beta = args.kl_beta  # adapted after each update with --objective kl-adaptive
     if checkpoint:  # everything as it was at the end of the checkpoint's iteration
@@ -978,33 +1061,40 @@ def train(args: Args) -> dict:
         global_step, start_iteration, kl_beta = checkpoint["global_step"], checkpoint["iteration"] + 1, checkpoint["kl_beta"]
         recent_returns.extend(checkpoint["recent_returns"])
         episode_count = checkpoint["episode_count"]
-        restore_rng_states(rng, checkpoint["rng"])
-        restore_normalization(obs_rms, reward_scaler, checkpoint["normalization"])
-        if checkpoint["envs"] is not None:
-            restore_env_states(envs, checkpoint["envs"])
-            next_obs = checkpoint["next_obs"].numpy()
-            episode_returns, episode_lengths = checkpoint["episode_returns"].numpy(), checkpoint["episode_lengths"].numpy()
+        own = checkpoint["ranks"][rank]  # this process's generators, envs, running episodes and returns
+        restore_rng_states(rng, own["rng"])
+        restore_normalization(obs_rms, reward_scaler, own["normalization"])
+        if own["envs"] is not None:
+            restore_env_states(envs, own["envs"])
+            next_obs = own["next_obs"].numpy()
+            episode_returns, episode_lengths = own["episode_returns"].numpy(), own["episode_lengths"].numpy()
         else:
-            print(f"note: the state of {args.env_id} cannot be saved: the envs start new episodes (not bit for bit)")
-            next_obs, _ = envs.reset(seed=args.seed + global_step)
+            if rank == 0:
+                print(f"note: the state of {args.env_id} cannot be saved: the envs start new episodes (not bit for bit)")
+            next_obs, _ = envs.reset(seed=first_env_seed + global_step)
             next_obs = normalize_obs(next_obs, obs_rms, args.clip_obs)
             if reward_scaler is not None:
                 reward_scaler.discounted_return[:] = 0.0
-        print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})")
+        if rank == 0:
+            print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})")
 
-    writer = start_logging(args, run_name, run_dir, purge_step=global_step + 1 if checkpoint else None)
+    purge_step = global_step + 1 if checkpoint else None
+    writer = start_logging(args, run_name, run_dir, purge_step) if rank == 0 else ScalarWriter(None)
 
     def write_checkpoint(iteration: int):
+        ranks = gather_from_ranks([dict(  # each process's own generators, envs, running episodes and returns
+            rng=rng_states(rng), envs=env_states(envs), next_obs=torch.from_numpy(next_obs.copy()),
+            normalization=normalization_state(obs_rms, reward_scaler),
+            episode_returns=torch.from_numpy(episode_returns.copy()), episode_lengths=torch.from_numpy(episode_lengths.copy()))])
+        if rank != 0:
+            return
         writer.flush()  # every point up to the checkpoint is on disk before it
         save_checkpoint(checkpoint_path, dict(
             format=CHECKPOINT_FORMAT, args={k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
             iteration=iteration, global_step=global_step, kl_beta=kl_beta,
             agent={k: v.cpu().clone() for k, v in agent.state_dict().items()},
             optimizer=dict(exp_avg=optimizer["exp_avg"].cpu(), exp_avg_sq=optimizer["exp_avg_sq"].cpu(), step=optimizer["step"]),
-            rng=rng_states(rng), envs=env_states(envs), next_obs=torch.from_numpy(next_obs.copy()),
-            normalization=normalization_state(obs_rms, reward_scaler),
-            episode_returns=torch.from_numpy(episode_returns.copy()), episode_lengths=torch.from_numpy(episode_lengths.copy()),
-            recent_returns=list(recent_returns), episode_count=episode_count))
+            recent_returns=list(recent_returns), episode_count=episode_count, ranks=ranks))
 
     interactive = sys.stdout.isatty()
     start_time, start_step, last_print = time.time(), global_step, 0.0
@@ -1018,9 +1108,13 @@ def train(args: Args) -> dict:
             ent_coef = decayed_ent_coef(iteration, args)
 
             # 1. Rollout
+            starts = [(rms.count, rms.mean, rms.var) for rms in shared_statistics]
             rollout, next_obs, finished = collect_rollout(
                 envs, agent, next_obs, args.num_steps, args.gamma, args.bootstrap_truncation, rng, device,
                 episode_returns, episode_lengths, obs_rms, args.clip_obs, reward_scaler)
+            for rms, start in zip(shared_statistics, starts):
+                merge_over_ranks(rms, start)  # under torchrun: every process's statistics then count every env
+            finished = sorted(gather_from_ranks(finished), key=lambda episode: episode[0])  # the episodes of every process
             for step, _, episode_return, length in finished:
                 step_of_episode_end = global_step + (step + 1) * args.num_envs
                 episodes.append((step_of_episode_end, float(episode_return), int(length)))
@@ -1041,10 +1135,11 @@ def train(args: Args) -> dict:
                          returns=flat_tensor(returns, device))
             stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
             bad = first_non_finite(stats, optimizer)
-            if bad:
+            if bad:  # the same verdict on every rank: stats and parameters are shared
                 kept = f"the last good checkpoint is {checkpoint_path}" if os.path.exists(checkpoint_path) else "no checkpoint was written"
-                print(f"error: {bad} went non-finite in the update ending at step {global_step:,}; stopped, {kept}",
-                      file=sys.stderr)
+                if rank == 0:
+                    print(f"error: {bad} went non-finite in the update ending at step {global_step:,}; stopped, {kept}",
+                          file=sys.stderr)
                 raise SystemExit(3)
 
             # 4. Log
@@ -1062,18 +1157,21 @@ def train(args: Args) -> dict:
                 writer.add_scalar("charts/clip_coef", clip_coef, global_step)
             writer.add_scalar("losses/explained_variance", explained_variance(rollout["values"], returns), global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
-            if time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations:
+            if rank == 0 and (time.time() - last_print > (0.5 if interactive else 10.0) or iteration == num_iterations):
                 last_print = time.time()
                 print_progress(global_step, num_iterations * batch_size, start_time, start_step, recent_returns,
                                end="" if interactive and iteration < num_iterations else "\n")
 
             # 5. Checkpoint
             crossed = global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every if args.checkpoint_every else False
+            stop_requests[:] = gather_from_ranks(stop_requests[:1])  # a signal to any process stops all, here
             if stop_requests or (crossed and iteration < num_iterations):
                 write_checkpoint(iteration)
             if stop_requests:
-                print(f"stopped at step {global_step:,}; continue with: python ppo_continuous.py --resume {checkpoint_path}",
-                      file=sys.stderr)
+                if rank == 0:
+                    launcher = "python" if world_size == 1 else f"torchrun --nproc_per_node {world_size} ..."
+                    print(f"stopped at step {global_step:,}; continue with: {launcher} ppo_continuous.py --resume {checkpoint_path}",
+                          file=sys.stderr)
                 break
     finally:
         for signum, handler in previous_handlers.items():
@@ -1081,18 +1179,20 @@ def train(args: Args) -> dict:
         envs.close()
         writer.flush()  # an error or Ctrl-C keeps every point logged so far
 
-    model_path = None
-    if args.save_model and not stop_requests:
+    model_path, eval_returns = None, []
+    if rank == 0 and args.save_model and not stop_requests:
         model_path = os.path.join(run_dir, f"{args.exp_name}.model")
         save_agent(model_path, agent, args, obs_dim, action_dim, obs_rms, reward_scaler)
         print(f"model saved to {model_path}")
-    eval_returns = []
-    if args.eval_episodes > 0 and not stop_requests:
+    if rank == 0 and args.eval_episodes > 0 and not stop_requests:
         eval_returns = run_evaluation(agent, obs_rms, args, writer, run_name, device)
-    finish_logging(args, writer, run_name)
+    if rank == 0:
+        finish_logging(args, writer, run_name)
+    if world_size > 1:
+        dist.destroy_process_group()
     stopped = signal.Signals(stop_requests[0]) if stop_requests else None
     return dict(episodes=episodes, episode_count=episode_count, recent_returns=list(recent_returns), run_dir=run_dir,
-                model_path=model_path, eval_returns=eval_returns, stopped=stopped)
+                model_path=model_path, eval_returns=eval_returns, stopped=stopped, agent=agent)
 
 
 def run_evaluation(agent: Agent, obs_rms: Optional[RunningMeanStd], args: Args, writer, run_name: str,
@@ -1145,7 +1245,7 @@ def main():
     if summary["stopped"] is not None:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
     last = summary["recent_returns"]
-    if last:
+    if last and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 speaks for all
         print(f"done: {summary['episode_count']} episodes, mean return of the last {len(last)}: {np.mean(last):.2f}; "
               f"logs in {summary['run_dir']}")
 

@@ -5,6 +5,7 @@ every training episode to a CSV (env, seed, step, episodic_return, wall_clock_s)
     python benchmarks/learning.py --envs LunarLander-v3 --seeds 1 2 3 --out benchmarks/results/lunarlander.csv \
         -- --total-timesteps 1000000 --num-envs 16 ...      # flags after -- go to the script
     python benchmarks/learning.py --summarize benchmarks/results/cartpole.csv
+    python benchmarks/learning.py --nproc 2 --out benchmarks/results/cartpole_2proc.csv ...   # under torchrun
 
 wall_clock_s counts from the moment the script's process is started, so it includes start-up.
 """
@@ -26,11 +27,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s"]
 
 
-def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: str = None) -> list[dict]:
-    """Trains once in a fresh working directory and reads its episodes back from TensorBoard;
-    with keep_runs, the run directory (events, saved model) is moved there afterwards."""
+def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: str = None, nproc: int = 1) -> list[dict]:
+    """Trains once in a fresh working directory (with nproc > 1: under torchrun, nproc processes) and reads its
+    episodes back from TensorBoard; with keep_runs, the run directory (events, saved model) is moved there afterwards."""
     with tempfile.TemporaryDirectory() as workdir:
-        command = [sys.executable, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
+        launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                        "--nproc_per_node", str(nproc)]
+        command = [*launcher, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
         print(" ".join(command), flush=True)
         start = time.time()
         subprocess.run(command, cwd=workdir, check=True)
@@ -90,6 +93,7 @@ def main():
     parser.add_argument("--keep-runs", metavar="DIR", help="move each run directory (TensorBoard events, saved model) here")
     parser.add_argument("--solve-at", type=float, help="also report when the mean of --solve-window episodes first reaches this")
     parser.add_argument("--solve-window", type=int, default=20)
+    parser.add_argument("--nproc", type=int, default=1, help="with N > 1, runs the script under torchrun in N processes")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to the script")
     args = parser.parse_args()
     if args.summarize:
@@ -102,7 +106,7 @@ def main():
         writer.writeheader()
         for env_id in args.envs:
             for seed in args.seeds:
-                writer.writerows(run_one(args.script, env_id, seed, extra, args.keep_runs))
+                writer.writerows(run_one(args.script, env_id, seed, extra, args.keep_runs, args.nproc))
                 f.flush()
     summarize(args.out, solve_at=args.solve_at, solve_window=args.solve_window)
 

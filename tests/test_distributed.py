@@ -1,0 +1,132 @@
+"""Data-parallel runs under torchrun, 2 CPU processes with gloo: identical parameters on every rank, learning like
+one process with all the envs, rank 0 alone logging, resume, and no distributed state without torchrun."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import ppo_atari
+import ppo_continuous
+import ppo_discrete
+from tests.test_scripts import ROOT, TINY, read_events, script_path
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
+
+
+def flags(settings: dict) -> list[str]:
+    """Args fields as command-line flags."""
+    names = {key: key.replace("_", "-") for key in settings}
+    return [(f"--{names[key]}" if value else f"--no-{names[key]}") if isinstance(value, bool) else f"--{names[key]}={value}"
+            for key, value in settings.items()]
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("ppo", list(TINY), ids=lambda module: module.__name__)
+def test_ranks_hold_identical_parameters_after_updates(ppo, tmp_path):
+    """Each rank steps its own envs on its own data; only the averaged gradient keeps the networks equal."""
+    run([*TORCHRUN, WORKER, ppo.__name__, str(tmp_path), *flags(TINY[ppo])])
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    initial = ppo.Agent(*{ppo_discrete: (4, 2), ppo_continuous: (3, 1), ppo_atari: (4,)}[ppo]).state_dict()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # the updates did move them
+
+
+def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
+    settings = dict(TINY[ppo_discrete], total_timesteps=4096, save_model=True, checkpoint_every=2048)
+    result = run([*TORCHRUN, script_path(ppo_discrete), *flags(settings)])
+    (run_dir,) = glob.glob("runs/*")
+    assert {"checkpoint.pt", "ppo_discrete.model"} <= set(os.listdir(run_dir))
+    assert len(glob.glob(f"{run_dir}/events.out.tfevents.*")) == 1
+    assert result.stdout.count("done:") == 1
+    # 2 ranks x 2 envs: the 4 envs of rank 0 and 1 together; rank 0's envs alone would give about half as many
+    one_process = ppo_discrete.train(ppo_discrete.Args(**settings))
+    logged = read_events(run_dir).Scalars("charts/episodic_return")
+    assert 0.8 < len(logged) / len(one_process["episodes"]) < 1.25
+    assert [e.step for e in logged] == sorted(e.step for e in logged)
+    assert {e.step for e in read_events(run_dir).Scalars("charts/SPS")} == {512 * i for i in range(1, 9)}
+
+
+def test_two_processes_learn_like_one_with_all_the_envs():
+    """CartPole, 50k steps, 4 envs in all: 2 processes x 2 envs vs 1 process x 4 envs, seeds 1-3."""
+    def final_returns(launcher: list[str]) -> list[float]:
+        finals = []
+        for seed in (1, 2, 3):
+            before = set(glob.glob("runs/*"))
+            run([*launcher, script_path(ppo_discrete), "--total-timesteps=50000", f"--seed={seed}"])
+            (run_dir,) = set(glob.glob("runs/*")) - before
+            returns = [e.value for e in read_events(run_dir).Scalars("charts/episodic_return")]
+            finals.append(np.mean(returns[-20:]))
+        return finals
+
+    one, two = final_returns([sys.executable]), final_returns(TORCHRUN)
+    print(f"final 20-episode means: 1 process {one}, 2 processes {two}")
+    assert min(one + two) > 100  # both learn (random play: ~22)
+    spread = np.sqrt((np.var(one, ddof=1) + np.var(two, ddof=1)) / 3)  # standard error of the difference of means
+    assert abs(np.mean(two) - np.mean(one)) < 3 * spread + 20
+
+
+def test_stopped_run_resumes_under_torchrun_bit_for_bit():
+    """SIGTERM to torchrun at a random moment: every rank stops at the same iteration, rank 0 checkpoints, and the
+    resumed 2-process run ends with exactly the weights of the uninterrupted one."""
+    settings = dict(TINY[ppo_discrete], total_timesteps=80 * 512, save_model=True, checkpoint_every=0)
+    run([*TORCHRUN, script_path(ppo_discrete), *flags(settings), "--exp-name=whole"])
+    process = subprocess.Popen([*TORCHRUN, script_path(ppo_discrete), *flags(settings), "--exp-name=stopped"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not glob.glob("runs/*stopped*/events.out.tfevents.*"):
+        time.sleep(0.05)
+    time.sleep(np.random.default_rng().uniform(0.3, 1.5))
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert stderr.count("stopped at step") == 1, stderr[-3000:]
+    (checkpoint,) = glob.glob("runs/*stopped*/checkpoint.pt")
+    assert len(torch.load(checkpoint)["ranks"]) == 2
+    run([*TORCHRUN, script_path(ppo_discrete), f"--resume={checkpoint}"])
+    (whole,), (resumed,) = glob.glob("runs/*whole*/whole.model"), glob.glob("runs/*stopped*/stopped.model")
+    whole, resumed = torch.load(whole)["state_dict"], torch.load(resumed)["state_dict"]
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_resume_needs_as_many_processes(tmp_path):
+    settings = dict(TINY[ppo_discrete], total_timesteps=4 * 512, checkpoint_every=1024)
+    run([*TORCHRUN, script_path(ppo_discrete), *flags(settings)])
+    (checkpoint,) = glob.glob("runs/*/checkpoint.pt")
+    result = subprocess.run([sys.executable, script_path(ppo_discrete), f"--resume={checkpoint}"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --resume") and "2 process(es)" in result.stderr
+
+
+def test_envs_that_do_not_split_over_the_processes_are_an_error():
+    result = subprocess.run([*TORCHRUN, script_path(ppo_discrete), "--num-envs=3"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "error: --num-envs 3 does not split evenly over 2 torchrun processes" in result.stderr
+
+
+@pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__)
+def test_without_torchrun_there_is_no_distributed_state(ppo, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("init_process_group called without torchrun")
+
+    monkeypatch.setattr(torch.distributed, "init_process_group", refuse)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    summary = ppo.train(ppo.Args(**TINY[ppo]))
+    assert not torch.distributed.is_initialized() and summary["episodes"]
