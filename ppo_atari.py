@@ -1006,6 +1006,8 @@ def run_evaluation(agent: Agent, args: Args, writer, run_name: str, device: torc
 
 def evaluate_saved_model(args: Args) -> list[float]:
     """--load-model: evaluate (and with --capture-video, record) a saved agent without training."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}, not torchrun")
     check_args(args)
     agent, saved = load_agent(args.load_model)
     agent.bf16 = use_bf16(args.precision, torch.device("cpu"))

@@ -1213,6 +1213,8 @@ def run_evaluation(agent: Agent, obs_rms: Optional[RunningMeanStd], args: Args, 
 
 def evaluate_saved_model(args: Args) -> list[float]:
     """--load-model: evaluate (and with --capture-video, record) a saved agent without training."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}, not torchrun")
     check_args(args)
     agent, obs_rms, saved = load_agent(args.load_model)
     if saved["env_id"] != args.env_id:

@@ -1096,6 +1096,8 @@ def run_evaluation(agent: Agent, args: Args, writer, run_name: str, device: torc
 
 def evaluate_saved_model(args: Args) -> list[float]:
     """--load-model: evaluate (and with --capture-video, record) a saved agent without training."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}, not torchrun")
     check_args(args)
     agent, saved = load_agent(args.load_model)
     if saved["env_id"] != args.env_id:

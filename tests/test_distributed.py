@@ -4,6 +4,7 @@ one process with all the envs, rank 0 alone logging, resume, and no distributed 
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,3 +131,50 @@ def test_without_torchrun_there_is_no_distributed_state(ppo, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     summary = ppo.train(ppo.Args(**TINY[ppo]))
     assert not torch.distributed.is_initialized() and summary["episodes"]
+
+
+def test_two_nodes_join_through_the_master_address(tmp_path):
+    """The README's multi-node launch, with both nodes on this machine: rendezvous at 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+            "--master_addr=127.0.0.1", f"--master_port={port}"]
+    nodes = [subprocess.Popen([*node, f"--node_rank={rank}", WORKER, "ppo_discrete", str(tmp_path), *flags(TINY[ppo_discrete])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for process in nodes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+
+
+def test_evaluating_a_saved_model_under_torchrun_is_an_error(tmp_path):
+    model_path = ppo_discrete.train(ppo_discrete.Args(**TINY[ppo_discrete], save_model=True))["model_path"]
+    result = subprocess.run([*TORCHRUN, script_path(ppo_discrete), f"--load-model={model_path}"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "error: --load-model evaluates in one process: run it with python ppo_discrete.py, not torchrun" in result.stderr
+
+
+def test_normalization_statistics_merge_the_samples_of_every_rank(monkeypatch):
+    """Two ranks share statistics, each adds its own samples (one row at a time, as the rollout does); after
+    merge_over_ranks rank 0 holds the mean and variance of all the samples, computed here in one go."""
+    rng = np.random.default_rng(0)
+    shared, mine, theirs = rng.normal(3.0, 2.0, (50, 3)), rng.normal(-1.0, 0.5, (40, 3)), rng.normal(5.0, 4.0, (70, 3))
+    rank0, rank1 = ppo_continuous.RunningMeanStd((3,)), ppo_continuous.RunningMeanStd((3,))
+    rank0.update(shared)
+    rank1.update(shared)
+    start = (rank0.count, rank0.mean, rank0.var)
+    for row in mine:
+        rank0.update(row[None])
+    rank1.update(theirs)
+    monkeypatch.setattr(ppo_continuous.dist, "is_initialized", lambda: True)
+    rank1_added = []  # what rank 1 contributes to the all-gather
+    monkeypatch.setattr(ppo_continuous, "gather_from_ranks", lambda items: rank1_added.extend(items) or items)
+    ppo_continuous.merge_over_ranks(rank1, start)
+    monkeypatch.setattr(ppo_continuous, "gather_from_ranks", lambda items: items + rank1_added)
+    ppo_continuous.merge_over_ranks(rank0, start)
+    everything = np.concatenate([shared, mine, theirs])
+    assert rank0.count == 160
+    np.testing.assert_allclose(rank0.mean, everything.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(rank0.var, everything.var(axis=0), rtol=1e-10)
