@@ -1023,7 +1023,8 @@ def train(args: Args) -> dict:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
     else:
-        run_name, run_dir = from_rank_0(new_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}") if rank == 0 else None)
+        run_name, run_dir = from_rank_0(
+            new_run_dir(f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}") if rank == 0 else None)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
     batch_size = args.num_envs * args.num_steps  # over all processes
     num_iterations = args.total_timesteps // batch_size
