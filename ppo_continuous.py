@@ -1013,13 +1013,14 @@ def train(args: Args) -> dict:
     length)] of all envs, run_dir, model_path, eval_returns, stopped (the signal that stopped it, or None), agent.
     Under torchrun every process runs it on its own envs; rank 0 alone writes logs, checkpoints and the model."""
     rank, world_size, device = start_distributed(torch.cuda.is_available() and args.cuda)
-    check_args(args, world_size)
     checkpoint = from_rank_0(load_checkpoint(args.resume) if rank == 0 else None) if args.resume else None
     if checkpoint:
         args = resumed_args(args, checkpoint)
         if len(checkpoint["ranks"]) != world_size:
             fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
                  f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
+    check_args(args, world_size)  # resuming: the checkpoint's flags
+    if checkpoint:
         run_dir = os.path.dirname(os.path.abspath(args.resume))
         run_name = os.path.basename(run_dir)
     else:

@@ -85,12 +85,14 @@ def test_two_processes_learn_like_one_with_all_the_envs():
     assert abs(np.mean(two) - np.mean(one)) < 3 * spread + 20
 
 
-def test_stopped_run_resumes_under_torchrun_bit_for_bit():
-    """SIGTERM to torchrun at a random moment: every rank stops at the same iteration, rank 0 checkpoints, and the
-    resumed 2-process run ends with exactly the weights of the uninterrupted one."""
-    settings = dict(TINY[ppo_discrete], total_timesteps=80 * 512, save_model=True, checkpoint_every=0)
-    run([*TORCHRUN, script_path(ppo_discrete), *flags(settings), "--exp-name=whole"])
-    process = subprocess.Popen([*TORCHRUN, script_path(ppo_discrete), *flags(settings), "--exp-name=stopped"],
+@pytest.mark.parametrize("ppo,iterations", [(ppo_discrete, 80), (ppo_continuous, 80)], ids=["ppo_discrete", "ppo_continuous"])
+def test_stopped_run_resumes_under_torchrun_bit_for_bit(ppo, iterations):
+    """SIGTERM to torchrun at a random moment: every rank stops at the same iteration, rank 0 checkpoints (with
+    both ranks' generators, envs and, for ppo_continuous, statistics), and the resumed 2-process run ends with
+    exactly the weights and statistics of the uninterrupted one."""
+    settings = dict(TINY[ppo], total_timesteps=iterations * 512, save_model=True, checkpoint_every=0)
+    run([*TORCHRUN, script_path(ppo), *flags(settings), "--exp-name=whole"])
+    process = subprocess.Popen([*TORCHRUN, script_path(ppo), *flags(settings), "--exp-name=stopped"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not glob.glob("runs/*stopped*/events.out.tfevents.*"):
         time.sleep(0.05)
@@ -100,10 +102,12 @@ def test_stopped_run_resumes_under_torchrun_bit_for_bit():
     assert stderr.count("stopped at step") == 1, stderr[-3000:]
     (checkpoint,) = glob.glob("runs/*stopped*/checkpoint.pt")
     assert len(torch.load(checkpoint)["ranks"]) == 2
-    run([*TORCHRUN, script_path(ppo_discrete), f"--resume={checkpoint}"])
+    run([*TORCHRUN, script_path(ppo), f"--resume={checkpoint}"])
     (whole,), (resumed,) = glob.glob("runs/*whole*/whole.model"), glob.glob("runs/*stopped*/stopped.model")
-    whole, resumed = torch.load(whole)["state_dict"], torch.load(resumed)["state_dict"]
-    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    whole, resumed = torch.load(whole), torch.load(resumed)
+    assert all(torch.equal(whole["state_dict"][name], resumed["state_dict"][name]) for name in whole["state_dict"])
+    for name, value in whole.get("normalization", {}).items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed["normalization"][name])), name
 
 
 def test_resume_needs_as_many_processes(tmp_path):
