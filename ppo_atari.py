@@ -483,12 +483,17 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
     penalized = args.objective in ("kl-fixed", "kl-adaptive")
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
+    totals = torch.zeros(3, device=batch["obs"].device)  # summed on the device: no sync per minibatch
+    logratios = torch.empty(args.update_epochs * args.num_minibatches, minibatch_size, device=batch["obs"].device)
     minibatches_seen, gradient_steps, grad_norms = 0, 0, torch.zeros((), device=batch["obs"].device)
     parameters = list(agent.parameters())
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
         shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
+        if args.norm_adv:  # each minibatch's advantages to mean 0 and std 1, every minibatch at once
+            advantages = shuffled["advantages"].view(args.num_minibatches, minibatch_size)
+            advantages = (advantages - advantages.mean(1, keepdim=True)) / (advantages.std(1, keepdim=True) + 1e-8)
+            shuffled["advantages"] = advantages.view(-1)
         for start in range(0, batch_size, minibatch_size):
             minibatch = {key: value[start : start + minibatch_size] for key, value in shuffled.items()}
             logits, new_values = agent(minibatch["obs"])
@@ -497,23 +502,19 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
             entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
             kl = categorical_kl(minibatch["log_probs"], log_probs).mean() if penalized else None
 
-            advantages = minibatch["advantages"]
-            if args.norm_adv:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], advantages, args.objective,
+            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], minibatch["advantages"], args.objective,
                                             clip_coef, kl, kl_beta)
             v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
             loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
 
             with torch.no_grad():
-                ratio = logratio.exp()
-                old_approx_kl = (-logratio).mean()
-                approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
-                clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
-                totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
+                totals += torch.stack([pg_loss, v_loss, entropy])
+                logratios[minibatches_seen] = logratio  # the KL diagnostics come from all of them at the end
             minibatches_seen += 1
-            if args.target_kl is not None and mean_over_ranks_(approx_kl).item() > args.target_kl:
-                break  # the policy already moved far enough: no step on this minibatch, nor on any later one
+            if args.target_kl is not None:
+                approx_kl = ((logratio.exp() - 1) - logratio).mean().detach()  # the low-variance estimator, k3
+                if mean_over_ranks_(approx_kl).item() > args.target_kl:
+                    break  # the policy already moved far enough: no step on this minibatch, nor on any later one
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -524,7 +525,12 @@ def update(agent: Agent, optimizer: torch.optim.Optimizer, batch: dict, args: Ar
         else:
             continue
         break  # target_kl reached: stop the whole update, not just this epoch
-    averages = mean_over_ranks_(totals / minibatches_seen).tolist()  # of the whole batch
+    with torch.no_grad():
+        logratio = logratios[:minibatches_seen]  # every minibatch has the same size: the means are means over minibatches
+        ratio = logratio.exp()
+        diagnostics = torch.stack([(-logratio).mean(), ((ratio - 1) - logratio).mean(),  # KL estimators k1 and k3
+                                   ((ratio - 1.0).abs() > clip_coef).float().mean()])  # clip fraction
+    averages = mean_over_ranks_(torch.cat([totals / minibatches_seen, diagnostics])).tolist()  # of the whole batch
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac"]
     grad_norm = (grad_norms / max(gradient_steps, 1)).item()  # before clipping, mean over the steps
     stats = dict(zip(names, averages), gradient_steps=gradient_steps, grad_norm=grad_norm)

@@ -582,11 +582,16 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
     penalized = args.objective in ("kl-fixed", "kl-adaptive")
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    totals = torch.zeros(6, device=batch["obs"].device)  # summed on the device: no sync per minibatch
+    totals = torch.zeros(3, device=batch["obs"].device)  # summed on the device: no sync per minibatch
+    logratios = torch.empty(args.update_epochs * args.num_minibatches, minibatch_size, device=batch["obs"].device)
     minibatches_seen, gradient_steps, grad_norms = 0, 0, torch.zeros((), device=batch["obs"].device)
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size))
         shuffled = {key: value[order] for key, value in batch.items()}  # minibatches are then cheap slices
+        if args.norm_adv:  # each minibatch's advantages to mean 0 and std 1, every minibatch at once
+            advantages = shuffled["advantages"].view(args.num_minibatches, minibatch_size)
+            advantages = (advantages - advantages.mean(1, keepdim=True)) / (advantages.std(1, keepdim=True) + 1e-8)
+            shuffled["advantages"] = advantages.view(-1)
         for start in range(0, batch_size, minibatch_size):
             minibatch = {key: value[start : start + minibatch_size] for key, value in shuffled.items()}
             new_means, new_values = agent(minibatch["obs"])
@@ -594,23 +599,19 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
             entropy = gaussian_entropy(agent.actor_logstd)  # the same for every state
             kl = gaussian_kl(minibatch["means"], minibatch["log_stds"], new_means, agent.actor_logstd).mean() if penalized else None
 
-            advantages = minibatch["advantages"]
-            if args.norm_adv:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], advantages, args.objective,
+            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], minibatch["advantages"], args.objective,
                                             clip_coef, kl, kl_beta)
             v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
             loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
 
             with torch.no_grad():
-                ratio = logratio.exp()
-                old_approx_kl = (-logratio).mean()
-                approx_kl = ((ratio - 1) - logratio).mean()  # the low-variance estimator, k3
-                clipfrac = ((ratio - 1.0).abs() > clip_coef).float().mean()
-                totals += torch.stack([pg_loss, v_loss, entropy, old_approx_kl, approx_kl, clipfrac])
+                totals += torch.stack([pg_loss, v_loss, entropy])
+                logratios[minibatches_seen] = logratio  # the KL diagnostics come from all of them at the end
             minibatches_seen += 1
-            if args.target_kl is not None and mean_over_ranks_(approx_kl).item() > args.target_kl:
-                break  # the policy already moved far enough: no step on this minibatch, nor on any later one
+            if args.target_kl is not None:
+                approx_kl = ((logratio.exp() - 1) - logratio).mean().detach()  # the low-variance estimator, k3
+                if mean_over_ranks_(approx_kl).item() > args.target_kl:
+                    break  # the policy already moved far enough: no step on this minibatch, nor on any later one
 
             optimizer["grads"].zero_()
             loss.backward()
@@ -623,7 +624,11 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
         break  # target_kl reached: stop the whole update, not just this epoch
     with torch.no_grad():  # how far the whole update moved the policy (the d of kl-adaptive)
         kl = gaussian_kl(batch["means"], batch["log_stds"], agent.action_mean(batch["obs"]), agent.actor_logstd).mean()
-    averages = mean_over_ranks_(torch.cat([totals / minibatches_seen, kl[None]])).tolist()  # of the whole batch
+        logratio = logratios[:minibatches_seen]  # every minibatch has the same size: the means are means over minibatches
+        ratio = logratio.exp()
+        diagnostics = torch.stack([(-logratio).mean(), ((ratio - 1) - logratio).mean(),  # KL estimators k1 and k3
+                                   ((ratio - 1.0).abs() > clip_coef).float().mean(), kl])  # clip fraction, exact KL
+    averages = mean_over_ranks_(torch.cat([totals / minibatches_seen, diagnostics])).tolist()  # of the whole batch
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "kl"]
     grad_norm = (grad_norms / max(gradient_steps, 1)).item()  # before clipping, mean over the steps
     return dict(zip(names, averages), gradient_steps=gradient_steps, grad_norm=grad_norm)
