@@ -185,7 +185,7 @@ for name in ["ppo_discrete", "ppo_continuous", "ppo_atari"]:
 
 @pytest.mark.parametrize("script,flags,message", BAD_INPUTS)
 def test_bad_input_is_one_line_and_exit_2(script, flags, message):
-    out = subprocess.run([sys.executable, f"{script}.py", *flags], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *flags], capture_output=True, text=True)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
