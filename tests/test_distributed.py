@@ -45,9 +45,11 @@ def test_ranks_hold_identical_parameters_after_updates(ppo, tmp_path):
     """Each rank steps its own envs on its own data; only the averaged gradient keeps the networks equal."""
     run([*TORCHRUN, WORKER, ppo.__name__, str(tmp_path), *flags(TINY[ppo])])
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    torch.manual_seed(ppo.Args.seed)  # the initial network of both ranks
     initial = ppo.Agent(*{ppo_discrete: (4, 2), ppo_continuous: (3, 1), ppo_atari: (4,)}[ppo]).state_dict()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
+    assert all(rank0[name].shape == initial[name].shape for name in rank0)
     assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # the updates did move them
 
 
@@ -82,7 +84,7 @@ def test_two_processes_learn_like_one_with_all_the_envs():
     print(f"final 20-episode means: 1 process {one}, 2 processes {two}")
     assert min(one + two) > 100  # both learn (random play: ~22)
     spread = np.sqrt((np.var(one, ddof=1) + np.var(two, ddof=1)) / 3)  # standard error of the difference of means
-    assert abs(np.mean(two) - np.mean(one)) < 3 * spread + 20
+    assert abs(np.mean(two) - np.mean(one)) < 3 * spread + 30  # the seeds spread by ~20 at 50k steps (6-seed benchmark)
 
 
 @pytest.mark.parametrize("ppo,iterations", [(ppo_discrete, 80), (ppo_continuous, 80)], ids=["ppo_discrete", "ppo_continuous"])
