@@ -800,20 +800,22 @@ class ScalarWriter:
             self.writer.close()
 
 
-def start_logging(args: Args, run_name: str, run_dir: str, purge_step: Optional[int] = None) -> ScalarWriter:
+def start_logging(args: Args, run_name: str, run_dir: str, purge_step: Optional[int] = None,
+                  processes: int = 1) -> ScalarWriter:
     """TensorBoard writer (and W&B mirroring it with --track). A resumed run passes purge_step, the first step
-    after its checkpoint: TensorBoard drops the points that the stopped run logged from there on."""
+    after its checkpoint: TensorBoard drops the points that the stopped run logged from there on. The
+    hyper-parameters table holds the flags and the number of torchrun processes."""
     if args.track:
         try:
             import wandb
         except ImportError:
             fail("--track needs wandb: pip install wandb, or drop --track")
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True, dir=run_dir)
+                   config={**vars(args), "processes": processes}, name=run_name, save_code=True, dir=run_dir)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=purge_step)
-    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    table = "\n".join(f"|{key}|{value}|" for key, value in {**vars(args), "processes": processes}.items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return ScalarWriter(writer)
 
@@ -973,7 +975,7 @@ def train(args: Args) -> dict:
             print(f"resuming {run_name} at step {global_step:,} (iteration {start_iteration})")
 
     purge_step = global_step + 1 if checkpoint else None
-    writer = start_logging(args, run_name, run_dir, purge_step) if rank == 0 else ScalarWriter(None)
+    writer = start_logging(args, run_name, run_dir, purge_step, world_size) if rank == 0 else ScalarWriter(None)
 
     def write_checkpoint(iteration: int):
         ranks = gather_from_ranks([dict(  # each process's own generators, envs and running episodes

@@ -66,6 +66,8 @@ def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
     assert 0.8 < len(logged) / len(one_process["episodes"]) < 1.25
     assert [e.step for e in logged] == sorted(e.step for e in logged)
     assert {e.step for e in read_events(run_dir).Scalars("charts/SPS")} == {512 * i for i in range(1, 9)}
+    hyperparameters = read_events(run_dir).Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
+    assert b"|processes|2|" in hyperparameters and b"|num_envs|4|" in hyperparameters
 
 
 def test_two_processes_learn_like_one_with_all_the_envs():
