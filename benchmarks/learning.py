@@ -27,22 +27,33 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s"]
 
 
+def launcher(nproc: int) -> list[str]:
+    """The command that starts a script: python, or with nproc > 1 torchrun with nproc processes on this machine."""
+    if nproc == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+
+
+def read_the_run(workdir: str) -> tuple[str, EventAccumulator]:
+    """The one run directory under workdir/runs, and its TensorBoard scalars."""
+    (run_dir,) = os.listdir(os.path.join(workdir, "runs"))
+    events = EventAccumulator(os.path.join(workdir, "runs", run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return os.path.join(workdir, "runs", run_dir), events
+
+
 def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: str = None, nproc: int = 1) -> list[dict]:
     """Trains once in a fresh working directory (with nproc > 1: under torchrun, nproc processes) and reads its
     episodes back from TensorBoard; with keep_runs, the run directory (events, saved model) is moved there afterwards."""
     with tempfile.TemporaryDirectory() as workdir:
-        launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                        "--nproc_per_node", str(nproc)]
-        command = [*launcher, os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
+        command = [*launcher(nproc), os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
         print(" ".join(command), flush=True)
         start = time.time()
         subprocess.run(command, cwd=workdir, check=True)
-        (run_dir,) = os.listdir(os.path.join(workdir, "runs"))
-        events = EventAccumulator(os.path.join(workdir, "runs", run_dir), size_guidance={"scalars": 0})
-        events.Reload()
+        run_dir, events = read_the_run(workdir)
         if keep_runs:
             os.makedirs(keep_runs, exist_ok=True)
-            shutil.move(os.path.join(workdir, "runs", run_dir), os.path.join(keep_runs, run_dir))
+            shutil.move(run_dir, os.path.join(keep_runs, os.path.basename(run_dir)))
         return [
             dict(env=env_id, seed=seed, step=e.step, episodic_return=e.value, wall_clock_s=round(e.wall_time - start, 3))
             for e in events.Scalars("charts/episodic_return")

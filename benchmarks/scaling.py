@@ -18,24 +18,21 @@ import tempfile
 import time
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from learning import ROOT, launcher, read_the_run  # noqa: E402
+
 FIELDS = ["script", "processes", "repeat", "steps_per_s", "wall_s"]
 
 
 def run_once(script: str, nproc: int, extra: list[str]) -> tuple[float, float]:
     """(training steps/s, wall seconds) of one run in a fresh working directory."""
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                    "--nproc_per_node", str(nproc)]
     with tempfile.TemporaryDirectory() as workdir:
         start = time.time()
-        subprocess.run([*launcher, os.path.join(ROOT, script), *extra], cwd=workdir, check=True,
+        subprocess.run([*launcher(nproc), os.path.join(ROOT, script), *extra], cwd=workdir, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.time() - start
-        (run_dir,) = os.listdir(os.path.join(workdir, "runs"))
-        events = EventAccumulator(os.path.join(workdir, "runs", run_dir), size_guidance={"scalars": 0})
-        events.Reload()
+        _, events = read_the_run(workdir)
         return events.Scalars("charts/SPS")[-1].value, wall
 
 
