@@ -16,7 +16,8 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.test_scripts import ROOT, TINY, read_events, script_path
+from tests.test_reliability import assert_same_model, episode_curve
+from tests.test_scripts import ROOT, TINY, in_tmp_dir, read_events, script_path  # noqa: F401  (in_tmp_dir: autouse)
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
@@ -33,11 +34,6 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-@pytest.fixture(autouse=True)
-def in_tmp_dir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
 
 
 @pytest.mark.parametrize("ppo", list(TINY), ids=lambda module: module.__name__)
@@ -95,23 +91,23 @@ def test_stopped_run_resumes_under_torchrun_bit_for_bit(ppo, iterations):
     both ranks' generators, envs and, for ppo_continuous, statistics), and the resumed 2-process run ends with
     exactly the weights and statistics of the uninterrupted one."""
     settings = dict(TINY[ppo], total_timesteps=iterations * 512, save_model=True, checkpoint_every=0)
-    run([*TORCHRUN, script_path(ppo), *flags(settings), "--exp-name=whole"])
-    process = subprocess.Popen([*TORCHRUN, script_path(ppo), *flags(settings), "--exp-name=stopped"],
+    run([*TORCHRUN, script_path(ppo), *flags(settings)])
+    (reference_dir,) = glob.glob("runs/*")
+    os.rename(reference_dir, "reference")
+    process = subprocess.Popen([*TORCHRUN, script_path(ppo), *flags(settings)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not glob.glob("runs/*stopped*/events.out.tfevents.*"):
+    while not glob.glob("runs/*/events.out.tfevents.*"):
         time.sleep(0.05)
     time.sleep(np.random.default_rng().uniform(0.3, 1.5))
+    assert process.poll() is None, "the run ended before the signal: make it longer"
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert stderr.count("stopped at step") == 1, stderr[-3000:]
-    (checkpoint,) = glob.glob("runs/*stopped*/checkpoint.pt")
-    assert len(torch.load(checkpoint)["ranks"]) == 2
-    run([*TORCHRUN, script_path(ppo), f"--resume={checkpoint}"])
-    (whole,), (resumed,) = glob.glob("runs/*whole*/whole.model"), glob.glob("runs/*stopped*/stopped.model")
-    whole, resumed = torch.load(whole), torch.load(resumed)
-    assert all(torch.equal(whole["state_dict"][name], resumed["state_dict"][name]) for name in whole["state_dict"])
-    for name, value in whole.get("normalization", {}).items():
-        assert torch.equal(torch.as_tensor(value), torch.as_tensor(resumed["normalization"][name])), name
+    (run_dir,) = glob.glob("runs/*")
+    assert len(torch.load(os.path.join(run_dir, "checkpoint.pt"))["ranks"]) == 2
+    run([*TORCHRUN, script_path(ppo), f"--resume={os.path.join(run_dir, 'checkpoint.pt')}"])
+    assert_same_model(ppo, "reference", run_dir)  # weights and, for ppo_continuous, statistics
+    assert episode_curve(run_dir) == episode_curve("reference")
 
 
 def test_resume_needs_as_many_processes(tmp_path):
