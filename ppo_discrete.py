@@ -182,15 +182,12 @@ def check_args(args: Args, world_size: int = 1):
         fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes; "
              f"pick a multiple of {world_size}")
     batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        fail(
-            f"--num-minibatches {args.num_minibatches} does not divide the batch of "
-            f"num_envs*num_steps = {batch_size}; pick a divisor of {batch_size}"
-        )
-    if (batch_size // world_size) % args.num_minibatches != 0:
-        fail(f"--num-minibatches {args.num_minibatches} does not divide each process's batch of "
-             f"num_envs*num_steps/{world_size} = {batch_size // world_size}; pick a divisor of it")
-    if args.norm_adv and batch_size // args.num_minibatches // world_size < 2:
+    process_batch = batch_size // world_size  # each torchrun process's share; the whole batch without torchrun
+    if process_batch % args.num_minibatches != 0:
+        batch = f"the batch of num_envs*num_steps = {batch_size}" if world_size == 1 else \
+            f"each process's batch of num_envs*num_steps/{world_size} = {process_batch}"
+        fail(f"--num-minibatches {args.num_minibatches} does not divide {batch}; pick a divisor of {process_batch}")
+    if args.norm_adv and process_batch // args.num_minibatches < 2:
         fail("minibatches of 1 sample cannot normalize advantages: lower --num-minibatches or pass --no-norm-adv")
     if args.total_timesteps < batch_size:
         fail(
