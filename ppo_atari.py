@@ -395,15 +395,14 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next
 
     dones[t] is 1 where the episode ended with the transition at step t; next_value is V of the
     observation after the last step. Returns (advantages, returns = advantages + values)."""
-    num_steps = rewards.shape[0]
-    advantages = np.zeros_like(rewards)
+    not_done = 1.0 - dones
+    following_values = np.concatenate([values[1:], next_value[None]])  # V(s_t+1)
+    deltas = rewards + gamma * following_values * not_done - values  # TD errors, all steps at once
+    discounts = gamma * gae_lambda * not_done
+    advantages = np.empty_like(deltas)
     last_advantage = np.zeros_like(next_value)
-    for t in reversed(range(num_steps)):
-        following_value = next_value if t == num_steps - 1 else values[t + 1]
-        not_done = 1.0 - dones[t]
-        delta = rewards[t] + gamma * following_value * not_done - values[t]
-        last_advantage = delta + gamma * gae_lambda * not_done * last_advantage
-        advantages[t] = last_advantage
+    for t in reversed(range(rewards.shape[0])):  # A_t = delta_t + gamma lambda (1 - done_t) A_t+1
+        last_advantage = advantages[t] = deltas[t] + discounts[t] * last_advantage
     return advantages, advantages + values
 
 
