@@ -8,6 +8,7 @@ repeat, and medians are reported.
     python benchmarks/speed.py --script ppo_continuous.py --steps 100000 --repeats 3
     python benchmarks/speed.py --script ppo_atari.py --steps 20480 --repeats 3
     python benchmarks/speed.py --plot benchmarks/results/speed_*.csv     # bar chart: results/speed.png
+    python benchmarks/speed.py --breakdown --script ppo_discrete.py --steps 500000 --repeats 3  # where the time goes
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -78,16 +79,11 @@ def worker_sb3(script: str, env_id: str, steps: int) -> float:
 
 
 def worker_raw(script: str, env_id: str, steps: int) -> float:
-    """The script's vector env (same count, SAME_STEP autoreset) stepping random actions, no network."""
-    import gymnasium as gym
-
+    """The script's own vector env (its make_envs: same count and settings; ale-py's native vector env for
+    Atari) stepping random actions, no network."""
     module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    if script == "ppo_atari.py":
-        envs = module.make_envs(args, "speed")  # ale-py's native vector env, as the script runs it
-    else:
-        envs = gym.vector.SyncVectorEnv([lambda: gym.make(args.env_id)] * args.num_envs,
-                                        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = module.make_envs(args, "speed")
     envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     for _ in range(steps // args.num_envs):
@@ -96,6 +92,62 @@ def worker_raw(script: str, env_id: str, steps: int) -> float:
 
 
 WORKERS = {"ours": worker_ours, "sb3": worker_sb3, "raw env": worker_raw}
+PARTS = ["collect_rollout", "compute_gae", "update"]  # the functions every script's train() calls each iteration
+
+
+def breakdown_once(script: str, env_id: str, steps: int) -> dict:
+    """Seconds of one of our training runs spent in each part (the script's own functions, timed in place),
+    the rest ("other": set-up, episode bookkeeping, logging), and the raw env alone for the same steps."""
+    module, args = script_args(script, env_id, steps)
+    seconds = dict.fromkeys(PARTS, 0.0)
+
+    def timed(name, function):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            seconds[name] += time.perf_counter() - start
+            return result
+        return run
+
+    for name in PARTS:
+        setattr(module, name, timed(name, getattr(module, name)))
+    start = time.perf_counter()
+    module.train(args)
+    seconds["total"] = time.perf_counter() - start
+    seconds["other"] = seconds["total"] - sum(seconds[name] for name in PARTS)
+    seconds["raw env"] = worker_raw(script, env_id, steps)
+    return seconds
+
+
+def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
+    """Prints where the time of a default run goes, medians of repeats, each in its own process; every run to out."""
+    runs = []
+    for _ in range(repeats):
+        command = [sys.executable, os.path.abspath(__file__), "--worker", "breakdown", "--script", script,
+                   "--env-id", env_id, "--steps", str(steps)]
+        with tempfile.TemporaryDirectory() as workdir:
+            output = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=True).stdout
+        runs.append(json.loads(output.strip().splitlines()[-1])["seconds"])
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(runs[0]))
+        writer.writeheader()
+        writer.writerows({key: round(value, 3) for key, value in run.items()} for run in runs)
+    median = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+    args = script_args(script, env_id, steps)[1]
+    iterations = steps // (args.num_envs * args.num_steps)
+    gradient_steps = iterations * args.update_epochs * args.num_minibatches
+    print(f"\n{script} on {env_id}, {steps:,} steps ({iterations} iterations, {gradient_steps:,} minibatch steps), "
+          f"median of {repeats}: {steps / median['total']:,.0f} steps/s (CSV: {os.path.relpath(out, ROOT)})\n")
+    print("| part | seconds | share | per unit |")
+    print("|---|---|---|---|")
+    rows = [("rollout (`collect_rollout`)", median["collect_rollout"], f"{median['collect_rollout'] / steps * 1e6:.1f} µs per env step"),
+            ("  of which the raw env (random actions, separate run)", median["raw env"], f"{median['raw env'] / steps * 1e6:.1f} µs per env step"),
+            ("advantages (`compute_gae`)", median["compute_gae"], f"{median['compute_gae'] / iterations * 1e3:.2f} ms per iteration"),
+            ("update (`update`)", median["update"], f"{median['update'] / gradient_steps * 1e3:.2f} ms per minibatch step"),
+            ("other (set-up, bookkeeping, logging)", median["other"], ""),
+            ("total", median["total"], "")]
+    for name, seconds, unit in rows:
+        print(f"| {name} | {seconds:.2f} | {seconds / median['total']:.0%} | {unit} |")
 
 
 def measure(name: str, script: str, env_id: str, steps: int) -> dict:
@@ -152,15 +204,23 @@ def main():
     parser.add_argument("--out", default=None, help="CSV of every measurement (default benchmarks/results/speed_{env}.csv)")
     parser.add_argument("--plot", nargs="+", metavar="CSV", help="draw a bar chart of these result CSVs, then stop")
     parser.add_argument("--plot-out", default=os.path.join(ROOT, "benchmarks", "results", "speed.png"))
+    parser.add_argument("--breakdown", action="store_true", help="where our script's time goes: rollout, GAE, update, other")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plot:
         plot(args.plot, args.plot_out)
         return
+    if args.worker == "breakdown":
+        print(json.dumps({"seconds": breakdown_once(args.script, args.env_id, args.steps)}))
+        return
     if args.worker:
         print(json.dumps({"seconds": WORKERS[args.worker](args.script, args.env_id, args.steps)}))
         return
     env_id = args.env_id or script_args(args.script, "", 1)[1].env_id
+    if args.breakdown:
+        out = args.out or os.path.join(ROOT, "benchmarks", "results", f"breakdown_{env_id.replace('/', '-')}.csv")
+        breakdown(args.script, env_id, args.steps, args.repeats, out)
+        return
 
     rows = []
     for repeat in range(args.repeats):
