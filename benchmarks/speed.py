@@ -95,6 +95,12 @@ WORKERS = {"ours": worker_ours, "sb3": worker_sb3, "raw env": worker_raw}
 PARTS = ["collect_rollout", "compute_gae", "update"]  # the functions every script's train() calls each iteration
 
 
+def worker_command(name: str, script: str, env_id: str, steps: int) -> list[str]:
+    """This file run as one measurement's worker process."""
+    return [sys.executable, os.path.abspath(__file__), "--worker", name, "--script", script, "--env-id", env_id,
+            "--steps", str(steps)]
+
+
 def breakdown_once(script: str, env_id: str, steps: int) -> dict:
     """Seconds of one of our training runs spent in each part (the script's own functions, timed in place),
     the rest ("other": set-up, episode bookkeeping, logging), and the raw env alone for the same steps."""
@@ -123,10 +129,9 @@ def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
     """Prints where the time of a default run goes, medians of repeats, each in its own process; every run to out."""
     runs = []
     for _ in range(repeats):
-        command = [sys.executable, os.path.abspath(__file__), "--worker", "breakdown", "--script", script,
-                   "--env-id", env_id, "--steps", str(steps)]
         with tempfile.TemporaryDirectory() as workdir:
-            output = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=True).stdout
+            output = subprocess.run(worker_command("breakdown", script, env_id, steps), cwd=workdir,
+                                    capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(output.strip().splitlines()[-1])["seconds"])
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(runs[0]))
@@ -135,12 +140,13 @@ def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
     median = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
     args = script_args(script, env_id, steps)[1]
     iterations = steps // (args.num_envs * args.num_steps)
+    rollout_steps = iterations * args.num_envs * args.num_steps
     gradient_steps = iterations * args.update_epochs * args.num_minibatches
     print(f"\n{script} on {env_id}, {steps:,} steps ({iterations} iterations, {gradient_steps:,} minibatch steps), "
           f"median of {repeats}: {steps / median['total']:,.0f} steps/s (CSV: {os.path.relpath(out, ROOT)})\n")
     print("| part | seconds | share | per unit |")
     print("|---|---|---|---|")
-    rows = [("rollout (`collect_rollout`)", median["collect_rollout"], f"{median['collect_rollout'] / steps * 1e6:.1f} µs per env step"),
+    rows = [("rollout (`collect_rollout`)", median["collect_rollout"], f"{median['collect_rollout'] / rollout_steps * 1e6:.1f} µs per env step"),
             ("  of which the raw env (random actions, separate run)", median["raw env"], f"{median['raw env'] / steps * 1e6:.1f} µs per env step"),
             ("advantages (`compute_gae`)", median["compute_gae"], f"{median['compute_gae'] / iterations * 1e3:.2f} ms per iteration"),
             ("update (`update`)", median["update"], f"{median['update'] / gradient_steps * 1e3:.2f} ms per minibatch step"),
@@ -153,10 +159,8 @@ def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
 def measure(name: str, script: str, env_id: str, steps: int) -> dict:
     """Runs one worker in its own process; returns its steps/s, process wall time and peak RSS."""
     with tempfile.TemporaryDirectory() as workdir:
-        command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--script", script,
-                   "--env-id", env_id, "--steps", str(steps)]
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        process = subprocess.Popen(worker_command(name, script, env_id, steps), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
