@@ -69,7 +69,8 @@ def test_sampled_actions_have_the_policy_mean_and_std():
 def bounded_rollout(num_steps, obs_rms=None, reward_scaler=None, time_limit=None, gamma=0.9):
     make = (lambda: BoundedActionEnv()) if time_limit is None else (
         lambda: gym.wrappers.TimeLimit(BoundedActionEnv(), max_episode_steps=time_limit))
-    envs = gym.vector.SyncVectorEnv([make], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    # as make_envs: step hands back the envs' own observation buffer, overwritten at the next step
+    envs = gym.vector.SyncVectorEnv([make], copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs, _ = envs.reset(seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(2, 2)

@@ -10,7 +10,8 @@ from tests.toy_envs import CountingEnv
 
 
 def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9, seed=0):
-    envs = gym.vector.SyncVectorEnv(env_fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    # as make_envs: step hands back the envs' own observation buffer, overwritten at the next step
+    envs = gym.vector.SyncVectorEnv(env_fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs, _ = envs.reset(seed=seed)
     torch.manual_seed(seed)
     agent = ppo.Agent(2, 3)
