@@ -45,7 +45,9 @@ def worker_ours(script: str, env_id: str, steps: int) -> float:
 
 
 def worker_sb3(script: str, env_id: str, steps: int) -> float:
-    """SB3's PPO with the script's default hyper-parameters (and VecNormalize where the script normalizes)."""
+    """SB3's PPO with the script's default hyper-parameters (and VecNormalize where the script normalizes),
+    on the device the script uses (a GPU when there is one and --cuda is on, as in our scripts)."""
+    import torch
     import torch.nn as nn
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_atari_env, make_vec_env
@@ -72,7 +74,7 @@ def worker_sb3(script: str, env_id: str, steps: int) -> float:
         gamma=args.gamma, gae_lambda=args.gae_lambda, clip_range=args.clip_coef,
         clip_range_vf=args.clip_coef if args.clip_vloss else None, normalize_advantage=args.norm_adv,
         ent_coef=args.ent_coef, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm, target_kl=args.target_kl,
-        policy_kwargs=policy_kwargs, device="cpu", seed=args.seed,
+        policy_kwargs=policy_kwargs, device="cuda" if args.cuda and torch.cuda.is_available() else "cpu", seed=args.seed,
     )
     model.learn(total_timesteps=steps)
     return time.perf_counter() - start
