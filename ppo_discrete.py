@@ -803,17 +803,18 @@ def start_logging(args: Args, run_name: str, run_dir: str, purge_step: Optional[
     """TensorBoard writer (and W&B mirroring it with --track). A resumed run passes purge_step, the first step
     after its checkpoint: TensorBoard drops the points that the stopped run logged from there on. The
     hyper-parameters table holds the flags and the number of torchrun processes."""
+    config = {**vars(args), "processes": processes}
     if args.track:
         try:
             import wandb
         except ImportError:
             fail("--track needs wandb: pip install wandb, or drop --track")
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config={**vars(args), "processes": processes}, name=run_name, save_code=True, dir=run_dir)
+                   config=config, name=run_name, save_code=True, dir=run_dir)
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(run_dir, purge_step=purge_step)
-    table = "\n".join(f"|{key}|{value}|" for key, value in {**vars(args), "processes": processes}.items())
+    table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return ScalarWriter(writer)
 

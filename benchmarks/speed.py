@@ -110,9 +110,9 @@ def breakdown_once(script: str, env_id: str, steps: int) -> dict:
     seconds = dict.fromkeys(PARTS, 0.0)
 
     def timed(name, function):
-        def run(*args, **kwargs):
+        def run(*call_args, **call_kwargs):
             start = time.perf_counter()
-            result = function(*args, **kwargs)
+            result = function(*call_args, **call_kwargs)
             seconds[name] += time.perf_counter() - start
             return result
         return run
@@ -162,7 +162,8 @@ def measure(name: str, script: str, env_id: str, steps: int) -> dict:
     """Runs one worker in its own process; returns its steps/s, process wall time and peak RSS."""
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
-        process = subprocess.Popen(worker_command(name, script, env_id, steps), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        process = subprocess.Popen(worker_command(name, script, env_id, steps), cwd=workdir, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
         output = process.stdout.read()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
