@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -118,6 +119,10 @@ class Args:
     """the activation of the hidden layers"""
     torch_threads: int = 1
     """CPU threads for torch (1 is fastest for small networks; 0 keeps torch's default)"""
+    numpy_gradient: bool = True
+    """if toggled, on CPU the minibatch gradient comes from the loss's derivative written out in numpy
+    (numpy_loss_gradient: a third of autograd's time; checked against autograd at the start of every run);
+    --no-numpy-gradient (or a GPU) uses autograd: after changing the loss, use it or change the derivative too"""
     save_model: bool = False
     """if toggled, saves the trained agent to `runs/{run_name}/{exp_name}.model`"""
     eval_episodes: int = 0
@@ -450,13 +455,18 @@ def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages
     if objective == "clip":
         loss = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
     elif objective == "ppog":
-        stopped = ((advantages > 0) & (ratio > 1 + clip_coef)) | ((advantages < 0) & (ratio < 1 - clip_coef))
-        loss = torch.where(stopped, 0.0, -advantages * new_logprob).mean()
+        loss = torch.where(clip_stops(ratio, advantages, clip_coef), 0.0, -advantages * new_logprob).mean()
     elif objective == "none":
         loss = (-advantages * ratio).mean()
     else:  # kl-fixed, kl-adaptive
         loss = (-advantages * ratio).mean() + kl_beta * kl
     return loss, logratio
+
+
+def clip_stops(ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float) -> torch.Tensor:
+    """The samples whose ratio left [1 - eps, 1 + eps] in their advantage's direction: there the clipped
+    surrogate is constant, and PPOG drops them."""
+    return ((advantages > 0) & (ratio > 1 + clip_coef)) | ((advantages < 0) & (ratio < 1 - clip_coef))
 
 
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
@@ -474,8 +484,139 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     unclipped = (new_values - returns) ** 2
     if not clip:
         return 0.5 * unclipped.mean()
-    clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+    clipped_values = torch.clamp(new_values, old_values - clip_coef, old_values + clip_coef)
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
+
+
+def autograd_loss_gradient(agent: Agent, grads: torch.Tensor, minibatch: dict, args: Args, clip_coef: float,
+                           ent_coef: float, kl_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The PPO loss of a minibatch, and its gradient by autograd into grads (the optimizer's flat gradient, of
+    which the parameters' .grad are views). Returns [policy loss, value loss, entropy] and the log ratio of each
+    sample, detached."""
+    logits, new_values = agent(minibatch["obs"])
+    log_probs = masked_log_probs(logits, minibatch.get("masks"))
+    new_logprob = log_probs.gather(1, minibatch["actions"][:, None]).squeeze(1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    penalized = args.objective in ("kl-fixed", "kl-adaptive")
+    kl = categorical_kl(minibatch["log_probs"], log_probs).mean() if penalized else None
+    pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], minibatch["advantages"], args.objective,
+                                    clip_coef, kl, kl_beta)
+    v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
+    loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
+    grads.zero_()
+    loss.backward()
+    return torch.stack([pg_loss, v_loss, entropy]).detach(), logratio.detach()
+
+
+def numpy_loss_gradient(agent: Agent):
+    """The loss and gradient of autograd_loss_gradient, with the chain rule written out in numpy, for the CPU.
+    For networks this small, torch's per-operation cost (autograd's above all) outweighs the arithmetic: this
+    takes a third of autograd's time per minibatch. tests/ check it against autograd for every objective and
+    option, and train() does on the first minibatch of every run.
+    Returns loss_gradient(minibatch, args, clip_coef, ent_coef, kl_beta): it writes the gradient into the
+    parameters' .grad (through numpy views, as it reads the parameters) and returns what autograd_loss_gradient does."""
+    def numpy_views(layers):  # (W, b, dW, db) of each layer, sharing memory with the torch tensors
+        return [(layer.weight.detach().numpy(), layer.bias.detach().numpy(), layer.weight.grad.numpy(),
+                 layer.bias.grad.numpy()) for layer in layers]
+
+    actor_body, critic_body = numpy_views(agent.actor_body), numpy_views(agent.critic_body)
+    (actor_head,), (critic_head,) = numpy_views([agent.actor_head]), numpy_views([agent.critic_head])
+    tanh = agent.activation is torch.tanh
+
+    def body_forward(layers, x):  # -> the input of every layer, and the last layer's output
+        inputs = []
+        for weight, bias, _, _ in layers:
+            inputs.append(x)
+            x = x @ weight.T + bias
+            x = np.tanh(x) if tanh else np.maximum(x, 0.0)
+        return inputs, x
+
+    def linear_backward(layer, x, d_y):  # y = x W^T + b: dW = dy^T x, db = the sum of dy's rows; returns dx = dy W
+        weight, _, weight_grad, bias_grad = layer
+        np.matmul(d_y.T, x, out=weight_grad)
+        np.sum(d_y, axis=0, out=bias_grad)
+        return d_y @ weight
+
+    def body_backward(layers, inputs, features, d_features):
+        for layer, x, y in reversed(list(zip(layers, inputs, inputs[1:] + [features]))):
+            d_features = linear_backward(layer, x, d_features * (1 - y * y if tanh else y > 0))  # activation's slope
+
+    def loss_gradient(minibatch: dict, args: Args, clip_coef: float, ent_coef: float, kl_beta: float):
+        batch = {key: value.numpy() for key, value in minibatch.items()}
+        obs, actions, advantages = batch["obs"], batch["actions"], batch["advantages"]
+        n, rows = len(actions), np.arange(len(actions))
+
+        # Forward: the networks, log pi (masked), the entropy, the ratio r = pi(a) / pi_old(a)
+        actor_inputs, actor_features = body_forward(actor_body, obs)
+        shared = agent.shared_body
+        critic_inputs, critic_features = (actor_inputs, actor_features) if shared else body_forward(critic_body, obs)
+        logits = actor_features @ actor_head[0].T + actor_head[1]  # (n, n_actions)
+        new_values = (critic_features @ critic_head[0].T + critic_head[1])[:, 0]
+        if "masks" in batch:
+            logits = np.where(batch["masks"], logits, MASKED_LOGIT)
+        log_probs = logits - logits.max(1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+        probs = np.exp(log_probs)
+        entropies = -(probs * log_probs).sum(1)
+        logratio = log_probs[rows, actions] - batch["logprobs"]
+        ratio = np.exp(logratio)
+
+        # The loss (for the logs) and d loss / d log pi(a): -A r / n (d r = r d log pi), -A / n for PPOG
+        surrogate = -advantages * ratio
+        d_logprob = surrogate / n
+        if args.objective == "clip":
+            pg_loss = np.maximum(surrogate, -advantages * np.clip(ratio, 1 - clip_coef, 1 + clip_coef)).mean()
+            d_logprob = np.where(clip_stops(ratio, advantages, clip_coef), 0.0, d_logprob)
+        elif args.objective == "ppog":
+            stopped = clip_stops(ratio, advantages, clip_coef)
+            pg_loss = np.where(stopped, 0.0, -advantages * log_probs[rows, actions]).mean()
+            d_logprob = np.where(stopped, 0.0, -advantages / n)
+        else:  # none, kl-fixed, kl-adaptive
+            pg_loss = surrogate.mean()
+        # d loss / d logits, from d log pi(a) = onehot(a) - pi and d(-H) = pi (log pi + H)
+        d_logits = probs * ((ent_coef / n) * (log_probs + entropies[:, None]) - d_logprob[:, None])
+        d_logits[rows, actions] += d_logprob
+        if args.objective in ("kl-fixed", "kl-adaptive"):  # + beta KL[pi_old || pi]: d KL = pi - pi_old
+            old_probs = np.exp(batch["log_probs"])
+            pg_loss += kl_beta * (old_probs * (batch["log_probs"] - log_probs)).sum(1).mean()
+            d_logits += (kl_beta / n) * (probs - old_probs)
+
+        # The value loss and d loss / d V: vf_coef (V - R) / n, but 0 where the clipped prediction's error is the
+        # larger (that prediction is constant)
+        errors = new_values - batch["returns"]
+        squared_errors = errors**2
+        d_values = errors * (args.vf_coef / n)
+        if args.clip_vloss:
+            clipped_values = np.clip(new_values, batch["values"] - clip_coef, batch["values"] + clip_coef)
+            clipped_errors = clipped_values - batch["returns"]
+            squared_errors = np.maximum(squared_errors, clipped_errors**2)
+            d_values = np.where(np.abs(errors) >= np.abs(clipped_errors), d_values, 0.0)
+        v_loss = 0.5 * squared_errors.mean()
+
+        # Backward through the heads and the hidden layers
+        d_actor_features = linear_backward(actor_head, actor_features, d_logits)
+        d_critic_features = linear_backward(critic_head, critic_features, d_values[:, None])
+        if shared:  # one body, reached from both heads
+            body_backward(actor_body, actor_inputs, actor_features, d_actor_features + d_critic_features)
+        else:
+            body_backward(actor_body, actor_inputs, actor_features, d_actor_features)
+            body_backward(critic_body, critic_inputs, critic_features, d_critic_features)
+        return torch.tensor([pg_loss, v_loss, entropies.mean()]), torch.from_numpy(logratio)
+
+    return loss_gradient
+
+
+def check_numpy_gradient(agent: Agent, optimizer: dict, minibatch: dict, args: Args, clip_coef: float,
+                         ent_coef: float, kl_beta: float):
+    """Stops the run unless numpy_loss_gradient equals autograd's gradient of the loss on this minibatch:
+    a loss changed without its derivative fails here, at the start, instead of training on a wrong gradient."""
+    autograd_loss_gradient(agent, optimizer["grads"], minibatch, args, clip_coef, ent_coef, kl_beta)
+    expected = optimizer["grads"].clone()
+    numpy_loss_gradient(agent)(minibatch, args, clip_coef, ent_coef, kl_beta)
+    error = ((optimizer["grads"] - expected).abs().max() / expected.abs().max().clamp(min=1e-12)).item()
+    if not error < 1e-4:
+        fail(f"numpy_loss_gradient differs from autograd's gradient of the loss (max relative error {error:.1e}): "
+             f"if you changed the loss, run with --no-numpy-gradient or change its derivative to match")
 
 
 def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
@@ -531,7 +672,10 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
     minibatch of the update (not the last one only), the number of gradient steps taken, and the exact
     KL[pi_old || pi] of the whole batch after the update ("kl").
     With target_kl, the update stops at the first minibatch whose KL (measured before its step) exceeds it."""
-    penalized = args.objective in ("kl-fixed", "kl-adaptive")
+    if args.numpy_gradient and batch["obs"].device.type == "cpu":
+        loss_gradient = numpy_loss_gradient(agent)
+    else:
+        loss_gradient = partial(autograd_loss_gradient, agent, optimizer["grads"])
     batch_size = batch["obs"].shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals = torch.zeros(3, device=batch["obs"].device)  # summed on the device: no sync per minibatch
@@ -546,28 +690,15 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
             shuffled["advantages"] = advantages.view(-1)
         for start in range(0, batch_size, minibatch_size):
             minibatch = {key: value[start : start + minibatch_size] for key, value in shuffled.items()}
-            logits, new_values = agent(minibatch["obs"])
-            log_probs = masked_log_probs(logits, minibatch.get("masks"))
-            new_logprob = log_probs.gather(1, minibatch["actions"][:, None]).squeeze(1)
-            entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-            kl = categorical_kl(minibatch["log_probs"], log_probs).mean() if penalized else None
-
-            pg_loss, logratio = policy_loss(new_logprob, minibatch["logprobs"], minibatch["advantages"], args.objective,
-                                            clip_coef, kl, kl_beta)
-            v_loss = value_loss(new_values, minibatch["values"], minibatch["returns"], clip_coef, args.clip_vloss)
-            loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
-
-            with torch.no_grad():
-                totals += torch.stack([pg_loss, v_loss, entropy])
-                logratios[minibatches_seen] = logratio  # the KL diagnostics come from all of them at the end
+            losses, logratio = loss_gradient(minibatch, args, clip_coef, ent_coef, kl_beta)  # the gradient into .grad
+            totals += losses
+            logratios[minibatches_seen] = logratio  # the KL diagnostics come from all of them at the end
             minibatches_seen += 1
             if args.target_kl is not None:
-                approx_kl = ((logratio.exp() - 1) - logratio).mean().detach()  # the low-variance estimator, k3
+                approx_kl = ((logratio.exp() - 1) - logratio).mean()  # the low-variance estimator, k3
                 if mean_over_ranks_(approx_kl).item() > args.target_kl:
                     break  # the policy already moved far enough: no step on this minibatch, nor on any later one
 
-            optimizer["grads"].zero_()
-            loss.backward()
             mean_over_ranks_(optimizer["grads"])  # under torchrun: the whole minibatch's gradient, the same on every rank
             grad_norms += clip_grad_norm(optimizer["grads"], args.max_grad_norm)
             adam_step(optimizer)
@@ -1025,6 +1156,10 @@ def train(args: Args) -> dict:
                          logprobs=rollout["logprobs"], log_probs=rollout["log_probs"], masks=rollout["masks"],
                          values=flat_tensor(rollout["values"], device), advantages=flat_tensor(advantages, device),
                          returns=flat_tensor(returns, device))
+            if args.numpy_gradient and device.type == "cpu" and iteration == start_iteration:
+                first_minibatch = {key: value[: batch_size // world_size // args.num_minibatches]
+                                   for key, value in batch.items() if value is not None}
+                check_numpy_gradient(agent, optimizer, first_minibatch, args, clip_coef, ent_coef, kl_beta)
             stats = update(agent, optimizer, batch, args, rng, clip_coef, ent_coef, kl_beta)
             bad = first_non_finite(stats, optimizer)  # the same verdict on every rank: stats and parameters are shared
             if bad:

@@ -1,0 +1,104 @@
+"""ppo_discrete.py's numpy_loss_gradient against autograd's gradient of the same loss, for every objective
+and option, and the check that stops a run whose loss no longer matches its derivative."""
+
+import dataclasses
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import ppo_discrete as ppo
+from tests.test_scripts import in_tmp_dir, read_events  # noqa: F401  (in_tmp_dir: autouse fixture)
+
+OBJECTIVES = ["clip", "kl-adaptive", "kl-fixed", "none", "ppog"]
+OPTIONS = {
+    "default": dict(),
+    "shared relu body": dict(shared_body=True, activation="relu"),
+    "action masks": dict(masks=True),
+    "unclipped value loss": dict(clip_vloss=False),
+}
+
+
+def moved_agent_and_minibatch(shared_body=False, activation="tanh", masks=False, n=64, seed=0):
+    """An agent and a minibatch recorded by a different policy and value (as after some gradient steps), so that
+    ratios leave the clip range both ways and predictions leave the value clip range."""
+    torch.manual_seed(seed)
+    agent = ppo.Agent(4, 3, (16, 16), activation, shared_body)
+    optimizer = ppo.make_optimizer(agent, 1e-3)
+    obs = torch.randn(n, 4)
+    legal = torch.rand(n, 3) > 0.3 if masks else None
+    if masks:
+        legal[:, 0] = True
+    with torch.no_grad():
+        old_logits, new_values = agent(obs)
+        old_logits = old_logits + torch.randn(n, 3)
+        old_log_probs = ppo.masked_log_probs(old_logits, legal)
+    actions = torch.distributions.Categorical(logits=old_log_probs).sample()
+    minibatch = dict(obs=obs, actions=actions, log_probs=old_log_probs,
+                     logprobs=old_log_probs.gather(1, actions[:, None]).squeeze(1), advantages=torch.randn(n),
+                     values=new_values + 0.5 * torch.randn(n), returns=new_values + torch.randn(n))
+    if masks:
+        minibatch["masks"] = legal
+    return agent, optimizer, minibatch
+
+
+def gradients(loss_gradient, optimizer, minibatch, args):
+    optimizer["grads"].fill_(123.0)  # whatever was there before must not leak in
+    losses, logratio = loss_gradient(minibatch, args, 0.2, 0.01, 0.7)
+    return optimizer["grads"].clone(), losses, logratio
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_numpy_gradient_equals_autograd(objective, option):
+    options = dict(OPTIONS[option])
+    agent, optimizer, minibatch = moved_agent_and_minibatch(
+        options.pop("shared_body", False), options.pop("activation", "tanh"), options.pop("masks", False))
+    args = ppo.Args(objective=objective, **options)
+    expected = gradients(functools.partial(ppo.autograd_loss_gradient, agent, optimizer["grads"]), optimizer, minibatch, args)
+    computed = gradients(ppo.numpy_loss_gradient(agent), optimizer, minibatch, args)
+    for name, value, reference in zip(["gradient", "losses", "log ratio"], computed, expected):
+        torch.testing.assert_close(value, reference, rtol=1e-5, atol=1e-6, msg=name)
+
+    # the minibatch reaches every branch: samples that the clip stops and samples it keeps, both value errors
+    with torch.no_grad():
+        logits, new_values = agent(minibatch["obs"])
+        log_probs = ppo.masked_log_probs(logits, minibatch.get("masks"))
+        ratio = (log_probs.gather(1, minibatch["actions"][:, None]).squeeze(1) - minibatch["logprobs"]).exp()
+    stopped = ppo.clip_stops(ratio, minibatch["advantages"], 0.2)
+    assert 0 < stopped.sum() < len(stopped)
+    clipped_values = torch.clamp(new_values, minibatch["values"] - 0.2, minibatch["values"] + 0.2)
+    clipped_larger = (clipped_values - minibatch["returns"]).abs() > (new_values - minibatch["returns"]).abs()
+    assert 0 < clipped_larger.sum() < len(clipped_larger)
+
+
+def test_a_changed_loss_stops_the_run_at_the_first_minibatch(monkeypatch, capsys):
+    agent, optimizer, minibatch = moved_agent_and_minibatch()
+    args = ppo.Args()
+    ppo.check_numpy_gradient(agent, optimizer, minibatch, args, 0.2, 0.01, 0.0)  # the script as it is: passes
+
+    original = ppo.value_loss
+    monkeypatch.setattr(ppo, "value_loss", lambda *a, **k: 2 * original(*a, **k))  # a user's edit to the loss
+    with pytest.raises(SystemExit) as stop:
+        ppo.check_numpy_gradient(agent, optimizer, minibatch, args, 0.2, 0.01, 0.0)
+    assert stop.value.code != 0
+    error = capsys.readouterr().err
+    assert "numpy_loss_gradient differs from autograd" in error and "--no-numpy-gradient" in error
+
+    args = dataclasses.replace(args, numpy_gradient=False, total_timesteps=512, checkpoint_every=0)
+    ppo.train(args)  # with autograd, the changed loss trains
+
+
+def test_training_with_either_gradient_gives_the_same_agent_and_logs():
+    runs = []
+    for numpy_gradient in (True, False):
+        args = ppo.Args(total_timesteps=2048, numpy_gradient=numpy_gradient, checkpoint_every=0)
+        runs.append(ppo.train(args))
+    agents = [run["agent"].state_dict() for run in runs]
+    for name, tensor in agents[0].items():  # 64 gradient steps; the two differ only by float rounding
+        torch.testing.assert_close(tensor, agents[1][name], rtol=1e-4, atol=1e-5, msg=name)
+    for tag in ["losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl"]:
+        logged = [[event.value for event in read_events(run["run_dir"]).Scalars(tag)] for run in runs]
+        assert len(logged[0]) == 4
+        np.testing.assert_allclose(logged[0], logged[1], rtol=1e-3, atol=1e-6, err_msg=tag)
