@@ -73,21 +73,39 @@ def test_numpy_gradient_equals_autograd(objective, option):
     assert 0 < clipped_larger.sum() < len(clipped_larger)
 
 
-def test_a_changed_loss_stops_the_run_at_the_first_minibatch(monkeypatch, capsys):
+def loss_edits(ppo):
+    """Edits a user might make to the loss without changing numpy_loss_gradient: name -> (function, replacement)."""
+    value_loss, policy_loss = ppo.value_loss, ppo.policy_loss
+    return {
+        "value loss doubled": ("value_loss", lambda *a, **k: 2 * value_loss(*a, **k)),
+        # acts only on samples whose ratio is off 1 (between 1.2 and 1.3 or 0.7 and 0.8)
+        "clip range 0.3 in the loss": ("policy_loss", lambda new, old, adv, objective, clip_coef, *a: policy_loss(
+            new, old, adv, objective, 0.3, *a)),
+    }
+
+
+@pytest.mark.parametrize("edit", ["value loss doubled", "clip range 0.3 in the loss"])
+def test_the_check_stops_a_run_whose_loss_was_edited(edit, monkeypatch, capsys):
     agent, optimizer, minibatch = moved_agent_and_minibatch()
     args = ppo.Args()
     ppo.check_numpy_gradient(agent, optimizer, minibatch, args, 0.2, 0.01, 0.0)  # the script as it is: passes
 
-    original = ppo.value_loss
-    monkeypatch.setattr(ppo, "value_loss", lambda *a, **k: 2 * original(*a, **k))  # a user's edit to the loss
+    monkeypatch.setattr(ppo, *loss_edits(ppo)[edit])
     with pytest.raises(SystemExit) as stop:
         ppo.check_numpy_gradient(agent, optimizer, minibatch, args, 0.2, 0.01, 0.0)
     assert stop.value.code != 0
     error = capsys.readouterr().err
     assert "numpy_loss_gradient differs from autograd" in error and "--no-numpy-gradient" in error
 
-    args = dataclasses.replace(args, numpy_gradient=False, total_timesteps=512, checkpoint_every=0)
-    ppo.train(args)  # with autograd, the changed loss trains
+
+def test_an_edited_loss_stops_training_after_the_first_update_unless_autograd_computes_the_gradient(monkeypatch, capsys):
+    monkeypatch.setattr(ppo, *loss_edits(ppo)["value loss doubled"])
+    args = ppo.Args(total_timesteps=1024, checkpoint_every=0)
+    with pytest.raises(SystemExit):
+        ppo.train(args)
+    assert "numpy_loss_gradient differs from autograd" in capsys.readouterr().err
+    summary = ppo.train(dataclasses.replace(args, numpy_gradient=False))
+    assert len(summary["episodes"]) > 0
 
 
 def test_training_with_either_gradient_gives_the_same_agent_and_logs():
