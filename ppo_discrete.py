@@ -118,7 +118,8 @@ class Args:
     activation: Literal["tanh", "relu"] = "tanh"
     """the activation of the hidden layers"""
     torch_threads: int = 1
-    """CPU threads for torch (1 is fastest for small networks; 0 keeps torch's default)"""
+    """CPU threads for torch (1 is fastest for small networks; 0 keeps torch's default); numpy's matmuls (the
+    CPU rollout and update) use OpenBLAS's own threads, set by the OPENBLAS_NUM_THREADS environment variable"""
     numpy_gradient: bool = True
     """if toggled, on CPU the minibatch gradient comes from the loss's derivative written out in numpy
     (numpy_loss_gradient: a third of autograd's time), checked against autograd after the first update of
