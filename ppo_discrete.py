@@ -560,7 +560,8 @@ def numpy_loss_gradient(agent: Agent):
         log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
         probs = np.exp(log_probs)
         entropies = -(probs * log_probs).sum(1)
-        logratio = log_probs[rows, actions] - batch["logprobs"]
+        new_logprob = log_probs[rows, actions]
+        logratio = new_logprob - batch["logprobs"]
         ratio = np.exp(logratio)
 
         # The loss (for the logs) and d loss / d log pi(a): -A r / n (d r = r d log pi), -A / n for PPOG
@@ -571,7 +572,7 @@ def numpy_loss_gradient(agent: Agent):
             d_logprob = np.where(clip_stops(ratio, advantages, clip_coef), 0.0, d_logprob)
         elif args.objective == "ppog":
             stopped = clip_stops(ratio, advantages, clip_coef)
-            pg_loss = np.where(stopped, 0.0, -advantages * log_probs[rows, actions]).mean()
+            pg_loss = np.where(stopped, 0.0, -advantages * new_logprob).mean()
             d_logprob = np.where(stopped, 0.0, -advantages / n)
         else:  # none, kl-fixed, kl-adaptive
             pg_loss = surrogate.mean()
@@ -606,6 +607,11 @@ def numpy_loss_gradient(agent: Agent):
         return torch.tensor([pg_loss, v_loss, entropies.mean()]), torch.from_numpy(logratio)
 
     return loss_gradient
+
+
+def uses_numpy_gradient(args: Args, device: torch.device) -> bool:
+    """Whether numpy_loss_gradient computes the update's gradient: on CPU, unless --no-numpy-gradient."""
+    return args.numpy_gradient and device.type == "cpu"
 
 
 def check_numpy_gradient(agent: Agent, optimizer: dict, minibatch: dict, args: Args, clip_coef: float,
@@ -675,7 +681,7 @@ def update(agent: Agent, optimizer: dict, batch: dict, args: Args, rng: np.rando
     minibatch of the update (not the last one only), the number of gradient steps taken, and the exact
     KL[pi_old || pi] of the whole batch after the update ("kl").
     With target_kl, the update stops at the first minibatch whose KL (measured before its step) exceeds it."""
-    if args.numpy_gradient and batch["obs"].device.type == "cpu":
+    if uses_numpy_gradient(args, batch["obs"].device):
         loss_gradient = numpy_loss_gradient(agent)
     else:
         loss_gradient = partial(autograd_loss_gradient, agent, optimizer["grads"])
@@ -1167,10 +1173,10 @@ def train(args: Args) -> dict:
                     print(f"error: {bad} went non-finite in the update ending at step {global_step:,}; stopped, {kept}",
                           file=sys.stderr)
                 raise SystemExit(3)
-            if args.numpy_gradient and device.type == "cpu" and iteration == start_iteration:
+            if uses_numpy_gradient(args, device) and iteration == start_iteration:
                 # after an update, where ratios and values have moved off the rollout's and the clips act
-                first_minibatch = {key: value[: batch_size // world_size // args.num_minibatches]
-                                   for key, value in batch.items() if value is not None}
+                minibatch_size = batch["obs"].shape[0] // args.num_minibatches  # this process's, as in update()
+                first_minibatch = {key: value[:minibatch_size] for key, value in batch.items() if value is not None}
                 check_numpy_gradient(agent, optimizer, first_minibatch, args, clip_coef, ent_coef, kl_beta)
 
             # 4. Log
