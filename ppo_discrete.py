@@ -1133,7 +1133,7 @@ def train(args: Args) -> dict:
 
     interactive = sys.stdout.isatty()
     start_time, start_step, last_print = time.time(), global_step, 0.0
-    stop_requests = []
+    stop_requests, stopping = [], []  # the signals this process got; the one that stops every process
     previous_handlers = catch_stop_signals(stop_requests)
     try:
         for iteration in range(start_iteration, num_iterations + 1):
@@ -1201,10 +1201,12 @@ def train(args: Args) -> dict:
 
             # 5. Checkpoint
             crossed = global_step // args.checkpoint_every > (global_step - batch_size) // args.checkpoint_every if args.checkpoint_every else False
-            stop_requests[:] = gather_from_ranks(stop_requests[:1])  # a signal to any process stops all, here
-            if stop_requests or (crossed and iteration < num_iterations):
+            # A signal to any process stops all, here. Not written into stop_requests: a signal whose handler runs
+            # as the gather returns (where a waiting process gets it) would be overwritten, and lost.
+            stopping = gather_from_ranks(stop_requests[:1])
+            if stopping or (crossed and iteration < num_iterations):
                 write_checkpoint(iteration)
-            if stop_requests:
+            if stopping:
                 if rank == 0:
                     launcher = "python" if world_size == 1 else f"torchrun --nproc_per_node {world_size} ..."
                     print(f"stopped at step {global_step:,}; continue with: {launcher} ppo_discrete.py --resume {checkpoint_path}",
@@ -1217,17 +1219,17 @@ def train(args: Args) -> dict:
         writer.flush()  # an error or Ctrl-C keeps every point logged so far
 
     model_path, eval_returns = None, []
-    if rank == 0 and args.save_model and not stop_requests:
+    if rank == 0 and args.save_model and not stopping:
         model_path = os.path.join(run_dir, f"{args.exp_name}.model")
         save_agent(model_path, agent, args, obs_dim, n_actions)
         print(f"model saved to {model_path}")
-    if rank == 0 and args.eval_episodes > 0 and not stop_requests:
+    if rank == 0 and args.eval_episodes > 0 and not stopping:
         eval_returns = run_evaluation(agent, args, writer, run_name, device)
     if rank == 0:
         finish_logging(args, writer, run_name)
     if world_size > 1:
         dist.destroy_process_group()
-    stopped = signal.Signals(stop_requests[0]) if stop_requests else None
+    stopped = signal.Signals(stopping[0]) if stopping else None
     return dict(episodes=episodes, episode_count=episode_count, recent_returns=list(recent_returns), run_dir=run_dir,
                 model_path=model_path, eval_returns=eval_returns, stopped=stopped, agent=agent)
 

@@ -111,6 +111,27 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo,
 
 
 @SCRIPTS
+@pytest.mark.parametrize("signalled_call", [1, 2, 3, 4])
+def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_call, monkeypatch):
+    """Under torchrun a process mostly waits inside a collective, and Python runs the signal's handler when the
+    collective returns: whichever gather of the first two iterations that is, the run stops with a checkpoint."""
+    original, calls = ppo.gather_from_ranks, []
+
+    def gather_then_signal(items):
+        gathered = original(items)
+        calls.append(1)
+        if len(calls) == signalled_call:
+            signal.raise_signal(signal.SIGTERM)  # the handler runs here, before the gather's result is used
+        return gathered
+
+    monkeypatch.setattr(ppo, "gather_from_ranks", gather_then_signal)
+    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 0}))
+    assert summary["stopped"] == signal.SIGTERM
+    (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+    assert torch.load(checkpoint_path, weights_only=True)["global_step"] < SMALL[ppo]["total_timesteps"]
+
+
+@SCRIPTS
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch, capsys):
     original, calls = ppo.update, []
 
