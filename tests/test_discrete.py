@@ -94,20 +94,22 @@ def test_learning_rate_anneals_linearly():
 @pytest.mark.parametrize("shared_body", [False, True])
 def test_orthogonal_init_gains_and_zero_biases(shared_body):
     agent = ppo.Agent(obs_dim=8, n_actions=4, hidden_sizes=(64, 32), shared_body=shared_body)
-
-    for layer in [*agent.actor_body, *agent.critic_body]:
+    hidden = [m for m in [*agent.actor_body, *agent.critic_body] if isinstance(m, torch.nn.Linear)]
+    assert [layer.weight.shape for layer in hidden[:2]] == [(64, 8), (32, 64)]
+    for layer in hidden:
         assert_orthogonal_init(layer, math.sqrt(2))
     assert_orthogonal_init(agent.actor_head, 0.01)
     assert_orthogonal_init(agent.critic_head, 1.0)
     assert (agent.actor_body is agent.critic_body) == shared_body
 
 
-def test_forward_matches_separate_calls():
-    agent = ppo.Agent(4, 3)
+def test_shared_body_computes_the_body_once_for_both_heads():
+    agent = ppo.Agent(4, 3, shared_body=True)
     obs = torch.randn(10, 4)
     logits, values = agent(obs)
-    torch.testing.assert_close(logits, agent.logits(obs))
-    torch.testing.assert_close(values, agent.value(obs))
+    features = agent.actor_body(obs)
+    torch.testing.assert_close(logits, agent.actor_head(features))
+    torch.testing.assert_close(values, agent.critic_head(features).squeeze(-1))
     assert logits.shape == (10, 3) and values.shape == (10,)
 
 
@@ -133,7 +135,8 @@ def test_shared_body_and_relu_train(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ppo.Args(shared_body=True, activation="relu", hidden_sizes=(32,), save_model=True, total_timesteps=1024)
     agent, saved = ppo.load_agent(ppo.train(args)["model_path"])
-    assert agent.shared_body and saved["activation"] == "relu" and saved["hidden_sizes"] == [32]
+    assert agent.actor_body is agent.critic_body and isinstance(agent.actor_body[1], torch.nn.ReLU)
+    assert saved["activation"] == "relu" and saved["hidden_sizes"] == [32]
 
 
 def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):
