@@ -11,7 +11,6 @@ The algorithm comes first, in its order; input checks, checkpoints, torchrun, lo
 line "Operational parts". Under torchrun, each of N processes steps num_envs/N envs; gradients are averaged.
 """
 
-import dataclasses
 import math
 import os
 import random
@@ -20,7 +19,8 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
 
 import ale_py
@@ -32,10 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-MODEL_FORMAT = "ppo_atari/2"  # written into every saved model, checked on load
-CHECKPOINT_FORMAT = "ppo_atari/checkpoint/3"
+CHECKPOINT_FORMAT = "ppo_atari/3"  # written into every checkpoint and saved model, checked on load
 MAX_FRAMES_PER_GAME = 108_000  # 30 minutes of play: the standard time limit, reached as a truncation
-
 
 @dataclass
 class Args:
@@ -138,7 +136,6 @@ class Args:
     resume: Optional[str] = None
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory (new games)"""
 
-
 def atari_game(env_id: str) -> str:
     """The ALE game an id names ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4": "breakout"); else a one-line error."""
     gym.register_envs(ale_py)
@@ -150,7 +147,6 @@ def atari_game(env_id: str) -> str:
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
     return spec.kwargs["game"]
 
-
 class FireOnReset(gym.Wrapper):
     """Presses FIRE for one frame after each reset, as ale-py's vector env does: games like Breakout wait for it."""
 
@@ -161,7 +157,6 @@ class FireOnReset(gym.Wrapper):
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
         return obs, info
-
 
 def make_env(env_id: str, sticky_actions: bool, noop_max: int, video_dir: Optional[str] = None):
     """A thunk for one Atari env in gymnasium's wrappers: no-op starts, FIRE on reset, frame skip 4 with the max
@@ -179,7 +174,6 @@ def make_env(env_id: str, sticky_actions: bool, noop_max: int, video_dir: Option
         return gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
 
     return thunk
-
 
 def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1):
     """This process's num_envs/world_size Atari envs with SAME_STEP autoreset, in ale-py's vector env or
@@ -201,12 +195,10 @@ def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1):
               for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
-
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.constant_(layer.bias, bias)
     return layer
-
 
 class Agent(nn.Module):
     """The Nature-DQN CNN trunk shared by a policy head and a value head. Pixels in [0, 255] are scaled to [0, 1]."""
@@ -233,7 +225,6 @@ class Agent(nn.Module):
         features = features.float()  # the heads in float32: log-probs precise enough for the ratio
         return self.actor_head(features), self.critic_head(features).squeeze(-1)
 
-
 @dataclass
 class EnvState:
     """What one rollout hands to the next in this process, as (num_envs, ...) arrays."""
@@ -241,7 +232,6 @@ class EnvState:
     episode_returns: np.ndarray  # the raw score and length (in agent steps) of each running game
     episode_lengths: np.ndarray
     lives: np.ndarray  # the lives left in each game, to see one lost
-
 
 class Rollout(NamedTuple):
     """num_steps steps of every env: (num_steps, num_envs, ...) arrays."""
@@ -253,7 +243,6 @@ class Rollout(NamedTuple):
     dones: np.ndarray  # a lost life too, with episodic life
     next_value: np.ndarray  # (num_envs,) V of the observation after the last step
 
-
 class Batch(NamedTuple):
     """A rollout flattened to (num_steps * num_envs, ...) tensors, with its advantages, for the update."""
     obs: torch.Tensor
@@ -264,7 +253,6 @@ class Batch(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor
 
-
 def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = None) -> EnvState:
     """Resets the envs to new games, into state or a new EnvState."""
     obs, info = envs.reset(seed=seed)
@@ -273,11 +261,9 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     state.episode_returns[:], state.episode_lengths[:] = 0, 0
     return state
 
-
 def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One sample of softmax(logits) per row (Gumbel-max); (num_envs, n_actions) -> (num_envs,)."""
     return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
-
 
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list]:
@@ -319,7 +305,6 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
     values, next_value = torch.stack(values).cpu().numpy(), bootstrap[:num_envs]
     return Rollout(obs, actions, torch.stack(logits), values, rewards, dones, next_value), finished
 
-
 def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: np.ndarray,
                 gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
     """Generalized advantage estimation over (num_steps, num_envs) arrays. dones[t] is 1 where the episode
@@ -334,7 +319,6 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next
         last_advantage = advantages[t] = deltas[t] + gamma * gae_lambda * not_done[t] * last_advantage
     return advantages, advantages + values
 
-
 def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> Batch:
     def flat(array):  # (num_steps, num_envs, ...) -> (num_steps * num_envs, ...) tensor on the device
         return torch.from_numpy(array.reshape(-1, *array.shape[2:])).to(device)
@@ -344,14 +328,12 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
     return Batch(flat(rollout.obs), actions, log_probs, logprobs, flat(rollout.values), flat(advantages),
                  flat(returns))
 
-
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
     """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)); (batch,)."""
     return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
 
-
-def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, objective: str,
-                clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+                objective: str, clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
     """The policy objective to minimize, averaged over the minibatch; returns (loss, log ratio). With
     r = pi / pi_old: clip: -min(r A, clip(r, 1-eps, 1+eps) A); none: -r A; kl-fixed, kl-adaptive: -r A +
     beta KL[pi_old||pi]; ppog: -A log pi, but 0 where r left [1-eps, 1+eps] in A's direction (as the clip)."""
@@ -369,7 +351,6 @@ def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages
         loss = (-advantages * ratio).mean() + kl_beta * kl
     return loss, logratio
 
-
 def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                clip_coef: float, clip: bool) -> torch.Tensor:
     """0.5 * mean squared error; with clip, the max of the plain and the clipped-prediction errors."""
@@ -378,7 +359,6 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
         return 0.5 * unclipped.mean()
     clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
-
 
 def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, ent_coef: float, kl_beta):
     """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
@@ -394,11 +374,9 @@ def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, e
     loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
     return loss, torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach()]), logratio.detach()
 
-
 def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args, rng: np.random.Generator,
            loss_fn, clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
-    """update_epochs passes of minibatch steps on loss_fn; with target_kl, it stops at the first minibatch
-    whose approximate KL exceeds it. Returns the losses and diagnostics averaged over every minibatch."""
+    """update_epochs passes of minibatch steps on loss_fn (until target_kl); returns the mean diagnostics."""
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals, logratios, grad_norms, parameters = 0.0, [], [], list(agent.parameters())
@@ -436,16 +414,13 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm"]
     return dict(zip(names, means), gradient_steps=len(grad_norms))
 
-
 def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
     """The learning rate (and clip) schedule: initial at iteration 1, initial / num_iterations at the last."""
     return initial * (1.0 - (iteration - 1.0) / num_iterations)
 
-
 def decayed_ent_coef(iteration: int, args: Args) -> float:
     """The entropy coefficient: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
     return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
-
 
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     """The PPO paper's rule after each update: halve beta if KL < d_targ / 1.5, double it if > 1.5 d_targ."""
@@ -455,10 +430,8 @@ def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
         return kl_beta * 2
     return kl_beta
 
-
 def train(args: Args) -> dict:
-    """Trains (or, with --resume, goes on training). Returns a summary: episodes [(global_step, return,
-    length)], run_dir, model_path, eval_returns, stopped (the signal that stopped the run, or None), agent."""
+    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened."""
     run = start_run(args)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
     args, device = run.args, run.device
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(run.rank,) if run.rank else ()))
@@ -470,8 +443,9 @@ def train(args: Args) -> dict:
     policy, loss_fn = (torch.compile(agent), torch.compile(ppo_loss)) if args.compile else (agent, ppo_loss)
     if run.checkpoint:
         restore_checkpoint(run, agent, optimizer, rng, envs, state)
-    num_iterations = args.total_timesteps // run.batch_size
-    stop = StopSignals()  # from now on Ctrl-C and SIGTERM stop the run cleanly after the current iteration
+    num_iterations = run.iteration if args.load_model else args.total_timesteps // run.batch_size
+    received, stopping = [], []  # the stop signals this process got; the one that stops every process
+    previous_handlers = catch_stop_signals(received)
     try:
         for iteration in range(run.iteration + 1, num_iterations + 1):
             if args.anneal_lr:
@@ -482,7 +456,7 @@ def train(args: Args) -> dict:
 
             # 1. Rollout
             rollout, finished = collect_rollout(envs, policy, state, args, rng, device)
-            log_episodes(run, finished)
+            run.global_step += run.batch_size
 
             # 2. Advantages
             advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.dones,
@@ -498,25 +472,30 @@ def train(args: Args) -> dict:
 
             # 4. Log; checkpoint every checkpoint_every steps and on a stop signal
             stats["explained_variance"] = explained_variance(rollout.values, returns)
-            log_update(run, agent, stats, optimizer.param_groups[0]["lr"], clip_coef, ent_coef)
+            log_iteration(run, agent, finished, stats, optimizer.param_groups[0]["lr"], clip_coef, ent_coef)
             if args.objective == "kl-adaptive":
                 run.kl_beta = adapted_kl_beta(run.kl_beta, stats["kl"], args.kl_target)
             run.iteration = iteration
             every = args.checkpoint_every
             crossed = every > 0 and run.global_step // every > (run.global_step - run.batch_size) // every
-            if stop.requested() or (crossed and iteration < num_iterations):
+            # a signal to any process stops all; not written into received, where a signal whose handler runs
+            # as the gather returns would be overwritten
+            stopping = gather_from_ranks(received[:1])
+            if stopping or (crossed and iteration < num_iterations):
                 write_checkpoint(run, agent, optimizer, rng, envs, state)
-            if stop.stopping:
+            if stopping:
                 break
     finally:
-        stop.restore()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         envs.close()
         run.writer.flush()  # an error or Ctrl-C keeps every point logged so far
-    model_path, eval_returns = None, []
-    if run.rank == 0 and not stop.stopping:
-        model_path = save_agent(run, agent) if args.save_model else None
-        eval_returns = run_evaluation(run, agent) if args.eval_episodes else []
-    return finish_run(run, stop.stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
+    model_path = os.path.join(run.dir, f"{args.exp_name}.model") if args.save_model and not stopping else None
+    if model_path:  # the last checkpoint, under the model's name
+        write_checkpoint(run, agent, optimizer, rng, envs, state, model_path)
+    evaluating = run.rank == 0 and args.eval_episodes and not stopping
+    eval_returns = evaluate(run, agent, state) if evaluating else []
+    return finish_run(run, stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
 
 
 # ======================================== Operational parts ========================================
@@ -531,9 +510,11 @@ def check_args(args: Args, world_size: int = 1):
     rules = [("a positive integer", lambda value: value > 0,
               ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"]),
              ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
-             ("> 0", lambda value: value > 0, ["learning_rate", "clip_coef", "max_grad_norm", "kl_target"]),
-             (">= 0", lambda value: value >= 0, ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef",
-                                                 "eval_episodes", "torch_threads", "checkpoint_every", "noop_max"]),
+             ("> 0", lambda value: value > 0,
+              ["learning_rate", "clip_coef", "max_grad_norm", "kl_target", "clip_obs", "clip_reward"]),
+             (">= 0", lambda value: value >= 0,
+              ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads",
+               "checkpoint_every", "noop_max"]),
              ("in (0, 1]", lambda value: 0 < value <= 1, ["ent_coef_decay"]),
              ("in [0, 2**32)", lambda value: 0 <= value < 2**32, ["seed"]),
              ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"]),
@@ -548,23 +529,17 @@ def check_args(args: Args, world_size: int = 1):
         fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
-    if args.load_model is not None:
-        return  # evaluation only: the training sizes do not matter
-    batch_size = args.num_envs * args.num_steps
-    process_batch = batch_size // world_size  # each torchrun process's share; the whole batch without
+    process_batch = args.num_envs * args.num_steps // world_size  # each torchrun process's share
     if args.num_envs % world_size != 0:
-        fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes; "
-             f"pick a multiple of {world_size}")
+        fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes")
     if process_batch % args.num_minibatches != 0:
-        batch = f"the batch of num_envs*num_steps = {batch_size}" if world_size == 1 else \
-            f"each process's batch of num_envs*num_steps/{world_size} = {process_batch}"
-        fail(f"--num-minibatches {args.num_minibatches} does not divide {batch}; "
-             f"pick a divisor of {process_batch}")
+        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of {process_batch} samples"
+             f"{' per process' if world_size > 1 else ''} (num_envs * num_steps); pick a divisor")
     if args.norm_adv and process_batch // args.num_minibatches < 2:
         fail("minibatches of 1 sample cannot normalize advantages: lower --num-minibatches or --no-norm-adv")
-    if args.total_timesteps < batch_size:
-        fail(f"--total-timesteps {args.total_timesteps} is smaller than one batch of num_envs*num_steps = "
-             f"{batch_size}; raise it or shrink the batch")
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        fail(f"--total-timesteps {args.total_timesteps} is smaller than one batch of num_envs * num_steps = "
+             f"{args.num_envs * args.num_steps}; raise it or shrink the batch")
 
 def check_video_support():
     try:
@@ -589,35 +564,27 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 
 @dataclass
 class Run:
-    """This process's run: flags (a resumed run's are its checkpoint's), place under torchrun, directory, logs,
-    the checkpoint it resumes from (or None), and the counters that checkpoints save."""
+    """This process's flags, place under torchrun, directory, logs, checkpoint, and the counters it saves."""
     args: Args
     rank: int
     world_size: int
     device: torch.device
     dir: str
     checkpoint: Optional[dict] = None
-    writer: "ScalarWriter" = None
+    name: str = ""
+    batch_size: int = 0  # num_envs * num_steps, over all processes
+    writer: object = None  # TensorBoard's SummaryWriter on rank 0
     kl_beta: float = 0.0
     global_step: int = 0
-    iteration: int = 0  # the last iteration done
+    iteration: int = 0  # the last one done
     episode_count: int = 0
-    recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))  # of the last 100 episodes
+    recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
     episodes: list = field(default_factory=list)  # (global_step, return, length) of every episode
-    start: tuple = field(default_factory=lambda: (0, time.time()))  # step and time this process started at
+    start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.dir)
-
-    @property
-    def batch_size(self) -> int:
-        return self.args.num_envs * self.args.num_steps  # over all processes
-
 def start_run(args: Args) -> Run:
-    """Joins torchrun's process group (if any); with --resume, loads the checkpoint (rank 0 reads it, the
-    others get it) and takes its flags; checks the flags; makes the run directory and logs; seeds generators."""
+    """torchrun's group; the checkpoint and flags (--resume, --load-model); checks; run dir, logs, seeds."""
     world_size, use_cuda = int(os.environ.get("WORLD_SIZE", "1")), args.cuda and torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if world_size > 1:  # under torchrun: NCCL between GPUs, gloo between CPUs
@@ -625,19 +592,24 @@ def start_run(args: Args) -> Run:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if world_size > 1 else 0
-    checkpoint = args.resume and gather_from_ranks(
-        [load_data_file(args.resume, "--resume", CHECKPOINT_FORMAT, "checkpoint") if rank == 0 else None])[0]
+    if args.load_model and world_size > 1:
+        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}")
+    flag, path = ("--resume", args.resume) if args.resume else ("--load-model", args.load_model)
+    checkpoint = path and gather_from_ranks([load_data_file(path, flag) if rank == 0 else None])[0]
     if checkpoint:
         args = resumed_args(args, checkpoint)
-        if len(checkpoint["ranks"]) != world_size:
+        args.eval_episodes = args.eval_episodes or (10 if args.load_model else 0)
+        if args.resume and len(checkpoint["ranks"]) != world_size:
             fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
                  f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
     check_args(args, world_size)
-    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.dirname(os.path.abspath(args.resume)) if checkpoint else \
-        gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
-    run = Run(args, rank, world_size, device, run_dir, checkpoint or None, kl_beta=args.kl_beta)
-    run.writer = start_logging(run) if rank == 0 else ScalarWriter(None)
+    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{'-eval' * bool(args.load_model)}__{args.seed}"
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
+        gather_from_ranks([new_run_dir(f"{name}__{int(time.time())}") if rank == 0 else None])[0]
+    run = Run(args, rank, world_size, device, run_dir, checkpoint or None, os.path.basename(run_dir),
+              args.num_envs * args.num_steps, kl_beta=args.kl_beta)
+    nothing = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None)  # the other processes' logs
+    run.writer = start_logging(run) if rank == 0 else nothing
     random.seed(args.seed)  # the same on every rank: the same initial network
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -658,36 +630,24 @@ def new_run_dir(name: str) -> str:
         except OSError as error:
             fail(f"cannot create the directory {path}: {error.strerror}; run from a writable directory")
 
-class StopSignals:
-    """From its creation, Ctrl-C and SIGTERM ask the training loop to stop cleanly after the current iteration
-    (a second Ctrl-C stops at once); under torchrun a signal to any process stops all at the same iteration."""
+def catch_stop_signals(received: list) -> dict:
+    """Ctrl-C and SIGTERM append to received (a second Ctrl-C stops at once); returns the old handlers."""
 
-    def __init__(self):
-        self.received, self.stopping, self.previous = [], [], {}
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {signum: signal.signal(signum, self.handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def handle(self, signum, frame):
-        if self.received and signum == signal.SIGINT:
+    def handle(signum, frame):
+        if received and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.received.append(signum)
+        received.append(signum)
         print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
               file=sys.stderr)
 
-    def requested(self) -> bool:
-        """Whether any process got a signal (all call it together). The verdict is not written into
-        `received`: a signal whose handler runs as the gather returns would be overwritten, and lost."""
-        self.stopping = gather_from_ranks(self.received[:1])
-        return bool(self.stopping)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-    def restore(self):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    """All the run needs to go on, written by rank 0 with what every process hands it (its generators, envs
-    and running episodes) to a temporary file, synced, then renamed over the old checkpoint: a kill at any
-    moment leaves the old or the new one whole."""
+def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
+                     path: Optional[str] = None):
+    """All the run needs to go on (a saved model is the last one), with every process's generators, envs and
+    episodes, written by rank 0 into a synced temporary file renamed over the old: a kill leaves one whole."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
                state=as_data(state))
     ranks = gather_from_ranks([own])
@@ -695,10 +655,9 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
         return
     run.writer.flush()  # every point up to the checkpoint is on disk before it
     counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta", "episode_count"]}
-    flags = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(run.args).items()}
-    path = os.path.join(run.dir, "checkpoint.pt")
+    path = path or os.path.join(run.dir, "checkpoint.pt")
     with open(f"{path}.tmp", "wb") as f:
-        torch.save(dict(format=CHECKPOINT_FORMAT, args=flags, counters=counters, ranks=ranks,
+        torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                         recent_returns=list(run.recent_returns), agent=agent.state_dict(),
                         optimizer=optimizer.state_dict()), f)
         f.flush()
@@ -706,12 +665,18 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     os.replace(f"{path}.tmp", path)
 
 def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    """Puts everything back as it was at the end of the checkpoint's iteration."""
-    agent.load_state_dict(run.checkpoint["agent"])
-    optimizer.load_state_dict(run.checkpoint["optimizer"])
-    vars(run).update(run.checkpoint["counters"], start=(run.checkpoint["counters"]["global_step"], time.time()))
-    run.recent_returns.extend(run.checkpoint["recent_returns"])
+    """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics)."""
+    try:
+        agent.load_state_dict(run.checkpoint["agent"])
+    except (KeyError, RuntimeError) as error:
+        fail(f"{run.args.resume or run.args.load_model!r} holds another agent: {str(error).splitlines()[0]}")
     own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
+    if run.args.load_model:
+        return restore_data(state, {name: x for name, x in own["state"].items() if name.endswith("_rms")})
+    optimizer.load_state_dict(run.checkpoint["optimizer"])
+    vars(run).update(run.checkpoint["counters"])
+    run.start = (run.global_step, time.time())
+    run.recent_returns.extend(run.checkpoint["recent_returns"])
     rng.bit_generator.state = own["generator"]
     torch.set_rng_state(own["torch"])
     restore_data(state, own["state"])
@@ -726,9 +691,9 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
 
 def as_data(value):
     """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
-    if dataclasses.is_dataclass(value):
+    if is_dataclass(value):
         return {name: as_data(field_value) for name, field_value in vars(value).items()}
-    return torch.from_numpy(np.array(value)) if isinstance(value, np.ndarray) else value
+    return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
 
 def restore_data(target, saved: dict):
     """The inverse of as_data, into the dataclass target."""
@@ -746,33 +711,34 @@ def env_states(envs) -> None:
 def restore_env_states(envs, states: list[dict]):
     raise NotImplementedError("ale-py's vector env cannot restore the emulators' state")
 
-def load_data_file(path: str, flag: str, expected_format: str, kind: str) -> dict:
-    """Reads a saved model or checkpoint with weights_only=True: tensors and plain data, never code. A
-    missing, unreadable or foreign file gets a one-line error naming the flag that gave it."""
+def load_data_file(path: str, flag: str) -> dict:
+    """A checkpoint or model, read with weights_only=True (never code); a bad file is a one-line error."""
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: no such file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
-        fail(f"{flag} {path!r} is not a readable {kind} file ({type(error).__name__}: "
+        fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
              f"{str(error).splitlines()[0][:200]})")
-    if not isinstance(saved, dict) or saved.get("format") != expected_format:
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} {kind} (format {found!r}, "
-             f"expected {expected_format!r})")
+        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
     return saved
 
 def resumed_args(args: Args, checkpoint: dict) -> Args:
-    """The checkpoint's flags. A flag given with --resume that differs from them is an error, not ignored."""
-    saved = {key: tuple(value) if isinstance(value, list) else value for key, value in checkpoint["args"].items()}
+    """The checkpoint's flags; giving another is an error, but for those of --load-model's evaluation."""
+    saved = checkpoint["args"]
+    own = ["resume"] if args.resume else ["load_model", "eval_episodes", "eval_greedy", "capture_video",
+                                          "seed", "exp_name", "track", "wandb_project_name", "wandb_entity",
+                                          "cuda", "save_model"]
     for key, value in vars(args).items():
-        if key != "resume" and value != getattr(Args, key, None) and value != saved.get(key):
-            fail(f"--resume continues the run with its own flags: drop --{key.replace('_', '-')} "
-                 f"(saved: {saved.get(key)!r})")
+        if key not in own and value != getattr(Args, key, None) and value != saved.get(key):
+            fail(f"{'--resume continues' if args.resume else '--load-model evaluates'} the saved run with "
+                 f"its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
     try:
-        return Args(**{**saved, "resume": args.resume})
+        return Args(**{**saved, **{key: getattr(args, key) for key in own}})
     except TypeError as error:
-        fail(f"--resume {args.resume!r} holds flags this script does not know ({error})")
+        fail(f"{args.resume or args.load_model!r} holds flags this script does not know ({error})")
 
 def mean_over_ranks_(tensor: torch.Tensor) -> torch.Tensor:
     """Under torchrun: replaces tensor, in place, by its mean over all processes. Without: as it is."""
@@ -789,32 +755,8 @@ def gather_from_ranks(items: list) -> list:
     dist.all_gather_object(per_rank, items)
     return [item for rank_items in per_rank for item in rank_items]
 
-class ScalarWriter:
-    """TensorBoard's SummaryWriter, handed the scalars in bursts about once a second: handing each point over
-    as it comes wakes the writer's thread each time (~17% of a CartPole run). Every point keeps the time it
-    was logged at. ScalarWriter(None) logs nothing (the torchrun processes other than rank 0)."""
-
-    def __init__(self, writer):
-        self.writer, self.points, self.last_write = writer, [], time.time()
-
-    def add_scalar(self, tag: str, value: float, step: int):
-        if self.writer is not None:
-            self.points.append((tag, value, step, time.time()))
-            if self.points[-1][3] - self.last_write > 1.0:
-                self.flush(to_disk=False)
-
-    def flush(self, to_disk: bool = True):
-        if self.writer is not None:
-            for tag, value, step, wall_time in self.points:
-                self.writer.add_scalar(tag, value, step, walltime=wall_time)
-            self.points.clear()
-            self.last_write = time.time()
-            if to_disk:
-                self.writer.flush()
-
-def start_logging(run: Run) -> ScalarWriter:
-    """The TensorBoard writer (and W&B mirroring it with --track). A resumed run purges the points that the
-    stopped run logged after its checkpoint. The hyper-parameters table holds the flags and process count."""
+def start_logging(run: Run):
+    """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
     args, config = run.args, {**vars(run.args), "processes": run.world_size}
     if args.track:
         try:
@@ -825,62 +767,58 @@ def start_logging(run: Run) -> ScalarWriter:
                    config=config, name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
     from torch.utils.tensorboard import SummaryWriter
 
-    purge_step = run.checkpoint["counters"]["global_step"] + 1 if run.checkpoint else None
+    purge_step = run.checkpoint and run.checkpoint["counters"]["global_step"] + 1
     writer = SummaryWriter(run.dir, purge_step=purge_step)
     table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    return ScalarWriter(writer)
+    return writer
 
-def log_episodes(run: Run, finished: list):
-    """Logs the episodes that ended in every process's rollout, at the step each ended; counts the steps."""
-    for step, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
-        step_of_episode_end = run.global_step + (step + 1) * run.args.num_envs
-        run.episodes.append((step_of_episode_end, episode_return, length))
-        run.recent_returns.append(episode_return)
-        run.episode_count += 1
-        run.writer.add_scalar("charts/episodic_return", episode_return, step_of_episode_end)
-        run.writer.add_scalar("charts/episodic_length", length, step_of_episode_end)
-    run.global_step += run.batch_size
-
-def log_update(run: Run, agent: nn.Module, stats: dict, learning_rate: float, clip_coef: float, ent_coef: float):
-    """Stops the run (exit 3) if a loss, the gradient or a parameter went nan or inf (on all processes alike:
-    they share them); logs the losses, diagnostics and schedules; prints the progress now and then."""
+def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learning_rate: float,
+                  clip_coef: float, ent_coef: float):
+    """Stops (exit 3) on a nan or inf (all processes alike: they share them); logs every process's ended
+    episodes (each at its step), the losses and schedules; prints the progress now and then."""
     bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
-           if not math.isfinite(stats[name])]
-    if bad or not all(torch.isfinite(p).all() for p in agent.parameters()):
+           if not math.isfinite(stats[name])] + ["a network parameter" for p in agent.parameters()
+                                                 if not torch.isfinite(p).all()]
+    if bad:
         path = os.path.join(run.dir, "checkpoint.pt")
         kept = f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
-        if run.rank == 0:
-            print(f"error: {(bad or ['a network parameter'])[0]} went non-finite in the update ending at step "
-                  f"{run.global_step:,}; stopped, {kept}", file=sys.stderr)
+        print(f"error: {bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
+              f"{kept}", file=sys.stderr) if run.rank == 0 else None
         raise SystemExit(3)
-    args, step, writer = run.args, run.global_step, run.writer
+    step, writer = run.global_step, run.writer
+    for end, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
+        end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
+        episode_return, length = float(episode_return), int(length)
+        run.episodes.append((end, episode_return, length))
+        run.recent_returns.append(episode_return)
+        run.episode_count += 1
+        writer.add_scalar("charts/episodic_return", episode_return, end)
+        writer.add_scalar("charts/episodic_length", length, end)
     for name, value in stats.items():
         if name != "gradient_steps":
             writer.add_scalar(f"losses/{name}", value, step)
-    writer.add_scalar("charts/learning_rate", learning_rate, step)
-    if args.objective.startswith("kl"):
-        writer.add_scalar("charts/kl_beta", run.kl_beta, step)
-    if args.ent_coef_decay != 1.0:
-        writer.add_scalar("charts/ent_coef", ent_coef, step)
-    if args.anneal_clip:
-        writer.add_scalar("charts/clip_coef", clip_coef, step)
+    for name, value in [("learning_rate", learning_rate), ("clip_coef", clip_coef), ("ent_coef", ent_coef),
+                        ("kl_beta", run.kl_beta)]:
+        writer.add_scalar(f"charts/{name}", value, step)
     sps = int((step - run.start[0]) / (time.time() - run.start[1]))
     writer.add_scalar("charts/SPS", sps, step)
-    if run.rank == 0 and (time.time() - run.last_print > 10 or step + run.batch_size > args.total_timesteps):
+    last = step + run.batch_size > run.args.total_timesteps  # the last iteration
+    if run.rank == 0 and (time.time() - run.last_print > 10 or last):
         run.last_print, returns = time.time(), run.recent_returns
-        print(f"step {step:,} of {args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
+        print(f"step {step:,} of {run.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
               f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
 def finish_run(run: Run, stopping: list, results: dict) -> dict:
     """Says how to continue a stopped run, closes the logs and the process group; returns the summary."""
+    if results["model_path"] and run.rank == 0:
+        print(f"model saved to {results['model_path']}")
     if stopping and run.rank == 0:
         launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
               f"--resume {os.path.join(run.dir, 'checkpoint.pt')}", file=sys.stderr)
     if run.rank == 0:
-        run.writer.flush()
-        run.writer.writer.close()
+        run.writer.close()
         if run.args.track:
             import wandb
 
@@ -888,92 +826,41 @@ def finish_run(run: Run, stopping: list, results: dict) -> dict:
     if run.world_size > 1:
         dist.destroy_process_group()
     return dict(results, episodes=run.episodes, episode_count=run.episode_count, run_dir=run.dir,
-                recent_returns=list(run.recent_returns), stopped=signal.Signals(stopping[0]) if stopping else None)
+                recent_returns=list(run.recent_returns),
+                stopped=signal.Signals(stopping[0]) if stopping else None)
 
-def evaluate(agent: Agent, args: Args, episodes: int, seed: int, video_dir: Optional[str] = None,
-             device: torch.device = torch.device("cpu")) -> list[float]:
-    """Plays whole games (all lives) in one fresh gymnasium env; returns their raw scores."""
-    env, rng, scores = make_env(args.env_id, args.sticky_actions, args.noop_max, video_dir)(), \
-        np.random.default_rng(seed), []
-    for game in range(episodes):
-        (obs, _), score, done = env.reset(seed=seed + game), 0.0, False
-        while not done:
-            with torch.inference_mode():
-                logits = agent(torch.as_tensor(np.asarray(obs)[None], device=device))[0].cpu().numpy()
-            action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
-            score, done = score + float(reward), terminated or truncated
-        scores.append(score)
-    env.close()
-    return scores
-
-def run_evaluation(run: Run, agent: Agent) -> list[float]:
-    """Evaluates the agent (recording videos with --capture-video), logs and prints the scores."""
+def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
+    """Plays eval_episodes whole games (all lives) in a fresh gymnasium env (recorded with --capture-video);
+    logs, prints and returns their raw scores."""
     args, video_dir = run.args, f"videos/{run.name}-eval" if run.args.capture_video else None
     if video_dir:
         check_video_support()
-    returns = evaluate(agent, args, args.eval_episodes, args.seed + 100_000, video_dir, run.device)
-    for episode, episode_return in enumerate(returns):
-        run.writer.add_scalar("eval/episodic_return", episode_return, episode)
-    print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} episodes): mean return "
-          f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f"; videos in {video_dir}/" if video_dir else ""))
-    return returns
-
-def save_agent(run: Run, agent: Agent) -> str:
-    """Saves the model as data (tensors and plain metadata, loadable with weights_only=True)."""
-    args, path = run.args, os.path.join(run.dir, f"{run.args.exp_name}.model")
-    torch.save(dict(format=MODEL_FORMAT, env_id=args.env_id, game=atari_game(args.env_id),
-                    n_actions=agent.actor_head.out_features, sticky_actions=args.sticky_actions,
-                    noop_max=args.noop_max, state_dict={k: v.cpu() for k, v in agent.state_dict().items()}), path)
-    print(f"model saved to {path}")
-    return path
-
-def load_agent(path: str) -> tuple[Agent, dict]:
-    """Loads a model written by save_agent, never unpickling code. Bad files get a one-line error."""
-    saved = load_data_file(path, "--load-model", MODEL_FORMAT, "model")
-    try:
-        agent = Agent(saved["n_actions"]).to(memory_format=torch.channels_last)
-        agent.load_state_dict(saved["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as error:
-        fail(f"--load-model {path!r} has inconsistent contents ({type(error).__name__}: "
-             f"{str(error).splitlines()[0][:200]})")
-    return agent, saved
-
-def evaluate_saved_model(args: Args) -> list[float]:
-    """--load-model: evaluates (with --capture-video, records) a saved agent, in a run directory of its own."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}, "
-             "not torchrun")
-    check_args(args)
-    agent, saved = load_agent(args.load_model)
-    agent.bf16 = use_bf16(args.precision, torch.device("cpu"))
-    if atari_game(args.env_id) != saved["game"]:
-        fail(f"the model was trained on {saved['env_id']}: add --env-id {saved['env_id']}")
-    args.eval_episodes = args.eval_episodes or 10
-    run = Run(args, 0, 1, torch.device("cpu"), new_run_dir(
-        f"{args.env_id.replace('/', '-')}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"))
-    run.writer = start_logging(run)
-    returns = run_evaluation(run, agent)
-    finish_run(run, [], {})
+    env = make_env(args.env_id, args.sticky_actions, args.noop_max, video_dir)()
+    rng, returns = np.random.default_rng(args.seed), []
+    for game in range(args.eval_episodes):
+        (obs, _), done = env.reset(seed=args.seed + 100_000 + game), False
+        returns.append(0.0)
+        while not done:
+            with torch.inference_mode():
+                logits = agent(torch.as_tensor(np.asarray(obs)[None], device=run.device))[0].cpu().numpy()
+            action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            returns[-1], done = returns[-1] + float(reward), terminated or truncated
+        run.writer.add_scalar("eval/episodic_return", returns[-1], game)
+    env.close()
+    print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} games): mean score "
+          f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))
     return returns
 
 def main():
-    args = tyro.cli(Args)
-    if args.load_model is not None:
-        evaluate_saved_model(args)
-        return
     try:
-        summary = train(args)
+        summary = train(tyro.cli(Args))
     except KeyboardInterrupt:
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)
         raise SystemExit(130) from None
     if summary["stopped"] is not None:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
-    last = summary["recent_returns"]
-    if last and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 speaks for all
-        print(f"done: {summary['episode_count']} episodes, mean return of the last {len(last)}: "
-              f"{np.mean(last):.2f}; logs in {summary['run_dir']}")
 
 if __name__ == "__main__":
     main()

@@ -1,11 +1,10 @@
-"""PPO for discrete actions (CartPole, Acrobot, LunarLander, ...) in one file; flags and defaults as CleanRL's ppo.py.
+"""PPO for discrete actions (CartPole, Acrobot, LunarLander, ...) in one file; flags and defaults as CleanRL's
+ppo.py. The algorithm comes first, in its order; input checks, checkpoints, torchrun, logging and evaluation
+follow the line "Operational parts". Under torchrun, each of N processes steps num_envs/N envs.
 
     python ppo_discrete.py                                   # CartPole-v1, logs to runs/
     python ppo_discrete.py --env-id LunarLander-v3 --help     # every flag, with its meaning
     python ppo_discrete.py --load-model runs/RUN/ppo_discrete.model --eval-episodes 5 --capture-video
-
-The algorithm comes first, in its order; input checks, checkpoints, torchrun, logging and evaluation follow the
-line "Operational parts". Under torchrun, each of N processes steps num_envs/N envs; gradients are averaged.
 """
 
 import math
@@ -16,8 +15,8 @@ import sys
 import threading
 import time
 from collections import deque
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
 
 import gymnasium as gym
@@ -28,10 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-MODEL_FORMAT = "ppo_discrete/2"  # written into every saved model, checked on load
-CHECKPOINT_FORMAT = "ppo_discrete/checkpoint/3"
+CHECKPOINT_FORMAT = "ppo_discrete/3"  # written into every checkpoint and saved model, checked on load
 MASKED_LOGIT = -1e8  # the logit of an illegal action: its probability exp(-1e8 - ...) is exactly 0 in float32
-
 
 @dataclass
 class Args:
@@ -92,7 +89,7 @@ class Args:
     objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
     """the policy objective (PPO paper, sections 3-4): clip: the clipped surrogate; none: the plain surrogate
     r*A; kl-adaptive: r*A - beta*KL[pi_old||pi], beta adapted to --kl-target; kl-fixed: a fixed --kl-beta;
-    ppog: A*log(pi) without the samples that the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
+    ppog: A*log(pi) without the samples the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
     kl_beta: float = 1.0
     """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
     kl_target: float = 0.01
@@ -127,7 +124,6 @@ class Args:
     resume: Optional[str] = None
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory"""
 
-
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
     """A thunk for one env; with video_dir, it records MP4s there (episodes 0, 1, 8, 27, ... or all)."""
 
@@ -137,26 +133,26 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
             trigger = (lambda episode: True) if every_episode else None
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
         return env
-
     return thunk
-
 
 def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1) -> gym.vector.SyncVectorEnv:
     """This process's num_envs/world_size envs. SAME_STEP autoreset: a done step returns the next episode's
     first observation and the true last one in info["final_obs"], so every stored step is a real one."""
-    record = args.capture_video and rank == 0
-    thunks = [make_env(args.env_id, f"videos/{run_name}" if record and i == 0 else None)
+    if args.capture_video and rank == 0:
+        check_video_support()
+    thunks = [make_env(args.env_id, f"videos/{run_name}" if args.capture_video and rank == i == 0 else None)
               for i in range(args.num_envs // world_size)]
-    # copy=False: step returns the envs' own buffer (the rollout copies each observation before the next step)
-    return open_envs(args.env_id, record, lambda: gym.vector.SyncVectorEnv(
-        thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
-
+    try:  # copy=False: step returns the envs' own buffer (the rollout copies it before the next step)
+        envs = gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    except gym.error.Error as error:  # unknown id, missing Box2D, ...
+        fail(f"cannot make --env-id {args.env_id!r}: {str(error).splitlines()[0]}")
+    check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
+    return envs
 
 def layer_init(layer: nn.Linear, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.constant_(layer.bias, bias)
     return layer
-
 
 class Agent(nn.Module):
     """Actor (logits) and critic (value): two MLPs by default, or one shared body with two heads."""
@@ -165,7 +161,7 @@ class Agent(nn.Module):
         super().__init__()
         sizes, act = [obs_dim, *hidden_sizes], {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
 
-        def body():
+        def body():  # (Linear, activation) for each hidden layer
             return nn.Sequential(*(module for n_in, n_out in zip(sizes, sizes[1:])
                                    for module in (layer_init(nn.Linear(n_in, n_out)), act())))
 
@@ -180,7 +176,6 @@ class Agent(nn.Module):
         critic_features = actor_features if self.critic_body is self.actor_body else self.critic_body(obs)
         return self.actor_head(actor_features), self.critic_head(critic_features).squeeze(-1)
 
-
 @dataclass
 class EnvState:
     """What one rollout hands to the next in this process, as (num_envs, ...) arrays."""
@@ -188,7 +183,6 @@ class EnvState:
     mask: Optional[np.ndarray]  # (num_envs, n_actions) True = legal, or None when the env gives no masks
     episode_returns: np.ndarray  # the raw return and length of each running episode
     episode_lengths: np.ndarray
-
 
 class Rollout(NamedTuple):
     """num_steps steps of every env: (num_steps, num_envs, ...) arrays."""
@@ -201,7 +195,6 @@ class Rollout(NamedTuple):
     dones: np.ndarray
     next_value: np.ndarray  # (num_envs,) V of the observation after the last step
 
-
 class Batch(NamedTuple):
     """A rollout flattened to (num_steps * num_envs, ...) tensors, with its advantages, for the update."""
     obs: torch.Tensor
@@ -213,7 +206,6 @@ class Batch(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor
 
-
 def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = None) -> EnvState:
     """Resets the envs to new episodes, into state or a new EnvState."""
     obs, info = envs.reset(seed=seed)
@@ -222,16 +214,13 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     state.episode_returns[:], state.episode_lengths[:] = 0, 0
     return state
 
-
 def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One sample of softmax(logits) per row (Gumbel-max); (num_envs, n_actions) -> (num_envs,)."""
     return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
 
-
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list]:
-    """Runs the policy num_steps steps in every env, updating state. Returns the rollout and the episodes that
-    ended, as (step, env, raw return, length)."""
+    """num_steps steps of the policy in every env, and each ended episode's (step, env, return, length)."""
     num_steps, num_envs = args.num_steps, envs.num_envs
     obs = np.empty((num_steps, *state.obs.shape), dtype=np.float32)  # (num_steps, num_envs, obs_dim)
     actions = np.empty((num_steps, num_envs), dtype=np.int64)
@@ -256,7 +245,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
             state.episode_returns += reward
             state.episode_lengths += 1
             for env in np.flatnonzero(dones[step]):
-                finished.append((step, env, float(state.episode_returns[env]), int(state.episode_lengths[env])))
+                finished.append((step, env, state.episode_returns[env], state.episode_lengths[env]))
                 state.episode_returns[env], state.episode_lengths[env] = 0.0, 0
                 if args.bootstrap_truncation and truncated[env] and not terminated[env]:
                     truncations.append((step, env, observation_and_mask(info["final_obs"][env], {})[0]))
@@ -268,7 +257,6 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
         rewards[step, env] += args.gamma * final_value
     values, next_value = torch.stack(values).cpu().numpy(), bootstrap[:num_envs]
     return Rollout(obs, actions, masks, torch.stack(logits), values, rewards, dones, next_value), finished
-
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: np.ndarray,
                 gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +272,6 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next
         last_advantage = advantages[t] = deltas[t] + gamma * gae_lambda * not_done[t] * last_advantage
     return advantages, advantages + values
 
-
 def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, device: torch.device) -> Batch:
     def flat(array):  # (num_steps, num_envs, ...) -> (num_steps * num_envs, ...) tensor on the device
         return torch.from_numpy(array.reshape(-1, *array.shape[2:])).to(device)
@@ -295,7 +282,6 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
     return Batch(flat(rollout.obs), actions, masks, log_probs, logprobs, flat(rollout.values),
                  flat(advantages), flat(returns))
 
-
 def masked_log_probs(logits: torch.Tensor, masks: Optional[torch.Tensor]) -> torch.Tensor:
     """log softmax over the legal actions (masks: True = legal, or None): an illegal action gets probability
     exactly 0, adds exactly 0 to the entropy and to the KL, and its logit gets no gradient."""
@@ -303,14 +289,12 @@ def masked_log_probs(logits: torch.Tensor, masks: Optional[torch.Tensor]) -> tor
         logits = torch.where(masks, logits, MASKED_LOGIT)
     return F.log_softmax(logits, dim=-1)
 
-
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
     """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)); (batch,)."""
     return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
 
-
-def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor, objective: str,
-                clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
+def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
+                objective: str, clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
     """The policy objective to minimize, averaged over the minibatch; returns (loss, log ratio). With
     r = pi / pi_old: clip: -min(r A, clip(r, 1-eps, 1+eps) A); none: -r A; kl-fixed, kl-adaptive: -r A +
     beta KL[pi_old||pi]; ppog: -A log pi, but 0 where r left [1-eps, 1+eps] in A's direction (as the clip)."""
@@ -328,7 +312,6 @@ def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages
         loss = (-advantages * ratio).mean() + kl_beta * kl
     return loss, logratio
 
-
 def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                clip_coef: float, clip: bool) -> torch.Tensor:
     """0.5 * mean squared error; with clip, the max of the plain and the clipped-prediction errors."""
@@ -337,7 +320,6 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
         return 0.5 * unclipped.mean()
     clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
-
 
 def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, ent_coef: float, kl_beta):
     """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
@@ -353,11 +335,9 @@ def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, e
     loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
     return loss, torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach()]), logratio.detach()
 
-
 def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args, rng: np.random.Generator,
            loss_fn, clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
-    """update_epochs passes of minibatch steps on loss_fn; with target_kl, it stops at the first minibatch
-    whose approximate KL exceeds it. Returns the losses and diagnostics averaged over every minibatch."""
+    """update_epochs passes of minibatch steps on loss_fn (until target_kl); returns the mean diagnostics."""
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
     totals, logratios, grad_norms, parameters = 0.0, [], [], list(agent.parameters())
@@ -395,16 +375,13 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
     names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm"]
     return dict(zip(names, means), gradient_steps=len(grad_norms))
 
-
 def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
     """The learning rate (and clip) schedule: initial at iteration 1, initial / num_iterations at the last."""
     return initial * (1.0 - (iteration - 1.0) / num_iterations)
 
-
 def decayed_ent_coef(iteration: int, args: Args) -> float:
     """The entropy coefficient: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
     return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
-
 
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     """The PPO paper's rule after each update: halve beta if KL < d_targ / 1.5, double it if > 1.5 d_targ."""
@@ -414,10 +391,8 @@ def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
         return kl_beta * 2
     return kl_beta
 
-
 def train(args: Args) -> dict:
-    """Trains (or, with --resume, goes on training). Returns a summary: episodes [(global_step, return,
-    length)], run_dir, model_path, eval_returns, stopped (the signal that stopped the run, or None), agent."""
+    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened."""
     run = start_run(args)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
     args, device = run.args, run.device
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(run.rank,) if run.rank else ()))
@@ -429,8 +404,9 @@ def train(args: Args) -> dict:
     policy, loss_fn = (torch.compile(agent), torch.compile(ppo_loss)) if args.compile else (agent, ppo_loss)
     if run.checkpoint:
         restore_checkpoint(run, agent, optimizer, rng, envs, state)
-    num_iterations = args.total_timesteps // run.batch_size
-    stop = StopSignals()  # from now on Ctrl-C and SIGTERM stop the run cleanly after the current iteration
+    num_iterations = run.iteration if args.load_model else args.total_timesteps // run.batch_size
+    received, stopping = [], []  # the stop signals this process got; the one that stops every process
+    previous_handlers = catch_stop_signals(received)
     try:
         for iteration in range(run.iteration + 1, num_iterations + 1):
             if args.anneal_lr:
@@ -441,7 +417,7 @@ def train(args: Args) -> dict:
 
             # 1. Rollout
             rollout, finished = collect_rollout(envs, policy, state, args, rng, device)
-            log_episodes(run, finished)
+            run.global_step += run.batch_size
 
             # 2. Advantages
             advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.dones,
@@ -457,25 +433,30 @@ def train(args: Args) -> dict:
 
             # 4. Log; checkpoint every checkpoint_every steps and on a stop signal
             stats["explained_variance"] = explained_variance(rollout.values, returns)
-            log_update(run, agent, stats, optimizer.param_groups[0]["lr"], clip_coef, ent_coef)
+            log_iteration(run, agent, finished, stats, optimizer.param_groups[0]["lr"], clip_coef, ent_coef)
             if args.objective == "kl-adaptive":
                 run.kl_beta = adapted_kl_beta(run.kl_beta, stats["kl"], args.kl_target)
             run.iteration = iteration
             every = args.checkpoint_every
             crossed = every > 0 and run.global_step // every > (run.global_step - run.batch_size) // every
-            if stop.requested() or (crossed and iteration < num_iterations):
+            # a signal to any process stops all; not written into received, where a signal whose handler runs
+            # as the gather returns would be overwritten
+            stopping = gather_from_ranks(received[:1])
+            if stopping or (crossed and iteration < num_iterations):
                 write_checkpoint(run, agent, optimizer, rng, envs, state)
-            if stop.stopping:
+            if stopping:
                 break
     finally:
-        stop.restore()
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
         envs.close()
         run.writer.flush()  # an error or Ctrl-C keeps every point logged so far
-    model_path, eval_returns = None, []
-    if run.rank == 0 and not stop.stopping:
-        model_path = save_agent(run, agent) if args.save_model else None
-        eval_returns = run_evaluation(run, agent) if args.eval_episodes else []
-    return finish_run(run, stop.stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
+    model_path = os.path.join(run.dir, f"{args.exp_name}.model") if args.save_model and not stopping else None
+    if model_path:  # the last checkpoint, under the model's name
+        write_checkpoint(run, agent, optimizer, rng, envs, state, model_path)
+    evaluating = run.rank == 0 and args.eval_episodes and not stopping
+    eval_returns = evaluate(run, agent, state) if evaluating else []
+    return finish_run(run, stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
 
 
 # ======================================== Operational parts ========================================
@@ -490,9 +471,11 @@ def check_args(args: Args, world_size: int = 1):
     rules = [("a positive integer", lambda value: value > 0,
               ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"]),
              ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
-             ("> 0", lambda value: value > 0, ["learning_rate", "clip_coef", "max_grad_norm", "kl_target"]),
-             (">= 0", lambda value: value >= 0, ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef",
-                                                 "eval_episodes", "torch_threads", "checkpoint_every", "noop_max"]),
+             ("> 0", lambda value: value > 0,
+              ["learning_rate", "clip_coef", "max_grad_norm", "kl_target", "clip_obs", "clip_reward"]),
+             (">= 0", lambda value: value >= 0,
+              ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads",
+               "checkpoint_every", "noop_max"]),
              ("in (0, 1]", lambda value: 0 < value <= 1, ["ent_coef_decay"]),
              ("in [0, 2**32)", lambda value: 0 <= value < 2**32, ["seed"]),
              ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"]),
@@ -507,39 +490,23 @@ def check_args(args: Args, world_size: int = 1):
         fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
-    if args.load_model is not None:
-        return  # evaluation only: the training sizes do not matter
-    batch_size = args.num_envs * args.num_steps
-    process_batch = batch_size // world_size  # each torchrun process's share; the whole batch without
+    process_batch = args.num_envs * args.num_steps // world_size  # each torchrun process's share
     if args.num_envs % world_size != 0:
-        fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes; "
-             f"pick a multiple of {world_size}")
+        fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes")
     if process_batch % args.num_minibatches != 0:
-        batch = f"the batch of num_envs*num_steps = {batch_size}" if world_size == 1 else \
-            f"each process's batch of num_envs*num_steps/{world_size} = {process_batch}"
-        fail(f"--num-minibatches {args.num_minibatches} does not divide {batch}; "
-             f"pick a divisor of {process_batch}")
+        fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of {process_batch} samples"
+             f"{' per process' if world_size > 1 else ''} (num_envs * num_steps); pick a divisor")
     if args.norm_adv and process_batch // args.num_minibatches < 2:
         fail("minibatches of 1 sample cannot normalize advantages: lower --num-minibatches or --no-norm-adv")
-    if args.total_timesteps < batch_size:
-        fail(f"--total-timesteps {args.total_timesteps} is smaller than one batch of num_envs*num_steps = "
-             f"{batch_size}; raise it or shrink the batch")
-
-def open_envs(env_id: str, record: bool, make):
-    """make(), with one-line errors for a missing video encoder, an unknown env, or spaces it can't use."""
-    if record:
-        check_video_support()
-    try:
-        envs = make()
-    except gym.error.Error as error:  # unknown id, missing Box2D, ...
-        fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]}")
-    check_spaces(env_id, envs.single_observation_space, envs.single_action_space)
-    return envs
+    if args.total_timesteps < args.num_envs * args.num_steps:
+        fail(f"--total-timesteps {args.total_timesteps} is smaller than one batch of num_envs * num_steps = "
+             f"{args.num_envs * args.num_steps}; raise it or shrink the batch")
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
     if not isinstance(action_space, gym.spaces.Discrete):
         fail(f"{env_id} has {action_space} actions; ppo_discrete.py needs Discrete: use ppo_continuous.py")
-    if isinstance(observation_space, gym.spaces.Dict) and set(observation_space) == {"observation", "action_mask"}:
+    if isinstance(observation_space, gym.spaces.Dict) and set(observation_space) == {"observation",
+                                                                                       "action_mask"}:
         observation_space = observation_space["observation"]
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         hint = ": use ppo_atari.py for pixels" if len(observation_space.shape or ()) == 3 else ""
@@ -555,8 +522,7 @@ def check_video_support():
     os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
 
 def observation_and_mask(obs, info: dict, needs_mask: bool = False):
-    """The observation as float32, and the legal actions (True = legal) that the env gives in
-    info["action_mask"] or in an observation dict {"observation", "action_mask"}; None if it gives none."""
+    """The observation, and the legal actions (info's or the observation dict's "action_mask") or None."""
     if isinstance(obs, dict):
         obs, info = obs["observation"], obs
     if needs_mask and "action_mask" not in info:
@@ -571,35 +537,27 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 
 @dataclass
 class Run:
-    """This process's run: flags (a resumed run's are its checkpoint's), place under torchrun, directory, logs,
-    the checkpoint it resumes from (or None), and the counters that checkpoints save."""
+    """This process's flags, place under torchrun, directory, logs, checkpoint, and the counters it saves."""
     args: Args
     rank: int
     world_size: int
     device: torch.device
     dir: str
     checkpoint: Optional[dict] = None
-    writer: "ScalarWriter" = None
+    name: str = ""
+    batch_size: int = 0  # num_envs * num_steps, over all processes
+    writer: object = None  # TensorBoard's SummaryWriter on rank 0
     kl_beta: float = 0.0
     global_step: int = 0
-    iteration: int = 0  # the last iteration done
+    iteration: int = 0  # the last one done
     episode_count: int = 0
-    recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))  # of the last 100 episodes
+    recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
     episodes: list = field(default_factory=list)  # (global_step, return, length) of every episode
-    start: tuple = field(default_factory=lambda: (0, time.time()))  # step and time this process started at
+    start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.dir)
-
-    @property
-    def batch_size(self) -> int:
-        return self.args.num_envs * self.args.num_steps  # over all processes
-
 def start_run(args: Args) -> Run:
-    """Joins torchrun's process group (if any); with --resume, loads the checkpoint (rank 0 reads it, the
-    others get it) and takes its flags; checks the flags; makes the run directory and logs; seeds generators."""
+    """torchrun's group; the checkpoint and flags (--resume, --load-model); checks; run dir, logs, seeds."""
     world_size, use_cuda = int(os.environ.get("WORLD_SIZE", "1")), args.cuda and torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
     if world_size > 1:  # under torchrun: NCCL between GPUs, gloo between CPUs
@@ -607,19 +565,24 @@ def start_run(args: Args) -> Run:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if world_size > 1 else 0
-    checkpoint = args.resume and gather_from_ranks(
-        [load_data_file(args.resume, "--resume", CHECKPOINT_FORMAT, "checkpoint") if rank == 0 else None])[0]
+    if args.load_model and world_size > 1:
+        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}")
+    flag, path = ("--resume", args.resume) if args.resume else ("--load-model", args.load_model)
+    checkpoint = path and gather_from_ranks([load_data_file(path, flag) if rank == 0 else None])[0]
     if checkpoint:
         args = resumed_args(args, checkpoint)
-        if len(checkpoint["ranks"]) != world_size:
+        args.eval_episodes = args.eval_episodes or (10 if args.load_model else 0)
+        if args.resume and len(checkpoint["ranks"]) != world_size:
             fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
                  f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
     check_args(args, world_size)
-    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.dirname(os.path.abspath(args.resume)) if checkpoint else \
-        gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
-    run = Run(args, rank, world_size, device, run_dir, checkpoint or None, kl_beta=args.kl_beta)
-    run.writer = start_logging(run) if rank == 0 else ScalarWriter(None)
+    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{'-eval' * bool(args.load_model)}__{args.seed}"
+    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
+        gather_from_ranks([new_run_dir(f"{name}__{int(time.time())}") if rank == 0 else None])[0]
+    run = Run(args, rank, world_size, device, run_dir, checkpoint or None, os.path.basename(run_dir),
+              args.num_envs * args.num_steps, kl_beta=args.kl_beta)
+    nothing = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None)  # the other processes' logs
+    run.writer = start_logging(run) if rank == 0 else nothing
     random.seed(args.seed)  # the same on every rank: the same initial network
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -640,36 +603,24 @@ def new_run_dir(name: str) -> str:
         except OSError as error:
             fail(f"cannot create the directory {path}: {error.strerror}; run from a writable directory")
 
-class StopSignals:
-    """From its creation, Ctrl-C and SIGTERM ask the training loop to stop cleanly after the current iteration
-    (a second Ctrl-C stops at once); under torchrun a signal to any process stops all at the same iteration."""
+def catch_stop_signals(received: list) -> dict:
+    """Ctrl-C and SIGTERM append to received (a second Ctrl-C stops at once); returns the old handlers."""
 
-    def __init__(self):
-        self.received, self.stopping, self.previous = [], [], {}
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {signum: signal.signal(signum, self.handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def handle(self, signum, frame):
-        if self.received and signum == signal.SIGINT:
+    def handle(signum, frame):
+        if received and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.received.append(signum)
+        received.append(signum)
         print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
               file=sys.stderr)
 
-    def requested(self) -> bool:
-        """Whether any process got a signal (all call it together). The verdict is not written into
-        `received`: a signal whose handler runs as the gather returns would be overwritten, and lost."""
-        self.stopping = gather_from_ranks(self.received[:1])
-        return bool(self.stopping)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-    def restore(self):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    """All the run needs to go on, written by rank 0 with what every process hands it (its generators, envs
-    and running episodes) to a temporary file, synced, then renamed over the old checkpoint: a kill at any
-    moment leaves the old or the new one whole."""
+def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
+                     path: Optional[str] = None):
+    """All the run needs to go on (a saved model is the last one), with every process's generators, envs and
+    episodes, written by rank 0 into a synced temporary file renamed over the old: a kill leaves one whole."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
                state=as_data(state))
     ranks = gather_from_ranks([own])
@@ -677,24 +628,28 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
         return
     run.writer.flush()  # every point up to the checkpoint is on disk before it
     counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta", "episode_count"]}
-    flags = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(run.args).items()}
-    path = os.path.join(run.dir, "checkpoint.pt")
+    path = path or os.path.join(run.dir, "checkpoint.pt")
     with open(f"{path}.tmp", "wb") as f:
-        torch.save(dict(format=CHECKPOINT_FORMAT, args=flags, counters=counters, ranks=ranks,
+        torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                         recent_returns=list(run.recent_returns), agent=agent.state_dict(),
                         optimizer=optimizer.state_dict()), f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(f"{path}.tmp", path)
 
-
 def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    """Puts everything back as it was at the end of the checkpoint's iteration."""
-    agent.load_state_dict(run.checkpoint["agent"])
-    optimizer.load_state_dict(run.checkpoint["optimizer"])
-    vars(run).update(run.checkpoint["counters"], start=(run.checkpoint["counters"]["global_step"], time.time()))
-    run.recent_returns.extend(run.checkpoint["recent_returns"])
+    """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics)."""
+    try:
+        agent.load_state_dict(run.checkpoint["agent"])
+    except (KeyError, RuntimeError) as error:
+        fail(f"{run.args.resume or run.args.load_model!r} holds another agent: {str(error).splitlines()[0]}")
     own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
+    if run.args.load_model:
+        return restore_data(state, {name: x for name, x in own["state"].items() if name.endswith("_rms")})
+    optimizer.load_state_dict(run.checkpoint["optimizer"])
+    vars(run).update(run.checkpoint["counters"])
+    run.start = (run.global_step, time.time())
+    run.recent_returns.extend(run.checkpoint["recent_returns"])
     rng.bit_generator.state = own["generator"]
     torch.set_rng_state(own["torch"])
     restore_data(state, own["state"])
@@ -707,13 +662,11 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
     if run.rank == 0:
         print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
 
-
 def as_data(value):
     """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
-    if dataclasses.is_dataclass(value):
+    if is_dataclass(value):
         return {name: as_data(field_value) for name, field_value in vars(value).items()}
-    return torch.from_numpy(np.array(value)) if isinstance(value, np.ndarray) else value
-
+    return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
 
 def restore_data(target, saved: dict):
     """The inverse of as_data, into the dataclass target."""
@@ -723,10 +676,8 @@ def restore_data(target, saved: dict):
         else:
             setattr(target, name, value.numpy() if isinstance(value, torch.Tensor) else value)
 
-
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
-    """Each env's random generator, time-limit counter and physical state; None when an env keeps its
-    physical state where it cannot be saved (only `unwrapped.state` arrays can: classic control)."""
+    """Each env's generator, time-limit counter and `state` array (classic control); None if one has none."""
     if not all(isinstance(getattr(env.unwrapped, "state", None), np.ndarray) for env in envs.envs):
         return None
     return [dict(physics=torch.from_numpy(env.unwrapped.state.copy()),
@@ -736,38 +687,40 @@ def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     for env, state in zip(envs.envs, states):
-        env.unwrapped.state, env.unwrapped.np_random.bit_generator.state = state["physics"].numpy(), state["random"]
+        env.unwrapped.state = state["physics"].numpy()
+        env.unwrapped.np_random.bit_generator.state = state["random"]
         if state["steps_beyond_terminated"] is not None or hasattr(env.unwrapped, "steps_beyond_terminated"):
             env.unwrapped.steps_beyond_terminated = state["steps_beyond_terminated"]
         env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
 
-def load_data_file(path: str, flag: str, expected_format: str, kind: str) -> dict:
-    """Reads a saved model or checkpoint with weights_only=True: tensors and plain data, never code. A
-    missing, unreadable or foreign file gets a one-line error naming the flag that gave it."""
+def load_data_file(path: str, flag: str) -> dict:
+    """A checkpoint or model, read with weights_only=True (never code); a bad file is a one-line error."""
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: no such file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
-        fail(f"{flag} {path!r} is not a readable {kind} file ({type(error).__name__}: "
+        fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
              f"{str(error).splitlines()[0][:200]})")
-    if not isinstance(saved, dict) or saved.get("format") != expected_format:
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} {kind} (format {found!r}, "
-             f"expected {expected_format!r})")
+        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
     return saved
 
 def resumed_args(args: Args, checkpoint: dict) -> Args:
-    """The checkpoint's flags. A flag given with --resume that differs from them is an error, not ignored."""
-    saved = {key: tuple(value) if isinstance(value, list) else value for key, value in checkpoint["args"].items()}
+    """The checkpoint's flags; giving another is an error, but for those of --load-model's evaluation."""
+    saved = checkpoint["args"]
+    own = ["resume"] if args.resume else ["load_model", "eval_episodes", "eval_greedy", "capture_video",
+                                          "seed", "exp_name", "track", "wandb_project_name", "wandb_entity",
+                                          "cuda", "save_model"]
     for key, value in vars(args).items():
-        if key != "resume" and value != getattr(Args, key, None) and value != saved.get(key):
-            fail(f"--resume continues the run with its own flags: drop --{key.replace('_', '-')} "
-                 f"(saved: {saved.get(key)!r})")
+        if key not in own and value != getattr(Args, key, None) and value != saved.get(key):
+            fail(f"{'--resume continues' if args.resume else '--load-model evaluates'} the saved run with "
+                 f"its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
     try:
-        return Args(**{**saved, "resume": args.resume})
+        return Args(**{**saved, **{key: getattr(args, key) for key in own}})
     except TypeError as error:
-        fail(f"--resume {args.resume!r} holds flags this script does not know ({error})")
+        fail(f"{args.resume or args.load_model!r} holds flags this script does not know ({error})")
 
 def mean_over_ranks_(tensor: torch.Tensor) -> torch.Tensor:
     """Under torchrun: replaces tensor, in place, by its mean over all processes. Without: as it is."""
@@ -784,32 +737,8 @@ def gather_from_ranks(items: list) -> list:
     dist.all_gather_object(per_rank, items)
     return [item for rank_items in per_rank for item in rank_items]
 
-class ScalarWriter:
-    """TensorBoard's SummaryWriter, handed the scalars in bursts about once a second: handing each point over
-    as it comes wakes the writer's thread each time (~17% of a CartPole run). Every point keeps the time it
-    was logged at. ScalarWriter(None) logs nothing (the torchrun processes other than rank 0)."""
-
-    def __init__(self, writer):
-        self.writer, self.points, self.last_write = writer, [], time.time()
-
-    def add_scalar(self, tag: str, value: float, step: int):
-        if self.writer is not None:
-            self.points.append((tag, value, step, time.time()))
-            if self.points[-1][3] - self.last_write > 1.0:
-                self.flush(to_disk=False)
-
-    def flush(self, to_disk: bool = True):
-        if self.writer is not None:
-            for tag, value, step, wall_time in self.points:
-                self.writer.add_scalar(tag, value, step, walltime=wall_time)
-            self.points.clear()
-            self.last_write = time.time()
-            if to_disk:
-                self.writer.flush()
-
-def start_logging(run: Run) -> ScalarWriter:
-    """The TensorBoard writer (and W&B mirroring it with --track). A resumed run purges the points that the
-    stopped run logged after its checkpoint. The hyper-parameters table holds the flags and process count."""
+def start_logging(run: Run):
+    """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
     args, config = run.args, {**vars(run.args), "processes": run.world_size}
     if args.track:
         try:
@@ -820,62 +749,58 @@ def start_logging(run: Run) -> ScalarWriter:
                    config=config, name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
     from torch.utils.tensorboard import SummaryWriter
 
-    purge_step = run.checkpoint["counters"]["global_step"] + 1 if run.checkpoint else None
+    purge_step = run.checkpoint and run.checkpoint["counters"]["global_step"] + 1
     writer = SummaryWriter(run.dir, purge_step=purge_step)
     table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    return ScalarWriter(writer)
+    return writer
 
-def log_episodes(run: Run, finished: list):
-    """Logs the episodes that ended in every process's rollout, at the step each ended; counts the steps."""
-    for step, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
-        step_of_episode_end = run.global_step + (step + 1) * run.args.num_envs
-        run.episodes.append((step_of_episode_end, episode_return, length))
-        run.recent_returns.append(episode_return)
-        run.episode_count += 1
-        run.writer.add_scalar("charts/episodic_return", episode_return, step_of_episode_end)
-        run.writer.add_scalar("charts/episodic_length", length, step_of_episode_end)
-    run.global_step += run.batch_size
-
-def log_update(run: Run, agent: nn.Module, stats: dict, learning_rate: float, clip_coef: float, ent_coef: float):
-    """Stops the run (exit 3) if a loss, the gradient or a parameter went nan or inf (on all processes alike:
-    they share them); logs the losses, diagnostics and schedules; prints the progress now and then."""
+def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learning_rate: float,
+                  clip_coef: float, ent_coef: float):
+    """Stops (exit 3) on a nan or inf (all processes alike: they share them); logs every process's ended
+    episodes (each at its step), the losses and schedules; prints the progress now and then."""
     bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
-           if not math.isfinite(stats[name])]
-    if bad or not all(torch.isfinite(p).all() for p in agent.parameters()):
+           if not math.isfinite(stats[name])] + ["a network parameter" for p in agent.parameters()
+                                                 if not torch.isfinite(p).all()]
+    if bad:
         path = os.path.join(run.dir, "checkpoint.pt")
         kept = f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
-        if run.rank == 0:
-            print(f"error: {(bad or ['a network parameter'])[0]} went non-finite in the update ending at step "
-                  f"{run.global_step:,}; stopped, {kept}", file=sys.stderr)
+        print(f"error: {bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
+              f"{kept}", file=sys.stderr) if run.rank == 0 else None
         raise SystemExit(3)
-    args, step, writer = run.args, run.global_step, run.writer
+    step, writer = run.global_step, run.writer
+    for end, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
+        end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
+        episode_return, length = float(episode_return), int(length)
+        run.episodes.append((end, episode_return, length))
+        run.recent_returns.append(episode_return)
+        run.episode_count += 1
+        writer.add_scalar("charts/episodic_return", episode_return, end)
+        writer.add_scalar("charts/episodic_length", length, end)
     for name, value in stats.items():
         if name != "gradient_steps":
             writer.add_scalar(f"losses/{name}", value, step)
-    writer.add_scalar("charts/learning_rate", learning_rate, step)
-    if args.objective.startswith("kl"):
-        writer.add_scalar("charts/kl_beta", run.kl_beta, step)
-    if args.ent_coef_decay != 1.0:
-        writer.add_scalar("charts/ent_coef", ent_coef, step)
-    if args.anneal_clip:
-        writer.add_scalar("charts/clip_coef", clip_coef, step)
+    for name, value in [("learning_rate", learning_rate), ("clip_coef", clip_coef), ("ent_coef", ent_coef),
+                        ("kl_beta", run.kl_beta)]:
+        writer.add_scalar(f"charts/{name}", value, step)
     sps = int((step - run.start[0]) / (time.time() - run.start[1]))
     writer.add_scalar("charts/SPS", sps, step)
-    if run.rank == 0 and (time.time() - run.last_print > 10 or step + run.batch_size > args.total_timesteps):
+    last = step + run.batch_size > run.args.total_timesteps  # the last iteration
+    if run.rank == 0 and (time.time() - run.last_print > 10 or last):
         run.last_print, returns = time.time(), run.recent_returns
-        print(f"step {step:,} of {args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
+        print(f"step {step:,} of {run.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
               f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
 def finish_run(run: Run, stopping: list, results: dict) -> dict:
     """Says how to continue a stopped run, closes the logs and the process group; returns the summary."""
+    if results["model_path"] and run.rank == 0:
+        print(f"model saved to {results['model_path']}")
     if stopping and run.rank == 0:
         launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
               f"--resume {os.path.join(run.dir, 'checkpoint.pt')}", file=sys.stderr)
     if run.rank == 0:
-        run.writer.flush()
-        run.writer.writer.close()
+        run.writer.close()
         if run.args.track:
             import wandb
 
@@ -883,100 +808,41 @@ def finish_run(run: Run, stopping: list, results: dict) -> dict:
     if run.world_size > 1:
         dist.destroy_process_group()
     return dict(results, episodes=run.episodes, episode_count=run.episode_count, run_dir=run.dir,
-                recent_returns=list(run.recent_returns), stopped=signal.Signals(stopping[0]) if stopping else None)
+                recent_returns=list(run.recent_returns),
+                stopped=signal.Signals(stopping[0]) if stopping else None)
 
-def evaluate(agent: Agent, env_id: str, episodes: int, seed: int, greedy: bool,
-             video_dir: Optional[str] = None, device: torch.device = torch.device("cpu")) -> list[float]:
-    """Plays whole episodes in one fresh env; returns their raw returns."""
-    env, rng, returns = make_env(env_id, video_dir, every_episode=True)(), np.random.default_rng(seed), []
-    for episode in range(episodes):
-        (obs, mask), episode_return, done = observation_and_mask(*env.reset(seed=seed + episode)), 0.0, False
-        while not done:
-            with torch.inference_mode():
-                logits = agent(torch.as_tensor(obs, device=device)[None])[0].cpu().numpy()
-            logits = logits if mask is None else np.where(mask, logits, MASKED_LOGIT)
-            action = int(np.argmax(logits, axis=1)[0] if greedy else sample_actions(logits, rng)[0])
-            obs, reward, terminated, truncated, info = env.step(action)
-            (obs, mask), episode_return = observation_and_mask(obs, info), episode_return + float(reward)
-            done = terminated or truncated
-        returns.append(episode_return)
-    env.close()
-    return returns
-
-def run_evaluation(run: Run, agent: Agent) -> list[float]:
-    """Evaluates the agent (recording videos with --capture-video), logs and prints the returns."""
+def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
+    """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video); their returns."""
     args, video_dir = run.args, f"videos/{run.name}-eval" if run.args.capture_video else None
     if video_dir:
         check_video_support()
-    returns = evaluate(agent, args.env_id, args.eval_episodes, args.seed + 100_000, args.eval_greedy, video_dir,
-                       run.device)
-    for episode, episode_return in enumerate(returns):
-        run.writer.add_scalar("eval/episodic_return", episode_return, episode)
+    env, rng, returns = make_env(args.env_id, video_dir, True)(), np.random.default_rng(args.seed), []
+    for episode in range(args.eval_episodes):
+        (obs, mask), done = observation_and_mask(*env.reset(seed=args.seed + 100_000 + episode)), False
+        returns.append(0.0)
+        while not done:
+            with torch.inference_mode():
+                logits = agent(torch.as_tensor(obs, device=run.device)[None])[0].cpu().numpy()
+            logits = logits if mask is None else np.where(mask, logits, MASKED_LOGIT)
+            action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
+            obs, reward, terminated, truncated, info = env.step(action)
+            (obs, mask), returns[-1], done = observation_and_mask(obs, info), returns[-1] + float(reward), \
+                terminated or truncated
+        run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
+    env.close()
     print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} episodes): mean return "
-          f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f"; videos in {video_dir}/" if video_dir else ""))
-    return returns
-
-def save_agent(run: Run, agent: Agent) -> str:
-    """Saves the model as data (tensors and plain metadata, loadable with weights_only=True)."""
-    args, path = run.args, os.path.join(run.dir, f"{run.args.exp_name}.model")
-    torch.save(dict(format=MODEL_FORMAT, env_id=args.env_id, obs_dim=agent.actor_body[0].in_features,
-                    n_actions=agent.actor_head.out_features, hidden_sizes=list(args.hidden_sizes),
-                    activation=args.activation, shared_body=args.shared_body,
-                    state_dict={k: v.cpu() for k, v in agent.state_dict().items()}), path)
-    print(f"model saved to {path}")
-    return path
-
-def load_agent(path: str) -> tuple[Agent, dict]:
-    """Loads a model written by save_agent, never unpickling code. Bad files get a one-line error."""
-    saved = load_data_file(path, "--load-model", MODEL_FORMAT, "model")
-    try:
-        agent = Agent(saved["obs_dim"], saved["n_actions"], tuple(saved["hidden_sizes"]), saved["activation"],
-                      saved["shared_body"])
-        agent.load_state_dict(saved["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as error:
-        fail(f"--load-model {path!r} has inconsistent contents ({type(error).__name__}: "
-             f"{str(error).splitlines()[0][:200]})")
-    return agent, saved
-
-def evaluate_saved_model(args: Args) -> list[float]:
-    """--load-model: evaluates (with --capture-video, records) a saved agent, in a run directory of its own."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}, "
-             "not torchrun")
-    check_args(args)
-    agent, saved = load_agent(args.load_model)
-    if saved["env_id"] != args.env_id:
-        fail(f"the model was trained on {saved['env_id']}: add --env-id {saved['env_id']}")
-    env = make_env(args.env_id)()
-    check_spaces(args.env_id, env.observation_space, env.action_space)
-    obs, _ = observation_and_mask(env.observation_space.sample(), {})
-    if obs.shape != (saved["obs_dim"],) or env.action_space.n != saved["n_actions"]:
-        fail(f"the model's shapes do not fit {args.env_id}: it was saved for another env")
-    args.eval_episodes = args.eval_episodes or 10
-    run = Run(args, 0, 1, torch.device("cpu"), new_run_dir(
-        f"{args.env_id.replace('/', '-')}__{args.exp_name}-eval__{args.seed}__{int(time.time())}"))
-    run.writer = start_logging(run)
-    returns = run_evaluation(run, agent)
-    finish_run(run, [], {})
+          f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))
     return returns
 
 def main():
-    args = tyro.cli(Args)
-    if args.load_model is not None:
-        evaluate_saved_model(args)
-        return
     try:
-        summary = train(args)
+        summary = train(tyro.cli(Args))
     except KeyboardInterrupt:
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)
         raise SystemExit(130) from None
     if summary["stopped"] is not None:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
-    last = summary["recent_returns"]
-    if last and int(os.environ.get("RANK", "0")) == 0:  # under torchrun: rank 0 speaks for all
-        print(f"done: {summary['episode_count']} episodes, mean return of the last {len(last)}: "
-              f"{np.mean(last):.2f}; logs in {summary['run_dir']}")
 
 if __name__ == "__main__":
     main()
