@@ -524,7 +524,7 @@ def check_args(args: Args, world_size: int = 1):
             if hasattr(args, name) and not holds(getattr(args, name)):
                 fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
     if args.ent_coef_min > args.ent_coef:
-        fail(f"--ent-coef-min {args.ent_coef_min} is above --ent-coef {args.ent_coef}: lower the floor")
+        fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
         fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
     if args.load_model is not None and args.resume is not None:
@@ -848,7 +848,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
             returns[-1], done = returns[-1] + float(reward), terminated or truncated
         run.writer.add_scalar("eval/episodic_return", returns[-1], game)
     env.close()
-    print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} games): mean score "
+    print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} games): mean return "
           f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))
     return returns
 

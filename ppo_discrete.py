@@ -485,7 +485,7 @@ def check_args(args: Args, world_size: int = 1):
             if hasattr(args, name) and not holds(getattr(args, name)):
                 fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
     if args.ent_coef_min > args.ent_coef:
-        fail(f"--ent-coef-min {args.ent_coef_min} is above --ent-coef {args.ent_coef}: lower the floor")
+        fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
         fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
     if args.load_model is not None and args.resume is not None:

@@ -83,20 +83,18 @@ def test_fire_on_reset_launches_the_game(name):
 
 def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
     envs = backend("ale", num_envs=2)
-    obs, info = envs.reset(seed=0)
+    args = ppo.Args(num_envs=2)
+    state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(int(envs.single_action_space.n))
-    args = ppo.Args(num_envs=2)
-    scores, lengths, lives = np.zeros(2), np.zeros(2, dtype=np.int64), np.array(info["lives"])
     rollouts, finished_games = [], []
     for _ in range(4):  # enough steps for whole games with an untrained policy
-        rollout, obs, finished = ppo.collect_rollout(envs, agent, obs, 128, args, np.random.default_rng(0),
-                                                     torch.device("cpu"), scores, lengths, lives)
+        rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
         rollouts.append(rollout)
         finished_games.append(finished)
     envs.close()
-    dones = np.concatenate([r["dones"] for r in rollouts])  # (512, 2)
-    rewards = np.concatenate([r["rewards"] for r in rollouts])
+    dones = np.concatenate([r.dones for r in rollouts])  # (512, 2)
+    rewards = np.concatenate([r.rewards for r in rollouts])
     games = [(i * 128 + step, env, score, length) for i, f in enumerate(finished_games) for step, env, score, length in f]
     assert games, "no game ended: raise the number of steps"
     for env in range(2):
@@ -118,15 +116,13 @@ def test_whole_game_score_is_the_raw_sum_of_unclipped_rewards():
     # SpaceInvaders pays 5 to 30 points per invader: clipped training rewards are 1, the logged score is raw
     args = ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=1)
     envs = ppo.make_envs(args, "unused")
-    obs, info = envs.reset(seed=0)
+    state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(int(envs.single_action_space.n))
-    scores, lengths, lives = np.zeros(1), np.zeros(1, dtype=np.int64), np.array(info["lives"])
     collected_rewards, games = [], []
     for _ in range(12):
-        rollout, obs, finished = ppo.collect_rollout(envs, agent, obs, 128, args, np.random.default_rng(1),
-                                                     torch.device("cpu"), scores, lengths, lives)
-        collected_rewards.append(rollout["rewards"][:, 0])
+        rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(1), torch.device("cpu"))
+        collected_rewards.append(rollout.rewards[:, 0])
         games += finished
         if games:
             break

@@ -19,7 +19,7 @@ from tests.toy_envs import BoundedActionEnv
 def test_running_mean_std_matches_numpy_over_uneven_batches():
     rng = np.random.default_rng(0)
     batches = [rng.normal(3.0, 2.0, size=(n, 5)) for n in (1, 7, 3, 100, 2)]
-    rms = ppo.RunningMeanStd((5,))
+    rms = ppo.RunningMeanStd(np.zeros(5), np.ones(5))
     for batch in batches:
         rms.update(batch)
     everything = np.concatenate(batches)
@@ -32,8 +32,9 @@ def test_reward_scaling_matches_a_slow_reference():
     rng = np.random.default_rng(1)
     rewards = rng.normal(1.0, 3.0, size=(50, 3))
     dones = rng.random((50, 3)) < 0.1
-    scaler = ppo.RewardScaler(num_envs=3, gamma=0.9, clip=10.0)
-    scaled = np.stack([scaler(rewards[t], dones[t]) for t in range(50)])
+    state = ppo.EnvState(None, None, None, None, ppo.RunningMeanStd(np.zeros(()), np.ones(())), np.zeros(3))
+    args = ppo.Args(gamma=0.9, clip_reward=10.0)
+    scaled = np.stack([ppo.scale_rewards(state, rewards[t], dones[t], args) for t in range(50)])
 
     returns_seen, running = [], np.zeros(3)  # every discounted return so far, env by env
     for t in range(50):
@@ -53,9 +54,14 @@ def test_gaussian_log_prob_and_entropy_by_hand():
     # component 1: N(1; 0, 1) -> -0.5 - 0.5 log(2 pi); component 2: z = -1 -> -0.5 - log(0.5) - 0.5 log(2 pi)
     expected = (-0.5 - 0.5 * math.log(2 * math.pi)) + (-0.5 - math.log(0.5) - 0.5 * math.log(2 * math.pi))
     assert ppo.gaussian_log_prob(actions, mean, log_std).item() == pytest.approx(expected, rel=1e-6)
-    # entropy of N(., s^2) is 0.5 + 0.5 log(2 pi) + log s, summed over components
-    expected_entropy = 2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5)
-    assert ppo.gaussian_entropy(log_std).item() == pytest.approx(expected_entropy, rel=1e-6)
+    # the loss's entropy: of N(., s^2) is 0.5 + 0.5 log(2 pi) + log s, summed over components
+    agent = ppo.Agent(3, 2)
+    with torch.no_grad():
+        agent.actor_logstd.copy_(log_std)
+    minibatch = ppo.Batch(torch.randn(4, 3), torch.randn(4, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4),
+                          torch.zeros(4), torch.zeros(4), torch.zeros(4))
+    _, (_, _, entropy), _ = ppo.ppo_loss(agent, minibatch, ppo.Args(), 0.2, 0.0, 0.0)
+    assert entropy.item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5), rel=1e-6)
 
 
 def test_sampled_actions_have_the_policy_mean_and_std():
@@ -66,50 +72,47 @@ def test_sampled_actions_have_the_policy_mean_and_std():
     np.testing.assert_allclose(samples.std(axis=0), [0.5, 2.0], rtol=0.03)
 
 
-def bounded_rollout(num_steps, obs_rms=None, reward_scaler=None, time_limit=None, gamma=0.9):
+def bounded_rollout(num_steps, norm_obs=False, norm_reward=False, time_limit=None, gamma=0.9):
     make = (lambda: BoundedActionEnv()) if time_limit is None else (
         lambda: gym.wrappers.TimeLimit(BoundedActionEnv(), max_episode_steps=time_limit))
     # as make_envs: step hands back the envs' own observation buffer, overwritten at the next step
     envs = gym.vector.SyncVectorEnv([make], copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs, _ = envs.reset(seed=0)
+    args = ppo.Args(num_steps=num_steps, norm_obs=norm_obs, norm_reward=norm_reward, gamma=gamma)
+    state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(2, 2)
     with torch.no_grad():
         agent.actor_logstd.fill_(1.0)  # std e: most samples fall outside [-0.1, 0.1]
-    if obs_rms is not None:
-        obs_rms.update(obs)
-    obs = ppo.normalize_obs(obs, obs_rms, 10.0)
-    result = ppo.collect_rollout(envs, agent, obs, num_steps, gamma, True, np.random.default_rng(0), torch.device("cpu"),
-                                 np.zeros(1), np.zeros(1, dtype=np.int64), obs_rms, 10.0, reward_scaler)
+    rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
     received = np.array(envs.envs[0].unwrapped.received)
-    return agent, result, received
+    return agent, (rollout, finished), received
 
 
 def test_env_gets_clipped_actions_while_the_unclipped_sample_is_stored_and_scored():
-    agent, (data, _, _), received = bounded_rollout(num_steps=20)
-    stored = data["actions"][:, 0]  # (20, 2)
+    agent, (data, _), received = bounded_rollout(num_steps=20)
+    stored = data.actions[:, 0]  # (20, 2)
     assert np.abs(stored).max() > 0.5
     np.testing.assert_allclose(received, np.clip(stored, -0.1, 0.1), rtol=1e-6)
     with torch.no_grad():
-        mean = agent.action_mean(torch.from_numpy(data["obs"][:, 0]))
-        expected = ppo.gaussian_log_prob(torch.from_numpy(stored), mean, agent.actor_logstd)
-    torch.testing.assert_close(data["logprobs"], expected)
+        mean, log_std, _ = agent(torch.from_numpy(data.obs[:, 0]))
+        expected = ppo.gaussian_log_prob(torch.from_numpy(stored), mean, log_std)
+    batch = ppo.make_batch(data, np.zeros((20, 1), np.float32), np.zeros((20, 1), np.float32), torch.device("cpu"))
+    torch.testing.assert_close(batch.logprobs, expected)
 
 
 def test_truncation_bootstraps_from_the_normalized_final_observation():
-    obs_rms = ppo.RunningMeanStd((2,))
-    agent, (data, _, finished), _ = bounded_rollout(num_steps=5, obs_rms=obs_rms, time_limit=3, gamma=0.9)
+    agent, (data, finished), _ = bounded_rollout(num_steps=5, norm_obs=True, time_limit=3, gamma=0.9)
     # the final observation [3, 1] is normalized with the statistics as they stand at that step: they have
     # seen the first reset [0, 1], then [1, 1], [2, 1], and the next episode's reset [0, 1] that SAME_STEP
     # returns in place of [3, 1]
-    reference = ppo.RunningMeanStd((2,))
+    reference = ppo.RunningMeanStd(np.zeros(2), np.ones(2))
     for seen in ([0, 1], [1, 1], [2, 1], [0, 1]):
         reference.update(np.array([seen], np.float64))
-    final_normalized = ppo.normalize_obs(np.array([[3.0, 1.0]]), reference, 10.0)
+    final_normalized = ppo.normalize(np.array([[3.0, 1.0]]), reference, 10.0)
     with torch.no_grad():
-        v_final = agent.value(torch.from_numpy(final_normalized)).item()
-    assert data["rewards"][2, 0] == pytest.approx(1.0 + 0.9 * v_final, rel=1e-5)
-    assert data["rewards"][1, 0] == 1.0 and data["dones"][2, 0] == 1.0
+        v_final = agent(torch.from_numpy(final_normalized))[2].item()
+    assert data.rewards[2, 0] == pytest.approx(1.0 + 0.9 * v_final, rel=1e-5)
+    assert data.rewards[1, 0] == 1.0 and data.dones[2, 0] == 1.0
     assert finished[0][2] == 3.0  # the logged return is the raw one
 
 
@@ -118,30 +121,32 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     args = ppo.Args(env_id="Pendulum-v1", total_timesteps=2048, num_envs=2, num_steps=256, num_minibatches=4,
                     update_epochs=2, save_model=True, eval_episodes=2)
     summary = ppo.train(args)
-    agent, obs_rms, saved = ppo.load_agent(summary["model_path"])
-    assert obs_rms.count == 2 + 2048  # the reset observations, then one per step: frozen after training
-    assert not np.allclose(obs_rms.mean, 0.0)
-    assert saved["normalization"]["return_count"] == 2048
+    saved = torch.load(summary["model_path"], weights_only=True)["ranks"][0]["state"]
+    assert saved["obs_rms"]["count"] == 2 + 2048  # the reset observations, then one per step
+    assert not torch.allclose(saved["obs_rms"]["mean"], torch.zeros(3, dtype=torch.float64))
+    assert saved["return_rms"]["count"] == 2048
 
-    # evaluation neither updates the statistics nor depends on the process: same greedy returns in a fresh one
-    before = (obs_rms.mean.copy(), obs_rms.var.copy(), obs_rms.count)
-    returns = ppo.evaluate(agent, "Pendulum-v1", 2, args.seed + 100_000, True, obs_rms, 10.0)
-    assert returns == summary["eval_returns"]
-    np.testing.assert_array_equal(obs_rms.mean, before[0])
-    assert obs_rms.count == before[2]
+    # evaluating the saved model (in this process, and in a fresh one) takes its statistics and keeps them
+    # frozen: the same greedy returns as the evaluation at the end of the training (to float rounding, since
+    # a reloaded network's weights lie elsewhere in memory)
+    evaluation = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=2))
+    np.testing.assert_allclose(evaluation["eval_returns"], summary["eval_returns"], rtol=1e-4)
     out = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py"),
-                          "--load-model", summary["model_path"], "--env-id", "Pendulum-v1", "--eval-episodes", "2"],
-                         capture_output=True, text=True)
+                          "--load-model", summary["model_path"], "--eval-episodes", "2"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert f"mean return {np.mean(returns):.2f}" in out.stdout
+    assert f"mean return {np.mean(evaluation['eval_returns']):.2f}" in out.stdout  # same process layout
     # without its statistics the same network scores differently: the statistics matter
-    assert ppo.evaluate(agent, "Pendulum-v1", 2, args.seed + 100_000, True, None, 10.0) != returns
+    model = torch.load(summary["model_path"], weights_only=True)
+    model["ranks"][0]["state"]["obs_rms"].update(mean=torch.zeros(3).double(), var=torch.ones(3).double())
+    torch.save(model, "unnormalized.model")
+    unnormalized = ppo.train(ppo.Args(load_model="unnormalized.model", eval_episodes=2))
+    assert not np.allclose(unnormalized["eval_returns"], evaluation["eval_returns"], rtol=1e-3)
 
 
 def test_orthogonal_init_and_log_std():
     agent = ppo.Agent(obs_dim=17, action_dim=6)
-    for layer, gain in [(agent.actor_body[0], math.sqrt(2)), (agent.critic_body[1], math.sqrt(2)),
-                        (agent.actor_mean, 0.01), (agent.critic_head, 1.0)]:
+    for layer, gain in [(agent.actor_mean[0][0], math.sqrt(2)), (agent.critic[0][2], math.sqrt(2)),
+                        (agent.actor_mean[1], 0.01), (agent.critic[1], 1.0)]:
         assert_orthogonal_init(layer, gain)
     assert torch.all(agent.actor_logstd == 0) and agent.actor_logstd.shape == (6,)
 
@@ -152,5 +157,5 @@ def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=128, num_steps=64, num_minibatches=2, update_epochs=1,
                                  save_model=True))
-    agent, obs_rms, saved = ppo.load_agent(summary["model_path"])
-    assert saved["env_id"] == env_id and obs_rms.count == 1 + 128
+    saved = torch.load(summary["model_path"], weights_only=True)
+    assert saved["args"]["env_id"] == env_id and saved["ranks"][0]["state"]["obs_rms"]["count"] == 1 + 128

@@ -134,9 +134,11 @@ def test_explained_variance():
 def test_shared_body_and_relu_train(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ppo.Args(shared_body=True, activation="relu", hidden_sizes=(32,), save_model=True, total_timesteps=1024)
-    agent, saved = ppo.load_agent(ppo.train(args)["model_path"])
+    summary = ppo.train(args)
+    agent, saved = summary["agent"], torch.load(summary["model_path"], weights_only=True)
     assert agent.actor_body is agent.critic_body and isinstance(agent.actor_body[1], torch.nn.ReLU)
-    assert saved["activation"] == "relu" and saved["hidden_sizes"] == [32]
+    assert saved["args"]["activation"] == "relu" and saved["args"]["hidden_sizes"] == (32,)
+    assert ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=1))["eval_returns"]
 
 
 def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):
@@ -151,5 +153,4 @@ def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):
 def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=256, num_steps=64, save_model=True))
-    agent, saved = ppo.load_agent(summary["model_path"])
-    assert saved["env_id"] == env_id
+    assert torch.load(summary["model_path"], weights_only=True)["args"]["env_id"] == env_id
