@@ -358,9 +358,10 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
                     break  # no step on this minibatch, nor on any later one
             optimizer.zero_grad()
             loss.backward()
-            if dist.is_initialized():  # under torchrun: the gradient of the whole minibatch
-                for parameter in parameters:
-                    mean_over_ranks_(parameter.grad)
+            if dist.is_initialized():  # under torchrun: the whole minibatch's gradient, in one all-reduce
+                grads = mean_over_ranks_(torch.cat([parameter.grad.flatten() for parameter in parameters]))
+                for parameter, grad in zip(parameters, grads.split([p.numel() for p in parameters])):
+                    parameter.grad.copy_(grad.view_as(parameter))
             grad_norms.append(nn.utils.clip_grad_norm_(parameters, args.max_grad_norm))
             optimizer.step()
         else:
@@ -806,6 +807,7 @@ def finish_run(run: Run, stopping: list, results: dict) -> dict:
 
             wandb.finish()
     if run.world_size > 1:
+        dist.barrier()  # no process leaves while another still exchanges with it
         dist.destroy_process_group()
     return dict(results, episodes=run.episodes, episode_count=run.episode_count, run_dir=run.dir,
                 recent_returns=list(run.recent_returns),
