@@ -1,14 +1,11 @@
-"""PPO for Atari from pixels (Breakout, Pong, SpaceInvaders, ...) in one file; flags and defaults as CleanRL's
-ppo_atari.py. The envs run in ale-py's native vector env (C++ threads, preprocessing included), or with
---env-backend gymnasium in gymnasium's wrappers, with the same observations. charts/episodic_return is the raw
-score of a whole game (all lives).
+"""PPO for Atari from pixels (Breakout, Pong, ...) in one file; flags and defaults as CleanRL's ppo_atari.py.
+The envs run in ale-py's native vector env (or --env-backend gymnasium: its wrappers, the same observations).
+charts/episodic_return is the raw score of a whole game. The algorithm comes first, in its order; input
+checks, checkpoints, torchrun, logging and evaluation follow the line "Operational parts".
 
     python ppo_atari.py                                            # ALE/Breakout-v5, 10M steps, logs to runs/
     python ppo_atari.py --env-id ALE/SpaceInvaders-v5 --help        # every flag, with its meaning
     python ppo_atari.py --load-model runs/RUN/ppo_atari.model --eval-episodes 3 --capture-video
-
-The algorithm comes first, in its order; input checks, checkpoints, torchrun, logging and evaluation follow the
-line "Operational parts". Under torchrun, each of N processes steps num_envs/N envs; gradients are averaged.
 """
 
 import math
@@ -57,10 +54,10 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of whole games under `videos/{run_name}/` (with the gymnasium backend)"""
+    """if toggled, records MP4 videos of whole games under `videos/{run_name}/` (gymnasium backend)"""
 
     env_id: str = "ALE/Breakout-v5"
-    """the Atari game (ALE/Breakout-v5, or BreakoutNoFrameskip-v4: the same game); the flags set the protocol"""
+    """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
     total_timesteps: int = 10000000
     """total environment steps of the training, summed over all envs"""
     learning_rate: float = 2.5e-4
@@ -97,7 +94,7 @@ class Args:
     objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
     """the policy objective (PPO paper, sections 3-4): clip: the clipped surrogate; none: the plain surrogate
     r*A; kl-adaptive: r*A - beta*KL[pi_old||pi], beta adapted to --kl-target; kl-fixed: a fixed --kl-beta;
-    ppog: A*log(pi) without the samples that the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
+    ppog: A*log(pi) without the samples the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
     kl_beta: float = 1.0
     """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
     kl_target: float = 0.01
@@ -112,7 +109,7 @@ class Args:
     env_backend: Literal["ale", "gymnasium"] = "ale"
     """ale: ale-py's native vector env (preprocessing in C++ threads); gymnasium: its Python wrappers"""
     sticky_actions: bool = False
-    """if toggled, repeats the previous action with probability 0.25 (the ALE v5 protocol); off as in CleanRL"""
+    """if toggled, repeats the previous action with probability 0.25 (ALE v5's protocol); off in CleanRL"""
     noop_max: int = 30
     """at most this many no-op frames at the start of each game"""
     episodic_life: bool = True
@@ -120,7 +117,7 @@ class Args:
     clip_rewards: bool = True
     """if toggled, trains on the sign of each reward; logged returns stay the raw game scores"""
     bootstrap_truncation: bool = True
-    """if toggled, the 108,000-frame truncation bootstraps from V(final obs); off: a termination, as in CleanRL"""
+    """if toggled, the 108,000-frame truncation bootstraps from V(final obs); off: a termination (CleanRL)"""
     torch_threads: int = 0
     """CPU threads for torch (0 keeps torch's default, one per core: best for the CNN)"""
     save_model: bool = False
@@ -128,7 +125,7 @@ class Args:
     eval_episodes: int = 0
     """after training (or with --load-model), evaluates this many games and logs eval/episodic_return"""
     eval_greedy: bool = False
-    """if toggled, evaluation takes the most likely action; by default it samples (a greedy policy can stall)"""
+    """if toggled, evaluation takes the most likely action; by default it samples (greedy ones can stall)"""
     load_model: Optional[str] = None
     """path of a saved model: evaluates it (and records it with --capture-video) without training"""
     checkpoint_every: int = 100_000
@@ -137,18 +134,18 @@ class Args:
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory (new games)"""
 
 def atari_game(env_id: str) -> str:
-    """The ALE game an id names ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4": "breakout"); else a one-line error."""
+    """The ALE game an id names ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4": "breakout"), or an error."""
     gym.register_envs(ale_py)
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
-        fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]}; Atari games are like ALE/Breakout-v5")
+        fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]} (Atari: ALE/Breakout-v5, ...)")
     if not str(spec.entry_point).startswith("ale_py"):
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
     return spec.kwargs["game"]
 
 class FireOnReset(gym.Wrapper):
-    """Presses FIRE for one frame after each reset, as ale-py's vector env does: games like Breakout wait for it."""
+    """Presses FIRE for one frame after each reset, as ale-py's vector env does: Breakout waits for it."""
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
@@ -159,9 +156,8 @@ class FireOnReset(gym.Wrapper):
         return obs, info
 
 def make_env(env_id: str, sticky_actions: bool, noop_max: int, video_dir: Optional[str] = None):
-    """A thunk for one Atari env in gymnasium's wrappers: no-op starts, FIRE on reset, frame skip 4 with the max
-    of the last two frames, 84x84 grayscale, the last 4 frames (zeros before the first). With video_dir, records
-    whole games in color."""
+    """A thunk for one Atari env in gymnasium's wrappers: no-op starts, FIRE on reset, frame skip 4 (the max
+    of the last two frames), 84x84 grayscale, the last 4 frames. With video_dir, records whole games."""
 
     def thunk():
         env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if sticky_actions else 0.0,
@@ -170,16 +166,15 @@ def make_env(env_id: str, sticky_actions: bool, noop_max: int, video_dir: Option
         if video_dir is not None:
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda game: True)
         env = FireOnReset(env)
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84, grayscale_obs=True)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84)
         return gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
 
     return thunk
 
 def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1):
-    """This process's num_envs/world_size Atari envs with SAME_STEP autoreset, in ale-py's vector env or
-    gymnasium's wrappers: observations (num_envs, 4, 84, 84) uint8, raw rewards, info["lives"]. The rollout
-    handles life losses and reward clipping, so both backends give the same. With --capture-video, rank 0's first
-    env records (through the gymnasium backend)."""
+    """This process's num_envs/world_size Atari envs (SAME_STEP autoreset) in ale-py's vector env or
+    gymnasium's wrappers: (num_envs, 4, 84, 84) uint8 observations, raw rewards, info["lives"]. With
+    --capture-video, rank 0's first env records (in gymnasium's wrappers)."""
     game, num_envs = atari_game(args.env_id), args.num_envs // world_size
     if args.capture_video:
         check_video_support()
@@ -188,7 +183,7 @@ def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1):
         return ale_py.vector_env.AtariVectorEnv(
             game, num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
             repeat_action_probability=0.25 if args.sticky_actions else 0.0, noop_max=args.noop_max,
-            use_fire_reset=True, frameskip=4, maxpool=True, img_height=84, img_width=84, grayscale=True, stack_num=4,
+            use_fire_reset=True, frameskip=4, maxpool=True, img_height=84, img_width=84, stack_num=4,
             episodic_life=False, reward_clipping=False, max_num_frames_per_episode=MAX_FRAMES_PER_GAME)
     thunks = [make_env(args.env_id, args.sticky_actions, args.noop_max,
                        f"videos/{run_name}" if args.capture_video and rank == 0 and i == 0 else None)
@@ -201,7 +196,7 @@ def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) ->
     return layer
 
 class Agent(nn.Module):
-    """The Nature-DQN CNN trunk shared by a policy head and a value head. Pixels in [0, 255] are scaled to [0, 1]."""
+    """The Nature-DQN CNN trunk, shared by a policy head and a value head; pixels scaled to [0, 1]."""
 
     def __init__(self, n_actions: int, bf16: bool = False):
         super().__init__()
@@ -292,7 +287,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
             state.episode_returns += reward
             state.episode_lengths += 1
             for env in np.flatnonzero(game_over):
-                finished.append((step, env, float(state.episode_returns[env]), int(state.episode_lengths[env])))
+                finished.append((step, env, state.episode_returns[env], state.episode_lengths[env]))
                 state.episode_returns[env], state.episode_lengths[env] = 0.0, 0
                 if args.bootstrap_truncation and truncated[env] and not terminated[env]:
                     truncations.append((step, env, info["final_obs"][env]))
@@ -483,7 +478,9 @@ def train(args: Args) -> dict:
             # as the gather returns would be overwritten
             stopping = gather_from_ranks(received[:1])
             if stopping or (crossed and iteration < num_iterations):
-                write_checkpoint(run, agent, optimizer, rng, envs, state)
+                write_checkpoint(run, agent, optimizer, rng, envs, state, "checkpoint.pt")
+            if args.save_model and iteration == num_iterations:  # the saved model is the last checkpoint
+                write_checkpoint(run, agent, optimizer, rng, envs, state, f"{args.exp_name}.model")
             if stopping:
                 break
     finally:
@@ -491,12 +488,7 @@ def train(args: Args) -> dict:
             signal.signal(signum, handler)
         envs.close()
         run.writer.flush()  # an error or Ctrl-C keeps every point logged so far
-    model_path = os.path.join(run.dir, f"{args.exp_name}.model") if args.save_model and not stopping else None
-    if model_path:  # the last checkpoint, under the model's name
-        write_checkpoint(run, agent, optimizer, rng, envs, state, model_path)
-    evaluating = run.rank == 0 and args.eval_episodes and not stopping
-    eval_returns = evaluate(run, agent, state) if evaluating else []
-    return finish_run(run, stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
+    return finish_run(run, stopping, agent, state)  # evaluate, close the logs
 
 
 # ======================================== Operational parts ========================================
@@ -578,9 +570,7 @@ class Run:
     kl_beta: float = 0.0
     global_step: int = 0
     iteration: int = 0  # the last one done
-    episode_count: int = 0
     recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
-    episodes: list = field(default_factory=list)  # (global_step, return, length) of every episode
     start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
@@ -645,8 +635,7 @@ def catch_stop_signals(received: list) -> dict:
         return {}
     return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
-                     path: Optional[str] = None):
+def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state, name: str):
     """All the run needs to go on (a saved model is the last one), with every process's generators, envs and
     episodes, written by rank 0 into a synced temporary file renamed over the old: a kill leaves one whole."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
@@ -655,8 +644,8 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     if run.rank != 0:
         return
     run.writer.flush()  # every point up to the checkpoint is on disk before it
-    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta", "episode_count"]}
-    path = path or os.path.join(run.dir, "checkpoint.pt")
+    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
+    path = os.path.join(run.dir, name)
     with open(f"{path}.tmp", "wb") as f:
         torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                         recent_returns=list(run.recent_returns), agent=agent.state_dict(),
@@ -791,9 +780,7 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
     for end, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
         end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
         episode_return, length = float(episode_return), int(length)
-        run.episodes.append((end, episode_return, length))
         run.recent_returns.append(episode_return)
-        run.episode_count += 1
         writer.add_scalar("charts/episodic_return", episode_return, end)
         writer.add_scalar("charts/episodic_length", length, end)
     for name, value in stats.items():
@@ -810,10 +797,15 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
         print(f"step {step:,} of {run.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
               f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
-def finish_run(run: Run, stopping: list, results: dict) -> dict:
-    """Says how to continue a stopped run, closes the logs and the process group; returns the summary."""
-    if results["model_path"] and run.rank == 0:
-        print(f"model saved to {results['model_path']}")
+def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
+    """Evaluates the agent, or says how to continue a stopped run; closes the logs and the process group;
+    returns the run's summary."""
+    saved = run.args.save_model and not stopping and not run.args.load_model
+    model_path = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None
+    if model_path and run.rank == 0:
+        print(f"model saved to {model_path}")
+    evaluating = run.rank == 0 and run.args.eval_episodes and not stopping
+    eval_returns = evaluate(run, agent, state) if evaluating else []
     if stopping and run.rank == 0:
         launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
@@ -827,9 +819,8 @@ def finish_run(run: Run, stopping: list, results: dict) -> dict:
     if run.world_size > 1:
         dist.barrier()  # no process leaves while another still exchanges with it
         dist.destroy_process_group()
-    return dict(results, episodes=run.episodes, episode_count=run.episode_count, run_dir=run.dir,
-                recent_returns=list(run.recent_returns),
-                stopped=signal.Signals(stopping[0]) if stopping else None)
+    return dict(agent=agent, model_path=model_path, eval_returns=eval_returns, run_dir=run.dir,
+                recent_returns=list(run.recent_returns), stopped=stopping and signal.Signals(stopping[0]))
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games (all lives) in a fresh gymnasium env (recorded with --capture-video);
@@ -861,7 +852,7 @@ def main():
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)
         raise SystemExit(130) from None
-    if summary["stopped"] is not None:
+    if summary["stopped"]:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""PPO for continuous actions (MuJoCo, Pendulum, BipedalWalker, ...) in one file; flags and defaults as CleanRL's
-ppo_continuous_action.py (on MuJoCo v5). Observations are normalized and rewards scaled by running statistics
-that are saved with the model and frozen for evaluation.
+"""PPO for continuous actions (MuJoCo, Pendulum, BipedalWalker, ...) in one file; flags and defaults as
+CleanRL's ppo_continuous_action.py (MuJoCo v5). Observations are normalized and rewards scaled by running
+statistics, saved with the model and frozen for evaluation. The algorithm comes first, in its order; input
+checks, checkpoints, torchrun, logging and evaluation follow the line "Operational parts".
 
     python ppo_continuous.py                                  # HalfCheetah-v5, logs to runs/
     python ppo_continuous.py --env-id Hopper-v5 --help         # every flag, with its meaning
     python ppo_continuous.py --load-model runs/RUN/ppo_continuous.model --eval-episodes 5 --capture-video
-
-The algorithm comes first, in its order; input checks, checkpoints, torchrun, logging and evaluation follow the
-line "Operational parts". Under torchrun, each of N processes steps num_envs/N envs; gradients are averaged.
 """
 
 import copy
@@ -51,7 +49,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of episodes 0, 250, 500, ... under `videos/{run_name}/` (MUJOCO_GL=egl)"""
+    """if toggled, records MP4 videos of episodes 0, 250, 500, ... under `videos/{run_name}/`"""
 
     env_id: str = "HalfCheetah-v5"
     """the id of the gymnasium environment (Box observations, Box actions)"""
@@ -91,7 +89,7 @@ class Args:
     objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
     """the policy objective (PPO paper, sections 3-4): clip: the clipped surrogate; none: the plain surrogate
     r*A; kl-adaptive: r*A - beta*KL[pi_old||pi], beta adapted to --kl-target; kl-fixed: a fixed --kl-beta;
-    ppog: A*log(pi) without the samples that the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
+    ppog: A*log(pi) without the samples the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
     kl_beta: float = 1.0
     """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
     kl_target: float = 0.01
@@ -108,7 +106,7 @@ class Args:
     clip_obs: float = 10.0
     """the bound of normalized observations"""
     norm_reward: bool = True
-    """if toggled, scales rewards by the running std of the discounted return, then clips them to +-clip_reward"""
+    """if toggled, scales rewards by the running std of the discounted return, then clips to +-clip_reward"""
     clip_reward: float = 10.0
     """the bound of scaled rewards"""
     bootstrap_truncation: bool = True
@@ -194,10 +192,11 @@ class RunningMeanStd:
 
     def update(self, batch: np.ndarray):
         """batch: (n, *shape)"""
-        batch_mean, batch_var, total = batch.mean(axis=0), batch.var(axis=0), self.count + len(batch)
-        delta = batch_mean - self.mean
-        self.mean = self.mean + delta * len(batch) / total
-        self.var = (self.var * self.count + batch_var * len(batch) + delta**2 * self.count * len(batch) / total) / total
+        count, total = len(batch), self.count + len(batch)
+        delta = batch.mean(axis=0) - self.mean
+        self.mean = self.mean + delta * count / total
+        squares = self.var * self.count + batch.var(axis=0) * count + delta**2 * self.count * count / total
+        self.var = squares / total
         self.count = total
 
 @dataclass
@@ -237,9 +236,10 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     """Resets the envs to new episodes, into state (which keeps its statistics) or a new EnvState."""
     obs, _ = envs.reset(seed=seed)
     if state is None:
-        stats = lambda on, shape: RunningMeanStd(np.zeros(shape), np.ones(shape)) if on else None  # noqa: E731
-        state = EnvState(obs, np.zeros(len(obs)), np.zeros(len(obs), dtype=np.int64),
-                         stats(args.norm_obs, obs.shape[1:]), stats(args.norm_reward, ()), np.zeros(len(obs)))
+        obs_rms = RunningMeanStd(np.zeros(obs.shape[1:]), np.ones(obs.shape[1:])) if args.norm_obs else None
+        return_rms = RunningMeanStd(np.zeros(()), np.ones(())) if args.norm_reward else None
+        state = EnvState(obs, np.zeros(len(obs)), np.zeros(len(obs), np.int64), obs_rms, return_rms,
+                         np.zeros(len(obs)))
         before = copy.deepcopy(state)
         if state.obs_rms:
             state.obs_rms.update(obs)
@@ -255,7 +255,7 @@ def normalize(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip: float) -
     return np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -clip, clip).astype(np.float32)
 
 def scale_rewards(state: EnvState, reward: np.ndarray, done: np.ndarray, args: Args) -> np.ndarray:
-    """Rewards divided by the running std of each env's discounted return (statistics shared), then clipped."""
+    """Rewards divided by the running std of each env's discounted return (shared statistics), clipped."""
     if state.return_rms is None:
         return reward
     state.discounted_return = state.discounted_return * args.gamma + reward
@@ -265,13 +265,15 @@ def scale_rewards(state: EnvState, reward: np.ndarray, done: np.ndarray, args: A
 
 def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """log N(actions; mean, exp(log_std)^2), summed over the independent action components: (batch,)."""
-    return (-0.5 * ((actions - mean) * torch.exp(-log_std)) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 def gaussian_kl(old_mean: torch.Tensor, old_log_std: torch.Tensor, mean: torch.Tensor,
                 log_std: torch.Tensor) -> torch.Tensor:
     """The exact KL[N(old_mean, old_std^2) || N(mean, std^2)] of each state, summed over the components."""
     variance_ratio = torch.exp(2 * (old_log_std - log_std))
-    return (log_std - old_log_std + 0.5 * (variance_ratio + (old_mean - mean) ** 2 * torch.exp(-2 * log_std) - 1)).sum(-1)
+    squared_distance = (old_mean - mean) ** 2 * torch.exp(-2 * log_std)
+    return (log_std - old_log_std + 0.5 * (variance_ratio + squared_distance - 1)).sum(-1)
 
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list]:
@@ -303,7 +305,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
             state.episode_returns += reward
             state.episode_lengths += 1
             for env in np.flatnonzero(dones[step]):
-                finished.append((step, env, float(state.episode_returns[env]), int(state.episode_lengths[env])))
+                finished.append((step, env, state.episode_returns[env], state.episode_lengths[env]))
                 state.episode_returns[env], state.episode_lengths[env] = 0.0, 0
                 if args.bootstrap_truncation and truncated[env] and not terminated[env]:
                     final_obs = normalize(info["final_obs"][env], state.obs_rms, args.clip_obs)
@@ -311,7 +313,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
         # V(next obs), and V(final obs) of the truncated episodes, in one forward pass
         final_obs = np.array([o for _, _, o in truncations], dtype=np.float32).reshape(-1, state.obs.shape[1])
         _, _, bootstrap = agent(torch.as_tensor(np.concatenate([state.obs, final_obs]), device=device))
-        means, log_stds = torch.stack(means), torch.stack(log_stds)  # inference tensors: no graph to the agent
+        means, log_stds = torch.stack(means), torch.stack(log_stds)  # inference tensors: no graph to agent
     bootstrap = bootstrap.cpu().numpy()
     for (step, env, _), final_value in zip(truncations, bootstrap[num_envs:]):
         rewards[step, env] += args.gamma * final_value
@@ -338,10 +340,11 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
     def flat(array):  # (num_steps, num_envs, ...) -> (num_steps * num_envs, ...) tensor on the device
         return torch.from_numpy(array.reshape(-1, *array.shape[2:])).to(device)
 
-    actions, means, log_stds = flat(rollout.actions), rollout.means.flatten(0, 1), rollout.log_stds.flatten(0, 1)
+    means, log_stds = rollout.means.flatten(0, 1), rollout.log_stds.flatten(0, 1)  # (batch, action_dim)
+    actions = flat(rollout.actions)
     logprobs = gaussian_log_prob(actions, means, log_stds)
-    return Batch(flat(rollout.obs), actions, means, log_stds, logprobs, flat(rollout.values), flat(advantages),
-                 flat(returns))
+    return Batch(flat(rollout.obs), actions, means, log_stds, logprobs, flat(rollout.values),
+                 flat(advantages), flat(returns))
 
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                 objective: str, clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
@@ -495,7 +498,9 @@ def train(args: Args) -> dict:
             # as the gather returns would be overwritten
             stopping = gather_from_ranks(received[:1])
             if stopping or (crossed and iteration < num_iterations):
-                write_checkpoint(run, agent, optimizer, rng, envs, state)
+                write_checkpoint(run, agent, optimizer, rng, envs, state, "checkpoint.pt")
+            if args.save_model and iteration == num_iterations:  # the saved model is the last checkpoint
+                write_checkpoint(run, agent, optimizer, rng, envs, state, f"{args.exp_name}.model")
             if stopping:
                 break
     finally:
@@ -503,12 +508,7 @@ def train(args: Args) -> dict:
             signal.signal(signum, handler)
         envs.close()
         run.writer.flush()  # an error or Ctrl-C keeps every point logged so far
-    model_path = os.path.join(run.dir, f"{args.exp_name}.model") if args.save_model and not stopping else None
-    if model_path:  # the last checkpoint, under the model's name
-        write_checkpoint(run, agent, optimizer, rng, envs, state, model_path)
-    evaluating = run.rank == 0 and args.eval_episodes and not stopping
-    eval_returns = evaluate(run, agent, state) if evaluating else []
-    return finish_run(run, stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
+    return finish_run(run, stopping, agent, state)  # evaluate, close the logs
 
 
 # ======================================== Operational parts ========================================
@@ -590,7 +590,8 @@ def merge_over_ranks(state: EnvState, before: EnvState):
             continue
         rms.count = start.count + count
         rms.mean = (start.mean * start.count + total) / rms.count
-        rms.var = np.maximum(((start.var + start.mean**2) * start.count + squares) / rms.count - rms.mean**2, 0.0)
+        second_moment = ((start.var + start.mean**2) * start.count + squares) / rms.count
+        rms.var = np.maximum(second_moment - rms.mean**2, 0.0)
 
 def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
     """1 - Var(target - predicted) / Var(target); nan when the target is constant."""
@@ -612,9 +613,7 @@ class Run:
     kl_beta: float = 0.0
     global_step: int = 0
     iteration: int = 0  # the last one done
-    episode_count: int = 0
     recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
-    episodes: list = field(default_factory=list)  # (global_step, return, length) of every episode
     start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
@@ -679,8 +678,7 @@ def catch_stop_signals(received: list) -> dict:
         return {}
     return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
-                     path: Optional[str] = None):
+def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state, name: str):
     """All the run needs to go on (a saved model is the last one), with every process's generators, envs and
     episodes, written by rank 0 into a synced temporary file renamed over the old: a kill leaves one whole."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
@@ -689,8 +687,8 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     if run.rank != 0:
         return
     run.writer.flush()  # every point up to the checkpoint is on disk before it
-    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta", "episode_count"]}
-    path = path or os.path.join(run.dir, "checkpoint.pt")
+    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
+    path = os.path.join(run.dir, name)
     with open(f"{path}.tmp", "wb") as f:
         torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                         recent_returns=list(run.recent_returns), agent=agent.state_dict(),
@@ -739,20 +737,21 @@ def restore_data(target, saved: dict):
             setattr(target, name, value.numpy() if isinstance(value, torch.Tensor) else value)
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
-    """Each env's random generator, time-limit counter and simulation state (MuJoCo's whole integration
-    state, or classic control's `state` array); None when an env's state cannot be read (Box2D, ...)."""
+    """Each env's generator, time-limit counter and simulation state (MuJoCo's whole integration state, or
+    classic control's `state` array); None when one has neither (Box2D, ...)."""
     states = []
     for env in envs.envs:
-        physics = getattr(env.unwrapped, "state", None)
-        if hasattr(env.unwrapped, "data"):  # MuJoCo
+        physics, unwrapped = getattr(env.unwrapped, "state", None), env.unwrapped
+        if hasattr(unwrapped, "data"):  # MuJoCo
             import mujoco
 
-            physics = np.empty(mujoco.mj_stateSize(env.unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION))
-            mujoco.mj_getState(env.unwrapped.model, env.unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+            physics = np.empty(mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION))
+            mujoco.mj_getState(unwrapped.model, unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         if not isinstance(physics, np.ndarray):
             return None
-        states.append(dict(physics=torch.from_numpy(physics.copy()), random=env.unwrapped.np_random.bit_generator.state,
-                           steps_beyond_terminated=getattr(env.unwrapped, "steps_beyond_terminated", None),
+        states.append(dict(physics=torch.from_numpy(physics.copy()),
+                           random=unwrapped.np_random.bit_generator.state,
+                           steps_beyond_terminated=getattr(unwrapped, "steps_beyond_terminated", None),
                            elapsed_steps=env.get_wrapper_attr("_elapsed_steps")))
     return states
 
@@ -849,9 +848,7 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
     for end, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
         end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
         episode_return, length = float(episode_return), int(length)
-        run.episodes.append((end, episode_return, length))
         run.recent_returns.append(episode_return)
-        run.episode_count += 1
         writer.add_scalar("charts/episodic_return", episode_return, end)
         writer.add_scalar("charts/episodic_length", length, end)
     for name, value in stats.items():
@@ -868,10 +865,15 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
         print(f"step {step:,} of {run.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
               f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
-def finish_run(run: Run, stopping: list, results: dict) -> dict:
-    """Says how to continue a stopped run, closes the logs and the process group; returns the summary."""
-    if results["model_path"] and run.rank == 0:
-        print(f"model saved to {results['model_path']}")
+def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
+    """Evaluates the agent, or says how to continue a stopped run; closes the logs and the process group;
+    returns the run's summary."""
+    saved = run.args.save_model and not stopping and not run.args.load_model
+    model_path = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None
+    if model_path and run.rank == 0:
+        print(f"model saved to {model_path}")
+    evaluating = run.rank == 0 and run.args.eval_episodes and not stopping
+    eval_returns = evaluate(run, agent, state) if evaluating else []
     if stopping and run.rank == 0:
         launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
@@ -885,9 +887,8 @@ def finish_run(run: Run, stopping: list, results: dict) -> dict:
     if run.world_size > 1:
         dist.barrier()  # no process leaves while another still exchanges with it
         dist.destroy_process_group()
-    return dict(results, episodes=run.episodes, episode_count=run.episode_count, run_dir=run.dir,
-                recent_returns=list(run.recent_returns),
-                stopped=signal.Signals(stopping[0]) if stopping else None)
+    return dict(agent=agent, model_path=model_path, eval_returns=eval_returns, run_dir=run.dir,
+                recent_returns=list(run.recent_returns), stopped=stopping and signal.Signals(stopping[0]))
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video), with the observation
@@ -920,7 +921,7 @@ def main():
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)
         raise SystemExit(130) from None
-    if summary["stopped"] is not None:
+    if summary["stopped"]:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
 
 if __name__ == "__main__":

@@ -444,7 +444,9 @@ def train(args: Args) -> dict:
             # as the gather returns would be overwritten
             stopping = gather_from_ranks(received[:1])
             if stopping or (crossed and iteration < num_iterations):
-                write_checkpoint(run, agent, optimizer, rng, envs, state)
+                write_checkpoint(run, agent, optimizer, rng, envs, state, "checkpoint.pt")
+            if args.save_model and iteration == num_iterations:  # the saved model is the last checkpoint
+                write_checkpoint(run, agent, optimizer, rng, envs, state, f"{args.exp_name}.model")
             if stopping:
                 break
     finally:
@@ -452,12 +454,7 @@ def train(args: Args) -> dict:
             signal.signal(signum, handler)
         envs.close()
         run.writer.flush()  # an error or Ctrl-C keeps every point logged so far
-    model_path = os.path.join(run.dir, f"{args.exp_name}.model") if args.save_model and not stopping else None
-    if model_path:  # the last checkpoint, under the model's name
-        write_checkpoint(run, agent, optimizer, rng, envs, state, model_path)
-    evaluating = run.rank == 0 and args.eval_episodes and not stopping
-    eval_returns = evaluate(run, agent, state) if evaluating else []
-    return finish_run(run, stopping, dict(agent=agent, model_path=model_path, eval_returns=eval_returns))
+    return finish_run(run, stopping, agent, state)  # evaluate, close the logs
 
 
 # ======================================== Operational parts ========================================
@@ -551,9 +548,7 @@ class Run:
     kl_beta: float = 0.0
     global_step: int = 0
     iteration: int = 0  # the last one done
-    episode_count: int = 0
     recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
-    episodes: list = field(default_factory=list)  # (global_step, return, length) of every episode
     start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
@@ -618,8 +613,7 @@ def catch_stop_signals(received: list) -> dict:
         return {}
     return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
-                     path: Optional[str] = None):
+def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state, name: str):
     """All the run needs to go on (a saved model is the last one), with every process's generators, envs and
     episodes, written by rank 0 into a synced temporary file renamed over the old: a kill leaves one whole."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
@@ -628,8 +622,8 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     if run.rank != 0:
         return
     run.writer.flush()  # every point up to the checkpoint is on disk before it
-    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta", "episode_count"]}
-    path = path or os.path.join(run.dir, "checkpoint.pt")
+    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
+    path = os.path.join(run.dir, name)
     with open(f"{path}.tmp", "wb") as f:
         torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                         recent_returns=list(run.recent_returns), agent=agent.state_dict(),
@@ -773,9 +767,7 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
     for end, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
         end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
         episode_return, length = float(episode_return), int(length)
-        run.episodes.append((end, episode_return, length))
         run.recent_returns.append(episode_return)
-        run.episode_count += 1
         writer.add_scalar("charts/episodic_return", episode_return, end)
         writer.add_scalar("charts/episodic_length", length, end)
     for name, value in stats.items():
@@ -792,10 +784,15 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
         print(f"step {step:,} of {run.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
               f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
-def finish_run(run: Run, stopping: list, results: dict) -> dict:
-    """Says how to continue a stopped run, closes the logs and the process group; returns the summary."""
-    if results["model_path"] and run.rank == 0:
-        print(f"model saved to {results['model_path']}")
+def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
+    """Evaluates the agent, or says how to continue a stopped run; closes the logs and the process group;
+    returns the run's summary."""
+    saved = run.args.save_model and not stopping and not run.args.load_model
+    model_path = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None
+    if model_path and run.rank == 0:
+        print(f"model saved to {model_path}")
+    evaluating = run.rank == 0 and run.args.eval_episodes and not stopping
+    eval_returns = evaluate(run, agent, state) if evaluating else []
     if stopping and run.rank == 0:
         launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
@@ -809,9 +806,8 @@ def finish_run(run: Run, stopping: list, results: dict) -> dict:
     if run.world_size > 1:
         dist.barrier()  # no process leaves while another still exchanges with it
         dist.destroy_process_group()
-    return dict(results, episodes=run.episodes, episode_count=run.episode_count, run_dir=run.dir,
-                recent_returns=list(run.recent_returns),
-                stopped=signal.Signals(stopping[0]) if stopping else None)
+    return dict(agent=agent, model_path=model_path, eval_returns=eval_returns, run_dir=run.dir,
+                recent_returns=list(run.recent_returns), stopped=stopping and signal.Signals(stopping[0]))
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video); their returns."""
@@ -843,7 +839,7 @@ def main():
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)
         raise SystemExit(130) from None
-    if summary["stopped"] is not None:
+    if summary["stopped"]:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM
 
 if __name__ == "__main__":

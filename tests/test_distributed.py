@@ -17,7 +17,8 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.test_reliability import assert_same_model, episode_curve
+from tests.test_reliability import assert_same_model
+from tests.test_scripts import episode_curve
 from tests.test_scripts import ROOT, TINY, in_tmp_dir, read_events, script_path  # noqa: F401  (in_tmp_dir: autouse)
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -60,7 +61,8 @@ def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
     # 2 ranks x 2 envs: the 4 envs of rank 0 and 1 together; rank 0's envs alone would give about half as many
     one_process = ppo_discrete.train(ppo_discrete.Args(**settings))
     logged = read_events(run_dir).Scalars("charts/episodic_return")
-    assert 0.8 < len(logged) / len(one_process["episodes"]) < 1.25
+    one_process_logged = read_events(one_process["run_dir"]).Scalars("charts/episodic_return")
+    assert 0.8 < len(logged) / len(one_process_logged) < 1.25
     assert [e.step for e in logged] == sorted(e.step for e in logged)
     assert {e.step for e in read_events(run_dir).Scalars("charts/SPS")} == {512 * i for i in range(1, 9)}
     hyperparameters = read_events(run_dir).Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
@@ -135,7 +137,7 @@ def test_without_torchrun_there_is_no_distributed_state(ppo, monkeypatch):
     monkeypatch.setattr(torch.distributed, "init_process_group", refuse)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     summary = ppo.train(ppo.Args(**TINY[ppo]))
-    assert not torch.distributed.is_initialized() and summary["episodes"]
+    assert not torch.distributed.is_initialized() and summary["recent_returns"]
 
 
 def test_two_nodes_join_through_the_master_address(tmp_path):

@@ -17,7 +17,7 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.test_scripts import ROOT, SCRIPTS, RunsCode, in_tmp_dir, read_events  # noqa: F401  (in_tmp_dir: autouse)
+from tests.test_scripts import ROOT, SCRIPTS, RunsCode, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
 # 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
 SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
@@ -45,10 +45,6 @@ def assert_same_model(ppo, first_dir, second_dir):
             assert torch.equal(value, second["ranks"][0]["state"][name][key]), (name, key)
 
 
-def episode_curve(run_dir):
-    return [(e.step, e.value) for e in read_events(run_dir).Scalars("charts/episodic_return")]
-
-
 @EXACT
 def test_resume_continues_bit_for_bit(ppo):
     whole = ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
@@ -57,7 +53,7 @@ def test_resume_continues_bit_for_bit(ppo):
     checkpoint = torch.load("runs/copy/checkpoint.pt", weights_only=True)
     assert (checkpoint["counters"]["global_step"], checkpoint["counters"]["iteration"]) == (2048, 4)
     resumed = ppo.train(ppo.Args(resume="runs/copy/checkpoint.pt"))
-    assert resumed["episodes"] == [e for e in whole["episodes"] if e[0] > 2048]
+    assert episode_curve(resumed["run_dir"]) == [e for e in episode_curve(whole["run_dir"]) if e[0] > 2048]
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
 
 

@@ -11,7 +11,7 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers MaskedTrading-v0)
-from tests.test_scripts import SCRIPTS, TINY, in_tmp_dir, read_events  # noqa: F401  (in_tmp_dir: autouse fixture)
+from tests.test_scripts import SCRIPTS, TINY, episode_curve, in_tmp_dir, read_events  # noqa: F401
 
 CATEGORICAL = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_atari], ids=lambda m: m.__name__)
 
@@ -112,7 +112,7 @@ def test_adaptive_kl_beta_clip_annealing_and_entropy_decay_are_logged(ppo):
 @pytest.mark.parametrize("objective", ["kl-fixed", "none", "ppog"])
 def test_every_objective_trains(ppo, objective):
     summary = ppo.train(ppo.Args(**TINY[ppo], objective=objective))
-    assert all(np.isfinite(r) for _, r, _ in summary["episodes"])
+    assert summary["recent_returns"] and all(np.isfinite(r) for r in summary["recent_returns"])
 
 
 def test_masked_log_probs_give_illegal_actions_zero_probability_and_zero_gradient():
@@ -137,7 +137,7 @@ def test_masked_env_learns_and_never_takes_an_illegal_action(env_id):
     # the env raises on an illegal action, so finishing is the proof; random legal play scores about 0, the best 20
     args = ppo_discrete.Args(env_id=env_id, total_timesteps=20480, learning_rate=1e-3, eval_episodes=5, eval_greedy=False)
     summary = ppo_discrete.train(args)
-    returns = [r for _, r, _ in summary["episodes"]]
+    returns = [value for _, value in episode_curve(summary["run_dir"])]
     assert np.mean(returns[:20]) < 5 and np.mean(returns[-20:]) >= 18
     assert np.mean(summary["eval_returns"]) >= 18  # evaluation (sampling) masks too
 
