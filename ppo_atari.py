@@ -24,6 +24,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 import torch
+import torch._dynamo  # noqa: F401  (torch.optim imports it: imported after torchrun starts, it outlives it)
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
@@ -817,7 +818,6 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
 
             wandb.finish()
     if run.world_size > 1:
-        dist.barrier()  # no process leaves while another still exchanges with it
         dist.destroy_process_group()
     return dict(agent=agent, model_path=model_path, eval_returns=eval_returns, run_dir=run.dir,
                 recent_returns=list(run.recent_returns), stopped=stopping and signal.Signals(stopping[0]))
