@@ -159,7 +159,7 @@ def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1) -> 
     check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
     return envs
 
-def layer_init(layer: nn.Linear, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Linear:
+def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
     nn.init.orthogonal_(layer.weight, gain)
     nn.init.constant_(layer.bias, bias)
     return layer

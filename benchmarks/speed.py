@@ -9,6 +9,8 @@ repeat, and medians are reported.
     python benchmarks/speed.py --script ppo_atari.py --steps 20480 --repeats 3
     python benchmarks/speed.py --plot benchmarks/results/speed_*.csv     # bar chart: results/speed.png
     python benchmarks/speed.py --breakdown --script ppo_discrete.py --steps 500000 --repeats 3  # where the time goes
+    python benchmarks/speed.py --side-by-side --script ppo_discrete.py --repeats 3   # two runs at once vs one alone
+    python benchmarks/speed.py --script ppo_continuous.py --steps 1000000 --repeats 1 --workers ours --flags --compile
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -31,14 +33,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
-def script_args(script: str, env_id: str, steps: int):
-    """The script's Args with its defaults, for this env and budget."""
+def script_args(script: str, env_id: str, steps: int, flags: tuple = ()):
+    """The script's Args with its defaults (and flags, a command line's), for this env and budget."""
+    import tyro
+
     module = importlib.import_module(script.removesuffix(".py"))
-    return module, module.Args(env_id=env_id or module.Args.env_id, total_timesteps=steps)
+    args = tyro.cli(module.Args, args=list(flags))
+    args.env_id, args.total_timesteps = env_id or module.Args.env_id, steps
+    return module, args
 
 
-def worker_ours(script: str, env_id: str, steps: int) -> float:
-    module, args = script_args(script, env_id, steps)
+def worker_ours(script: str, env_id: str, steps: int, flags: tuple = ()) -> float:
+    module, args = script_args(script, env_id, steps, flags)
     start = time.perf_counter()
     module.train(args)
     return time.perf_counter() - start
@@ -97,10 +103,10 @@ WORKERS = {"ours": worker_ours, "sb3": worker_sb3, "raw env": worker_raw}
 PARTS = ["collect_rollout", "compute_gae", "update"]  # the functions every script's train() calls each iteration
 
 
-def worker_command(name: str, script: str, env_id: str, steps: int) -> list[str]:
-    """This file run as one measurement's worker process."""
+def worker_command(name: str, script: str, env_id: str, steps: int, flags: tuple = ()) -> list[str]:
+    """This file run as one measurement's worker process (flags: our script's, a command line's)."""
     return [sys.executable, os.path.abspath(__file__), "--worker", name, "--script", script, "--env-id", env_id,
-            "--steps", str(steps)]
+            "--steps", str(steps), *(["--flags", *flags] if flags else [])]
 
 
 def breakdown_once(script: str, env_id: str, steps: int) -> dict:
@@ -158,20 +164,51 @@ def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
         print(f"| {name} | {seconds:.2f} | {seconds / median['total']:.0%} | {unit} |")
 
 
-def measure(name: str, script: str, env_id: str, steps: int) -> dict:
-    """Runs one worker in its own process; returns its steps/s, process wall time and peak RSS."""
+def measure(name: str, script: str, env_id: str, steps: int, flags: tuple = (), copies: int = 1) -> list[dict]:
+    """Runs copies of one worker at once, each in its own process; returns each one's steps/s, process wall
+    time and peak RSS."""
     with tempfile.TemporaryDirectory() as workdir:
-        start = time.perf_counter()
-        process = subprocess.Popen(worker_command(name, script, env_id, steps), cwd=workdir, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
-        output = process.stdout.read()
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-    if status != 0:
-        raise RuntimeError(f"{name} worker failed (status {status})")
-    seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
-    return dict(worker=name, steps=steps, seconds=round(seconds, 3), sps=round(steps / seconds, 1),
-                process_wall_s=round(wall, 2), peak_rss_mb=round(usage.ru_maxrss / 1024, 1))
+        start, processes = time.perf_counter(), []
+        for copy in range(copies):
+            os.makedirs(os.path.join(workdir, str(copy)))
+            processes.append(subprocess.Popen(worker_command(name, script, env_id, steps, flags),
+                                              cwd=os.path.join(workdir, str(copy)), stdout=subprocess.PIPE,
+                                              stderr=subprocess.DEVNULL, text=True))
+        rows = []
+        for process in processes:
+            output = process.stdout.read()
+            _, status, usage = os.wait4(process.pid, 0)
+            if status != 0:
+                raise RuntimeError(f"{name} worker failed (status {status})")
+            seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
+            rows.append(dict(worker=name, steps=steps, seconds=round(seconds, 3), sps=round(steps / seconds, 1),
+                             process_wall_s=round(time.perf_counter() - start, 2),
+                             peak_rss_mb=round(usage.ru_maxrss / 1024, 1)))
+    return rows
+
+
+def side_by_side(script: str, env_id: str, steps: int, repeats: int, flags: tuple, out: str):
+    """Our default run alone, then two copies at once (as researchers run seeds), alternating: each copy's
+    training time over the median of the runs alone."""
+    rows = []
+    for repeat in range(repeats):
+        for copies in (1, 2):
+            for row in measure("ours", script, env_id, steps, flags, copies):
+                rows.append(dict(row, copies=copies, repeat=repeat))
+                print(rows[-1], flush=True)
+    write_rows(out, rows)
+    alone = float(np.median([r["seconds"] for r in rows if r["copies"] == 1]))  # the training, in the process
+    paired = [r["seconds"] for r in rows if r["copies"] == 2]
+    print(f"\n{script} on {env_id}, {steps:,} steps: alone {alone:.1f} s (median of {repeats}); two side by side: "
+          f"{', '.join(f'{w:.1f}' for w in paired)} s each, median {np.median(paired) / alone:.2f}x of alone "
+          f"(worst {max(paired) / alone:.2f}x). CSV: {os.path.relpath(out, ROOT)}")
+
+
+def write_rows(out: str, rows: list[dict]):
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def plot(csv_paths: list[str], out: str):
@@ -212,6 +249,10 @@ def main():
     parser.add_argument("--plot", nargs="+", metavar="CSV", help="draw a bar chart of these result CSVs, then stop")
     parser.add_argument("--plot-out", default=os.path.join(ROOT, "benchmarks", "results", "speed.png"))
     parser.add_argument("--breakdown", action="store_true", help="where our script's time goes: rollout, GAE, update, other")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="our run alone, then two copies at once: how much slower each is")
+    parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
+                        help="flags for our script (last on the line), e.g. --flags --compile")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plot:
@@ -221,25 +262,27 @@ def main():
         print(json.dumps({"seconds": breakdown_once(args.script, args.env_id, args.steps)}))
         return
     if args.worker:
-        print(json.dumps({"seconds": WORKERS[args.worker](args.script, args.env_id, args.steps)}))
+        extra = (tuple(args.flags),) if args.worker == "ours" else ()
+        print(json.dumps({"seconds": WORKERS[args.worker](args.script, args.env_id, args.steps, *extra)}))
         return
     env_id = args.env_id or script_args(args.script, "", 1)[1].env_id
     if args.breakdown:
         out = args.out or os.path.join(ROOT, "benchmarks", "results", f"breakdown_{env_id.replace('/', '-')}.csv")
         breakdown(args.script, env_id, args.steps, args.repeats, out)
         return
+    if args.side_by_side:
+        out = args.out or os.path.join(ROOT, "benchmarks", "results", f"side_by_side_{env_id.replace('/', '-')}.csv")
+        side_by_side(args.script, env_id, args.steps, args.repeats, tuple(args.flags), out)
+        return
 
     rows = []
     for repeat in range(args.repeats):
         for name in args.workers:
-            row = dict(measure(name, args.script, env_id, args.steps), repeat=repeat)
-            print(row, flush=True)
-            rows.append(row)
+            (row,) = measure(name, args.script, env_id, args.steps, tuple(args.flags) if name == "ours" else ())
+            rows.append(dict(row, repeat=repeat))
+            print(rows[-1], flush=True)
     out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed_{env_id.replace('/', '-')}.csv")
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out, rows)
 
     median = {name: {key: float(np.median([r[key] for r in rows if r["worker"] == name]))
                      for key in ["sps", "process_wall_s", "peak_rss_mb"]} for name in args.workers}

@@ -132,11 +132,11 @@ def test_save_load_evaluate_and_record_video(ppo):
                           "--env-id", TINY[ppo]["env_id"]], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(summary['eval_returns']):.2f}" in out.stdout
-    sampled = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=3, eval_greedy=not ppo.Args.eval_greedy))
+    sampled = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=3, eval_greedy=False))
     assert len(sampled["eval_returns"]) == 3 and not sampled["recent_returns"]  # evaluated, not trained
 
 
-@SCRIPTS
+@pytest.mark.parametrize("ppo", [ppo_discrete])  # start_logging, which runs W&B, is the same in the three scripts
 def test_track_with_wandb_offline(ppo, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -201,19 +201,24 @@ class RunsCode:
 
 
 @SCRIPTS
-def test_bad_model_files_are_refused_without_running_them(ppo, tmp_path):
-    (tmp_path / "truncated.model").write_bytes(b"PK\x03\x04 not a whole file")
-    with open(tmp_path / "code.model", "wb") as f:
+@pytest.mark.parametrize("flag", ["load_model", "resume"])
+def test_bad_model_and_checkpoint_files_are_refused_without_running_them(ppo, flag, tmp_path, capsys):
+    (tmp_path / "truncated.pt").write_bytes(b"PK\x03\x04 not a whole file")
+    with open(tmp_path / "code.pt", "wb") as f:
         pickle.dump({"format": ppo.CHECKPOINT_FORMAT, "payload": RunsCode()}, f)
-    other = ppo_continuous if ppo is ppo_discrete else ppo_discrete  # a model of another script
-    torch.save({"format": other.CHECKPOINT_FORMAT}, tmp_path / "other_script.model")
-    cases = {"truncated.model": "not a readable checkpoint or model", "code.model": "not a readable checkpoint or model",
-             "other_script.model": f"not a {ppo.__name__}.py checkpoint or model", "missing.model": "no such file"}
+    other = ppo_continuous if ppo is ppo_discrete else ppo_discrete  # a file of another script
+    torch.save({"format": other.CHECKPOINT_FORMAT}, tmp_path / "other_script.pt")
+    cases = {"truncated.pt": "not a readable checkpoint or model", "code.pt": "not a readable checkpoint or model",
+             "other_script.pt": f"not a {ppo.__name__}.py checkpoint or model", "missing.pt": "no such file"}
     for name, message in cases.items():
-        out = subprocess.run([sys.executable, script_path(ppo), "--load-model", str(tmp_path / name)],
-                             capture_output=True, text=True)
-        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, (name, out.stderr)
+        with pytest.raises(SystemExit) as exit_info:
+            ppo.train(ppo.Args(**{flag: str(tmp_path / name)}))
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert exit_info.value.code == 2 and line.startswith("error: ") and message in line, (name, line)
     assert not os.path.exists("pwned") and not os.path.exists(tmp_path / "pwned")
+    out = subprocess.run([sys.executable, script_path(ppo), f"--{flag.replace('_', '-')}", str(tmp_path / "code.pt")],
+                         capture_output=True, text=True)  # and from the command line: one line, exit code 2
+    assert out.returncode == 2 and "Traceback" not in out.stderr and not os.path.exists("pwned")
 
 
 @SCRIPTS
