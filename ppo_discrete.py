@@ -324,7 +324,7 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
 
 def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, ent_coef: float, kl_beta):
     """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
-    detached [policy loss, value loss, entropy] for the logs, and the detached log ratio of each sample."""
+    terms to log (detached), and the detached log ratio of each sample."""
     logits, new_values = agent(minibatch.obs)
     log_probs = masked_log_probs(logits, minibatch.masks)
     new_logprob = log_probs.gather(1, minibatch.actions[:, None]).squeeze(1)
@@ -334,14 +334,15 @@ def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, e
                                     clip_coef, kl, kl_beta)
     v_loss = value_loss(new_values, minibatch.values, minibatch.returns, clip_coef, args.clip_vloss)
     loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
-    return loss, torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach()]), logratio.detach()
+    logs = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy)  # what the update logs, averaged
+    return loss, {name: value.detach() for name, value in logs.items()}, logratio.detach()
 
 def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args, rng: np.random.Generator,
            loss_fn, clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
     """update_epochs passes of minibatch steps on loss_fn (until target_kl); returns the mean diagnostics."""
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    totals, logratios, grad_norms, parameters = 0.0, [], [], list(agent.parameters())
+    totals, logratios, grad_norms, parameters = {}, [], [], list(agent.parameters())
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size)).to(batch.obs.device)
         shuffled = type(batch)(*(None if tensor is None else tensor[order] for tensor in batch))
@@ -352,8 +353,9 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
         for start in range(0, batch_size, minibatch_size):
             rows = slice(start, start + minibatch_size)
             minibatch = type(batch)(*(None if tensor is None else tensor[rows] for tensor in shuffled))
-            loss, losses, logratio = loss_fn(agent, minibatch, args, clip_coef, ent_coef, kl_beta)
-            totals, logratios = totals + losses, logratios + [logratio]
+            loss, logs, logratio = loss_fn(agent, minibatch, args, clip_coef, ent_coef, kl_beta)
+            totals = {name: totals.get(name, 0.0) + value for name, value in logs.items()}
+            logratios.append(logratio)
             if args.target_kl is not None:  # approximate KL by the low-variance estimator k3
                 if mean_over_ranks_(((logratio.exp() - 1) - logratio).mean()).item() > args.target_kl:
                     break  # no step on this minibatch, nor on any later one
@@ -370,12 +372,12 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
         break  # target_kl reached: stop the whole update, not just this epoch
     logratio = torch.stack(logratios)  # (minibatches, minibatch_size)
     ratio = logratio.exp()
-    diagnostics = torch.stack([(-logratio).mean(), ((ratio - 1) - logratio).mean(),  # KL estimators k1 and k3
-                               ((ratio - 1.0).abs() > clip_coef).float().mean(),  # the clip fraction
-                               torch.stack(grad_norms).mean() if grad_norms else torch.zeros(())])
-    means = mean_over_ranks_(torch.cat([totals / len(logratios), diagnostics])).tolist()
-    names = ["policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm"]
-    return dict(zip(names, means), gradient_steps=len(grad_norms))
+    stats = {name: total / len(logratios) for name, total in totals.items()}
+    stats.update(old_approx_kl=(-logratio).mean(), approx_kl=((ratio - 1) - logratio).mean(),  # KL estimators
+                 clipfrac=((ratio - 1.0).abs() > clip_coef).float().mean(),
+                 grad_norm=torch.stack(grad_norms).mean() if grad_norms else torch.zeros(()))
+    means = mean_over_ranks_(torch.stack(list(stats.values()))).tolist()  # one all-reduce for them all
+    return dict(zip(stats, means), gradient_steps=len(grad_norms))
 
 def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
     """The learning rate (and clip) schedule: initial at iteration 1, initial / num_iterations at the last."""

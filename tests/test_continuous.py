@@ -60,8 +60,8 @@ def test_gaussian_log_prob_and_entropy_by_hand():
         agent.actor_logstd.copy_(log_std)
     minibatch = ppo.Batch(torch.randn(4, 3), torch.randn(4, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4),
                           torch.zeros(4), torch.zeros(4), torch.zeros(4))
-    _, (_, _, entropy), _ = ppo.ppo_loss(agent, minibatch, ppo.Args(), 0.2, 0.0, 0.0)
-    assert entropy.item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5), rel=1e-6)
+    _, logs, _ = ppo.ppo_loss(agent, minibatch, ppo.Args(), 0.2, 0.0, 0.0)
+    assert logs["entropy"].item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5), rel=1e-6)
 
 
 def test_sampled_actions_have_the_policy_mean_and_std():
