@@ -821,8 +821,9 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
             wandb.finish()
     if run.world_size > 1:
         dist.destroy_process_group()
+    stopped = signal.Signals(stopping[0]) if stopping else None
     return dict(agent=agent, model_path=model_path, eval_returns=eval_returns, run_dir=run.dir,
-                recent_returns=list(run.recent_returns), stopped=stopping and signal.Signals(stopping[0]))
+                recent_returns=list(run.recent_returns), stopped=stopped)
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games (all lives) in a fresh gymnasium env (recorded with --capture-video);
