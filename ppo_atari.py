@@ -1,5 +1,5 @@
 """PPO for Atari from pixels (Breakout, Pong, ...) in one file; flags and defaults as CleanRL's ppo_atari.py.
-The envs run in ale-py's native vector env (or --env-backend gymnasium: its wrappers, the same observations).
+The envs run in CleanRL's Atari wrappers, in CleanRL's order (FIRE after every lost life, too).
 charts/episodic_return is the raw score of a whole game. The algorithm comes first, in its order; input
 checks, checkpoints, torchrun, logging and evaluation follow the line "Operational parts".
 
@@ -55,7 +55,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of whole games under `videos/{run_name}/` (gymnasium backend)"""
+    """if toggled, records MP4 videos of whole games under `videos/{run_name}/`"""
 
     env_id: str = "ALE/Breakout-v5"
     """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
@@ -107,12 +107,10 @@ class Args:
     anneal_clip: bool = False
     """if toggled, the clip coefficient decays linearly to 0 over the training, as the learning rate does"""
 
-    env_backend: Literal["ale", "gymnasium"] = "ale"
-    """ale: ale-py's native vector env (preprocessing in C++ threads); gymnasium: its Python wrappers"""
     sticky_actions: bool = False
     """if toggled, repeats the previous action with probability 0.25 (ALE v5's protocol); off in CleanRL"""
     noop_max: int = 30
-    """at most this many no-op frames at the start of each game"""
+    """1 to this many no-op frames (0: none) at the start of each game"""
     episodic_life: bool = True
     """if toggled, a lost life ends the training episode (no bootstrapping across it) but not the game"""
     clip_rewards: bool = True
@@ -134,8 +132,8 @@ class Args:
     resume: Optional[str] = None
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory (new games)"""
 
-def atari_game(env_id: str) -> str:
-    """The ALE game an id names ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4": "breakout"), or an error."""
+def check_atari_id(env_id: str):
+    """A one-line error unless env_id names an ALE game ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4")."""
     gym.register_envs(ale_py)
     try:
         spec = gym.spec(env_id)
@@ -143,52 +141,69 @@ def atari_game(env_id: str) -> str:
         fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]} (Atari: ALE/Breakout-v5, ...)")
     if not str(spec.entry_point).startswith("ale_py"):
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
-    return spec.kwargs["game"]
 
-class FireOnReset(gym.Wrapper):
-    """Presses FIRE for one frame after each reset, as ale-py's vector env does: Breakout waits for it."""
+class EpisodicLife(gym.Wrapper):
+    """A lost life ends the episode but not the game: the next reset goes on with it after a no-op step."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.lives, self.game_over = 0, True
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.game_over, lives, self.lives = terminated or truncated, self.lives, self.env.unwrapped.ale.lives()
+        return obs, reward, terminated or 0 < self.lives < lives, truncated, info
 
     def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        if self.env.unwrapped.get_action_meanings()[1] == "FIRE":
-            obs, _, terminated, truncated, info = self.env.step(1)
+        if self.game_over:
+            obs, info = self.env.reset(**kwargs)
+        else:  # on from the lost life with a no-op step; a new game if that step ended this one
+            obs, _, terminated, truncated, info = self.env.step(0)
+            if terminated or truncated:
+                obs, info = self.env.reset(**kwargs)
+        self.lives = self.env.unwrapped.ale.lives()
+        return obs, info
+
+class FireReset(gym.Wrapper):
+    """Presses FIRE, then action 2, after every reset (a new game, or a lost life with EpisodicLife):
+    Breakout and other games wait for it."""
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        for action in (1, 2):
+            obs, _, terminated, truncated, info = self.env.step(action)
             if terminated or truncated:
                 obs, info = self.env.reset(**kwargs)
         return obs, info
 
-def make_env(env_id: str, sticky_actions: bool, noop_max: int, video_dir: Optional[str] = None):
-    """A thunk for one Atari env in gymnasium's wrappers: no-op starts, FIRE on reset, frame skip 4 (the max
-    of the last two frames), 84x84 grayscale, the last 4 frames. With video_dir, records whole games."""
+def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
+    """A thunk for one Atari env in CleanRL's wrappers and their order: the raw score of each whole game
+    in info["episode"], 1 to noop_max no-op frames at a game's start, frame skip 4 (the max of the last
+    two frames), 84x84 grayscale, episodic life, FIRE after each reset, the last 4 frames (the first
+    repeated at an episode's start). Rewards stay raw: the rollout clips them. With video_dir, records."""
 
     def thunk():
-        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if sticky_actions else 0.0,
+        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if args.sticky_actions else 0.0,
                        full_action_space=False, max_num_frames_per_episode=MAX_FRAMES_PER_GAME,
                        render_mode="rgb_array" if video_dir else None)
         if video_dir is not None:
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda game: True)
-        env = FireOnReset(env)
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=noop_max, frame_skip=4, screen_size=84)
-        return gym.wrappers.FrameStackObservation(env, 4, padding_type="zero")
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=args.noop_max, frame_skip=4, screen_size=84)
+        env = EpisodicLife(env) if args.episodic_life else env
+        env = FireReset(env) if "FIRE" in env.unwrapped.get_action_meanings() else env
+        return gym.wrappers.FrameStackObservation(env, 4, padding_type="reset")
 
     return thunk
 
 def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1):
-    """This process's num_envs/world_size Atari envs (SAME_STEP autoreset) in ale-py's vector env or
-    gymnasium's wrappers: (num_envs, 4, 84, 84) uint8 observations, raw rewards, info["lives"]. With
-    --capture-video, rank 0's first env records (in gymnasium's wrappers)."""
-    game, num_envs = atari_game(args.env_id), args.num_envs // world_size
+    """This process's num_envs/world_size envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84,
+    84) uint8 observations. With --capture-video, rank 0's first env records."""
+    check_atari_id(args.env_id)
     if args.capture_video:
         check_video_support()
-        args.env_backend = "gymnasium"
-    if args.env_backend == "ale":
-        return ale_py.vector_env.AtariVectorEnv(
-            game, num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-            repeat_action_probability=0.25 if args.sticky_actions else 0.0, noop_max=args.noop_max,
-            use_fire_reset=True, frameskip=4, maxpool=True, img_height=84, img_width=84, stack_num=4,
-            episodic_life=False, reward_clipping=False, max_num_frames_per_episode=MAX_FRAMES_PER_GAME)
-    thunks = [make_env(args.env_id, args.sticky_actions, args.noop_max,
-                       f"videos/{run_name}" if args.capture_video and rank == 0 and i == 0 else None)
-              for i in range(num_envs)]
+    thunks = [make_env(args.env_id, args, f"videos/{run_name}" if args.capture_video and rank == 0 and i == 0
+                       else None) for i in range(args.num_envs // world_size)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -223,11 +238,8 @@ class Agent(nn.Module):
 
 @dataclass
 class EnvState:
-    """What one rollout hands to the next in this process, as (num_envs, ...) arrays."""
+    """What one rollout hands to the next in this process."""
     obs: np.ndarray  # (num_envs, 4, 84, 84) uint8
-    episode_returns: np.ndarray  # the raw score and length (in agent steps) of each running game
-    episode_lengths: np.ndarray
-    lives: np.ndarray  # the lives left in each game, to see one lost
 
 class Rollout(NamedTuple):
     """num_steps steps of every env: (num_steps, num_envs, ...) arrays."""
@@ -251,10 +263,9 @@ class Batch(NamedTuple):
 
 def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = None) -> EnvState:
     """Resets the envs to new games, into state or a new EnvState."""
-    obs, info = envs.reset(seed=seed)
-    state = state or EnvState(obs, np.zeros(len(obs)), np.zeros(len(obs), dtype=np.int64), np.zeros(len(obs)))
-    state.obs, state.lives = obs, np.array(info["lives"])
-    state.episode_returns[:], state.episode_lengths[:] = 0, 0
+    obs, _ = envs.reset(seed=seed)
+    state = state or EnvState(obs)
+    state.obs = obs
     return state
 
 def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -264,8 +275,7 @@ def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list]:
     """Runs the policy num_steps steps in every env, updating state. Returns the rollout and the games that
-    ended, as (step, env, raw score, length). A lost life is a done for the advantages (episodic life) while
-    the game goes on; rewards are clipped to their sign for training."""
+    ended, as (step, env, raw score, length in frames). Rewards are clipped to their sign for training."""
     num_steps, num_envs = args.num_steps, envs.num_envs
     obs = np.empty((num_steps, *state.obs.shape), dtype=np.uint8)  # (num_steps, num_envs, 4, 84, 84)
     actions = np.empty((num_steps, num_envs), dtype=np.int64)
@@ -280,17 +290,13 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
             values.append(step_values)
             actions[step] = sample_actions(step_logits.cpu().numpy(), rng)
             state.obs, reward, terminated, truncated, info = envs.step(actions[step])
-            game_over = terminated | truncated
-            life_lost = (info["lives"] < state.lives) & ~game_over if args.episodic_life else False
-            state.lives = np.array(info["lives"])  # after a game over: the new game's lives
             rewards[step] = np.sign(reward) if args.clip_rewards else reward
-            dones[step] = game_over | life_lost
-            state.episode_returns += reward
-            state.episode_lengths += 1
-            for env in np.flatnonzero(game_over):
-                finished.append((step, env, state.episode_returns[env], state.episode_lengths[env]))
-                state.episode_returns[env], state.episode_lengths[env] = 0.0, 0
-                if args.bootstrap_truncation and truncated[env] and not terminated[env]:
+            dones[step] = terminated | truncated  # with episodic life, a lost life terminates
+            games = info.get("final_info", {})  # the steps of the envs that ended an episode
+            for env in np.flatnonzero(games.get("_episode", [])):  # the whole game ended
+                finished.append((step, env, games["episode"]["r"][env], games["episode"]["l"][env]))
+            if args.bootstrap_truncation:
+                for env in np.flatnonzero(truncated & ~terminated):
                     truncations.append((step, env, info["final_obs"][env]))
         # V(next obs), and V(final obs) of the truncated games, in one forward pass
         final_obs = np.array([o for _, _, o in truncations], dtype=np.uint8).reshape(-1, *state.obs.shape[1:])
@@ -429,9 +435,10 @@ def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
         return kl_beta * 2
     return kl_beta
 
-def train(args: Args) -> dict:
-    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened."""
-    run = start_run(args)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
+def train(args: Args, given: Optional[set] = None) -> dict:
+    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened. given: the
+    flags named on the command line (by default: those that differ from their defaults)."""
+    run = start_run(args, given)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
     args, device = run.args, run.device
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(run.rank,) if run.rank else ()))
     envs = make_envs(args, run.name, run.rank, run.world_size)
@@ -577,7 +584,7 @@ class Run:
     start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
-def start_run(args: Args) -> Run:
+def start_run(args: Args, given: Optional[set]) -> Run:
     """torchrun's group; the checkpoint and flags (--resume, --load-model); checks; run dir, logs, seeds."""
     world_size, use_cuda = int(os.environ.get("WORLD_SIZE", "1")), args.cuda and torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
@@ -591,7 +598,7 @@ def start_run(args: Args) -> Run:
     flag, path = ("--resume", args.resume) if args.resume else ("--load-model", args.load_model)
     checkpoint = path and gather_from_ranks([load_data_file(path, flag) if rank == 0 else None])[0]
     if checkpoint:
-        args = resumed_args(args, checkpoint)
+        args = resumed_args(args, checkpoint, given)
         args.eval_episodes = args.eval_episodes or (10 if args.load_model else 0)
         if args.resume and len(checkpoint["ranks"]) != world_size:
             fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
@@ -702,7 +709,7 @@ def env_states(envs) -> None:
     return None
 
 def restore_env_states(envs, states: list[dict]):
-    raise NotImplementedError("ale-py's vector env cannot restore the emulators' state")
+    raise NotImplementedError("the emulators' state is not saved")
 
 def load_data_file(path: str, flag: str) -> dict:
     """A checkpoint or model, read with weights_only=True (never code); a bad file is a one-line error."""
@@ -718,14 +725,17 @@ def load_data_file(path: str, flag: str) -> dict:
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
     return saved
 
-def resumed_args(args: Args, checkpoint: dict) -> Args:
-    """The checkpoint's flags; giving another is an error, but for those of --load-model's evaluation."""
+def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
+    """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
+    evaluation."""
     saved = checkpoint["args"]
     own = ["resume"] if args.resume else ["load_model", "eval_episodes", "eval_greedy", "capture_video",
                                           "seed", "exp_name", "track", "wandb_project_name", "wandb_entity",
                                           "cuda", "save_model"]
-    for key, value in vars(args).items():
-        if key not in own and value != getattr(Args, key, None) and value != saved.get(key):
+    if given is None:
+        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+    for key in sorted(given - set(own)):
+        if getattr(args, key) != saved.get(key):
             fail(f"{'--resume continues' if args.resume else '--load-model evaluates'} the saved run with "
                  f"its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
     try:
@@ -826,23 +836,24 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
                 recent_returns=list(run.recent_returns), stopped=stopped)
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
-    """Plays eval_episodes whole games (all lives) in a fresh gymnasium env (recorded with --capture-video);
-    logs, prints and returns their raw scores."""
+    """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with
+    --capture-video); logs, prints and returns their raw scores."""
     args, video_dir = run.args, f"videos/{run.name}-eval" if run.args.capture_video else None
     if video_dir:
         check_video_support()
-    env = make_env(args.env_id, args.sticky_actions, args.noop_max, video_dir)()
+    env = make_env(args.env_id, args, video_dir)()
     rng, returns = np.random.default_rng(args.seed), []
-    for game in range(args.eval_episodes):
-        (obs, _), done = env.reset(seed=args.seed + 100_000 + game), False
-        returns.append(0.0)
-        while not done:
-            with torch.inference_mode():
-                logits = agent(torch.as_tensor(np.asarray(obs)[None], device=run.device))[0].cpu().numpy()
-            action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
-            obs, reward, terminated, truncated, _ = env.step(action)
-            returns[-1], done = returns[-1] + float(reward), terminated or truncated
-        run.writer.add_scalar("eval/episodic_return", returns[-1], game)
+    obs, _ = env.reset(seed=args.seed + 100_000)
+    while len(returns) < args.eval_episodes:
+        with torch.inference_mode():
+            logits = agent(torch.as_tensor(np.asarray(obs)[None], device=run.device))[0].cpu().numpy()
+        action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
+        obs, _, terminated, truncated, info = env.step(action)
+        if "episode" in info:  # the game is over
+            returns.append(float(info["episode"]["r"]))
+            run.writer.add_scalar("eval/episodic_return", returns[-1], len(returns) - 1)
+        if terminated or truncated:  # a lost life (the game goes on) or a game over
+            obs, _ = env.reset()
     env.close()
     print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} games): mean return "
           f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))
@@ -850,7 +861,9 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
 
 def main():
     try:
-        summary = train(tyro.cli(Args))
+        named = {arg[2:].split("=")[0].replace("-", "_") for arg in sys.argv[1:] if arg.startswith("--")}
+        given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}
+        summary = train(tyro.cli(Args), given)
     except KeyboardInterrupt:
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)

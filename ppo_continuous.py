@@ -450,9 +450,10 @@ def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
         return kl_beta * 2
     return kl_beta
 
-def train(args: Args) -> dict:
-    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened."""
-    run = start_run(args)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
+def train(args: Args, given: Optional[set] = None) -> dict:
+    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened. given: the
+    flags named on the command line (by default: those that differ from their defaults)."""
+    run = start_run(args, given)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
     args, device = run.args, run.device
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(run.rank,) if run.rank else ()))
     envs = make_envs(args, run.name, run.rank, run.world_size)
@@ -622,7 +623,7 @@ class Run:
     start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
     last_print: float = 0.0
 
-def start_run(args: Args) -> Run:
+def start_run(args: Args, given: Optional[set]) -> Run:
     """torchrun's group; the checkpoint and flags (--resume, --load-model); checks; run dir, logs, seeds."""
     world_size, use_cuda = int(os.environ.get("WORLD_SIZE", "1")), args.cuda and torch.cuda.is_available()
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
@@ -636,7 +637,7 @@ def start_run(args: Args) -> Run:
     flag, path = ("--resume", args.resume) if args.resume else ("--load-model", args.load_model)
     checkpoint = path and gather_from_ranks([load_data_file(path, flag) if rank == 0 else None])[0]
     if checkpoint:
-        args = resumed_args(args, checkpoint)
+        args = resumed_args(args, checkpoint, given)
         args.eval_episodes = args.eval_episodes or (10 if args.load_model else 0)
         if args.resume and len(checkpoint["ranks"]) != world_size:
             fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
@@ -788,14 +789,17 @@ def load_data_file(path: str, flag: str) -> dict:
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
     return saved
 
-def resumed_args(args: Args, checkpoint: dict) -> Args:
-    """The checkpoint's flags; giving another is an error, but for those of --load-model's evaluation."""
+def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
+    """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
+    evaluation."""
     saved = checkpoint["args"]
     own = ["resume"] if args.resume else ["load_model", "eval_episodes", "eval_greedy", "capture_video",
                                           "seed", "exp_name", "track", "wandb_project_name", "wandb_entity",
                                           "cuda", "save_model"]
-    for key, value in vars(args).items():
-        if key not in own and value != getattr(Args, key, None) and value != saved.get(key):
+    if given is None:
+        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+    for key in sorted(given - set(own)):
+        if getattr(args, key) != saved.get(key):
             fail(f"{'--resume continues' if args.resume else '--load-model evaluates'} the saved run with "
                  f"its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
     try:
@@ -921,7 +925,9 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
 
 def main():
     try:
-        summary = train(tyro.cli(Args))
+        named = {arg[2:].split("=")[0].replace("-", "_") for arg in sys.argv[1:] if arg.startswith("--")}
+        given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}
+        summary = train(tyro.cli(Args), given)
     except KeyboardInterrupt:
         print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
               "checkpoint, if any, is kept", file=sys.stderr)

@@ -1,5 +1,8 @@
-"""ppo_atari.py: the two env backends agree, preprocessing against frames computed by hand, episodic life,
-FIRE on reset, whole-game scores."""
+"""ppo_atari.py: CleanRL's protocol (no-ops, then FIRE and action 2, at a game's start and after each lost life),
+preprocessing against frames computed by hand, episodic life, reward clipping, whole-game scores, the protocol kept
+with a saved model."""
+
+import glob
 
 import cv2
 import gymnasium as gym
@@ -10,80 +13,79 @@ import torch
 import ppo_atari as ppo
 
 
-def backend(name, num_envs=1, noop_max=0):
-    args = ppo.Args(env_backend=name, num_envs=num_envs, noop_max=noop_max)
-    return ppo.make_envs(args, "unused")
+class RecordingALE:
+    """The emulator, with every action it is given recorded (one per frame)."""
+
+    def __init__(self, ale):
+        self.ale, self.actions = ale, []
+
+    def act(self, action, *strength):
+        self.actions.append(action.value)
+        return self.ale.act(action, *strength)
+
+    def __getattr__(self, name):
+        return getattr(self.ale, name)
 
 
-def test_both_backends_give_the_same_observations_rewards_and_lives():
-    # deterministic protocol (no no-ops, no sticky actions), the same actions through a life loss and a game over
-    fast, python = backend("ale"), backend("gymnasium")
-    obs_fast, info_fast = fast.reset(seed=0)
-    obs_python, info_python = python.reset(seed=0)
-    np.testing.assert_array_equal(obs_fast, obs_python)
-    actions = np.random.default_rng(0).integers(0, 4, size=(600, 1))
-    game_overs = life_losses = 0
-    lives = info_fast["lives"].copy()
-    for action in actions:
-        obs_fast, reward_fast, terminated_fast, truncated_fast, info_fast = fast.step(action)
-        obs_python, reward_python, terminated_python, truncated_python, info_python = python.step(action)
-        np.testing.assert_array_equal(obs_fast, obs_python)
-        np.testing.assert_array_equal(reward_fast, reward_python)
-        np.testing.assert_array_equal(terminated_fast, terminated_python)
-        np.testing.assert_array_equal(info_fast["lives"], info_python["lives"])
-        game_overs += int(terminated_fast[0])
-        life_losses += int(info_fast["lives"][0] < lives[0])
-        lives = info_fast["lives"].copy()
-    assert game_overs >= 1 and life_losses >= 4  # the comparison went through both events
-    fast.close()
-    python.close()
+def test_noops_then_fire_at_a_game_start_and_fire_after_every_lost_life():
+    # Breakout's actions: 0 NOOP, 1 FIRE, 2 RIGHT (ALE action 3), 3 LEFT; the agent only ever takes NOOP
+    env = ppo.make_env("ALE/Breakout-v5", ppo.Args())()
+    recorder = env.unwrapped.ale = RecordingALE(env.unwrapped.ale)
+    obs, _ = env.reset(seed=3)
+    noops = len(recorder.actions) - 8
+    assert 1 <= noops <= 30 and recorder.actions == [0] * noops + [1] * 4 + [3] * 4  # 4 frames per step
+    assert all(np.array_equal(frame, obs[0]) for frame in obs)  # the stack starts with the first frame repeated
+    lives, resets = [env.unwrapped.ale.lives()], 0
+    while True:
+        obs, _, terminated, truncated, info = env.step(0)
+        if "episode" in info:
+            break
+        if terminated:  # a lost life ends the episode: the env is reset, the game goes on
+            recorder.actions.clear()
+            obs, _ = env.reset()
+            assert recorder.actions == [0] * 4 + [1] * 4 + [3] * 4  # a no-op step, FIRE, action 2
+            assert all(np.array_equal(frame, obs[0]) for frame in obs)
+            lives.append(env.unwrapped.ale.lives())
+            resets += 1
+    assert lives == [5, 4, 3, 2, 1]  # without FIRE after a lost life the ball stays put: Breakout stalls at 4
+    recorder.actions.clear()
+    env.reset()  # the game is over: a new game, with no-ops first
+    noops = len(recorder.actions) - 8
+    assert 1 <= noops <= 30 and recorder.actions == [0] * noops + [1] * 4 + [3] * 4
+    env.close()
 
 
 def test_preprocessing_against_frames_built_by_hand():
-    """Frame skip 4 with the max of the last two grayscale frames, resized to 84x84 (area interpolation),
-    stacked oldest first, zeros before the first frame: computed from the emulator's own screens."""
+    """Frame skip 4 with the max of the last two grayscale frames, resized to 84x84 (area interpolation), stacked
+    oldest first, the first frame (after FIRE and action 2) repeated: computed from the emulator's own screens."""
     env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0)
     env.reset(seed=0)
     ale = env.unwrapped.ale
-
-    def screen():
-        return ale.getScreenGrayscale().copy()  # (210, 160)
-
-    env.step(1)  # FIRE on reset, one frame
-    first = cv2.resize(screen(), (84, 84), interpolation=cv2.INTER_AREA)
-    expected_frames = [first]
-    actions = [2, 2, 3, 0, 1, 3]
+    expected_frames = []
+    actions = [1, 2, 2, 2, 3, 0, 1, 3]  # FIRE and 2 at the reset, then what the test sends
     for action in actions:
         frames = []
         for _ in range(4):
             env.step(action)
-            frames.append(screen())
+            frames.append(ale.getScreenGrayscale().copy())  # (210, 160)
         pooled = np.maximum(frames[-2], frames[-1])
         expected_frames.append(cv2.resize(pooled, (84, 84), interpolation=cv2.INTER_AREA))
     env.close()
 
-    for name in ["ale", "gymnasium"]:
-        envs = backend(name)
-        obs, _ = envs.reset(seed=0)
-        np.testing.assert_array_equal(obs[0], np.stack([np.zeros((84, 84), np.uint8)] * 3 + [first]))
-        for t, action in enumerate(actions, start=1):
-            obs, *_ = envs.step(np.array([action]))
-            stack = [np.zeros((84, 84), np.uint8)] * max(0, 3 - t) + expected_frames[max(0, t - 3) : t + 1]
-            np.testing.assert_array_equal(obs[0], np.stack(stack), err_msg=f"{name}, step {t}")
-        envs.close()
-
-
-@pytest.mark.parametrize("name", ["ale", "gymnasium"])
-def test_fire_on_reset_launches_the_game(name):
-    envs = backend(name)
-    _, info = envs.reset(seed=0)
-    assert info["frame_number"][0] == 1  # one frame of FIRE after the reset, no no-ops here
+    envs = ppo.make_envs(ppo.Args(num_envs=1, noop_max=0), "unused")
+    obs, _ = envs.reset(seed=0)
+    expected_stack = [expected_frames[1]] * 4
+    np.testing.assert_array_equal(obs[0], np.stack(expected_stack))
+    for t, action in enumerate(actions[2:], start=2):
+        obs, *_ = envs.step(np.array([action]))
+        expected_stack = expected_stack[1:] + [expected_frames[t]]
+        np.testing.assert_array_equal(obs[0], np.stack(expected_stack), err_msg=f"step {t}")
     envs.close()
 
 
 def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
-    envs = backend("ale", num_envs=2)
     args = ppo.Args(num_envs=2)
+    envs = ppo.make_envs(args, "unused")
     state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(int(envs.single_action_space.n))
@@ -103,11 +105,12 @@ def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
         assert dones[:, env].sum() >= 4 * len(ends) and dones[:, env].sum() > len(ends)
         for step in ends:
             assert dones[step, env] == 1
-    assert set(np.unique(rewards)) <= {0.0, 1.0}  # clipped to the sign for training
     for env in range(2):
         previous_end = -1
         for step, _, score, length in sorted((g for g in games if g[1] == env), key=lambda g: g[0]):
-            assert length == step - previous_end  # a game's length counts every agent step of all its lives
+            steps = step - previous_end  # the game's agent steps, over all its lives
+            # in frames: 4 per step (fewer at the last), plus the no-ops, FIRE and action 2 steps of the resets
+            assert 4 * (steps - 1) < length <= 4 * steps + 30 + 8 + 4 * 12
             previous_end = step
             assert score >= 0
 
@@ -131,12 +134,42 @@ def test_whole_game_score_is_the_raw_sum_of_unclipped_rewards():
     assert games[0][2] > np.concatenate(collected_rewards).sum() > 0  # raw points > number of rewarded steps
 
 
+def test_rewards_are_clipped_to_their_sign_for_training():
+    # SpaceInvaders pays 5 to 30 points per invader; the same seeds with and without clipping: the same play
+    rewards = {}
+    for clip in [True, False]:
+        args = ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=2, clip_rewards=clip)
+        envs = ppo.make_envs(args, "unused")
+        state = ppo.restart_episodes(envs, args, seed=0)
+        torch.manual_seed(0)
+        agent = ppo.Agent(int(envs.single_action_space.n))
+        rollout, _ = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(1), torch.device("cpu"))
+        rewards[clip] = rollout.rewards
+        envs.close()
+    assert rewards[False].max() > 1  # the raw rewards are not in {-1, 0, 1}
+    np.testing.assert_array_equal(rewards[True], np.sign(rewards[False]))
+    assert set(np.unique(rewards[True])) <= {-1.0, 0.0, 1.0}
+
+
+def test_a_saved_model_is_evaluated_with_its_own_protocol(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    protocol = dict(sticky_actions=True, noop_max=5, episodic_life=False)
+    ppo.train(ppo.Args(total_timesteps=512, num_envs=2, num_steps=256, update_epochs=1, save_model=True, **protocol))
+    (model_path,) = glob.glob("runs/*/ppo_atari.model")
+    model = ppo.load_data_file(model_path, "--load-model")
+    args = ppo.resumed_args(ppo.Args(load_model=model_path, eval_episodes=1), model)
+    assert {name: getattr(args, name) for name in protocol} == protocol  # not the command line's defaults
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.resumed_args(ppo.Args(load_model=model_path), model, given={"sticky_actions"})
+    assert exit_info.value.code == 2 and "drop --sticky-actions (saved: True)" in capsys.readouterr().err
+
+
 def test_non_atari_and_unknown_ids_are_refused():
     for env_id, message in [("CartPole-v1", "not an Atari game"), ("ALE/NoSuchGame-v5", "cannot make")]:
         with pytest.raises(SystemExit) as exit_info:
-            ppo.atari_game(env_id)
+            ppo.check_atari_id(env_id)
         assert exit_info.value.code == 2
-    assert ppo.atari_game("BreakoutNoFrameskip-v4") == ppo.atari_game("ALE/Breakout-v5") == "breakout"
+    ppo.check_atari_id("BreakoutNoFrameskip-v4")
 
 
 def test_bf16_trunk_stays_close_to_float32_and_fp32_is_exact():
