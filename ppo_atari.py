@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv, FireResetEnv  # CleanRL's own
 
 CHECKPOINT_FORMAT = "ppo_atari/3"  # written into every checkpoint and saved model, checked on load
 MAX_FRAMES_PER_GAME = 108_000  # 30 minutes of play: the standard time limit, reached as a truncation
@@ -142,45 +143,11 @@ def check_atari_id(env_id: str):
     if not str(spec.entry_point).startswith("ale_py"):
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
 
-class EpisodicLife(gym.Wrapper):
-    """A lost life ends the episode but not the game: the next reset goes on with it after a no-op step."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.lives, self.game_over = 0, True
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.game_over, lives, self.lives = terminated or truncated, self.lives, self.env.unwrapped.ale.lives()
-        return obs, reward, terminated or 0 < self.lives < lives, truncated, info
-
-    def reset(self, **kwargs):
-        if self.game_over:
-            obs, info = self.env.reset(**kwargs)
-        else:  # on from the lost life with a no-op step; a new game if that step ended this one
-            obs, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:
-                obs, info = self.env.reset(**kwargs)
-        self.lives = self.env.unwrapped.ale.lives()
-        return obs, info
-
-class FireReset(gym.Wrapper):
-    """Presses FIRE, then action 2, after every reset (a new game, or a lost life with EpisodicLife):
-    Breakout and other games wait for it."""
-
-    def reset(self, **kwargs):
-        self.env.reset(**kwargs)
-        for action in (1, 2):
-            obs, _, terminated, truncated, info = self.env.step(action)
-            if terminated or truncated:
-                obs, info = self.env.reset(**kwargs)
-        return obs, info
-
 def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
-    """A thunk for one Atari env in CleanRL's wrappers and their order: the raw score of each whole game
-    in info["episode"], 1 to noop_max no-op frames at a game's start, frame skip 4 (the max of the last
-    two frames), 84x84 grayscale, episodic life, FIRE after each reset, the last 4 frames (the first
-    repeated at an episode's start). Rewards stay raw: the rollout clips them. With video_dir, records."""
+    """A thunk for one Atari env in CleanRL's wrappers and order: the raw score of each whole game in
+    info["episode"]; 1 to noop_max no-op frames at a game's start, frame skip 4 (the max of the last two
+    frames), 84x84 grayscale; a lost life ends the episode but not the game; FIRE and action 2 after each
+    reset; the last 4 frames, the first repeated at an episode's start. With video_dir, records games."""
 
     def thunk():
         env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if args.sticky_actions else 0.0,
@@ -190,8 +157,8 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda game: True)
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = gym.wrappers.AtariPreprocessing(env, noop_max=args.noop_max, frame_skip=4, screen_size=84)
-        env = EpisodicLife(env) if args.episodic_life else env
-        env = FireReset(env) if "FIRE" in env.unwrapped.get_action_meanings() else env
+        env = EpisodicLifeEnv(env) if args.episodic_life else env
+        env = FireResetEnv(env) if "FIRE" in env.unwrapped.get_action_meanings() else env
         return gym.wrappers.FrameStackObservation(env, 4, padding_type="reset")
 
     return thunk
