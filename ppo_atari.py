@@ -8,13 +8,17 @@ checks, checkpoints, torchrun, logging and evaluation follow the line "Operation
     python ppo_atari.py --load-model runs/RUN/ppo_atari.model --eval-episodes 3 --capture-video
 """
 
+import signal
+
+signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
+
 import math
 import os
 import random
-import signal
 import sys
 import threading
 import time
+import zipfile
 from collections import deque
 from dataclasses import dataclass, field, is_dataclass
 from types import SimpleNamespace
@@ -472,8 +476,9 @@ def train(args: Args, given: Optional[set] = None) -> dict:
 # Input checks, torchrun, checkpoints and resume, logging, evaluation, saving and loading, main().
 
 def fail(message: str):
-    """Bad input: one line on stderr saying what to change, exit code 2, no traceback."""
-    print(f"error: {message}", file=sys.stderr)
+    """Bad input: one line on stderr saying what to change (rank 0's under torchrun), exit code 2."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 def check_args(args: Args, world_size: int = 1):
@@ -486,13 +491,26 @@ def check_args(args: Args, world_size: int = 1):
               ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads",
                "checkpoint_every", "noop_max"]),
              ("in (0, 1]", lambda value: 0 < value <= 1, ["ent_coef_decay"]),
+             (f"at most {os.cpu_count()}, the cores here", lambda value: value <= os.cpu_count(),
+              ["torch_threads"]),
+             ("at most 4096 per process", lambda value: value <= 4096 * world_size, ["num_envs"]),
              ("in [0, 2**32)", lambda value: 0 <= value < 2**32, ["seed"]),
              ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"]),
              ("one or more positive integers", lambda sizes: sizes and min(sizes) > 0, ["hidden_sizes"])]
+    for name, value in vars(args).items():  # nan and inf would pass some of the rules below
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for rule, holds, names in rules:
         for name in names:
             if hasattr(args, name) and not holds(getattr(args, name)):
                 fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
+    sizes = getattr(args, "hidden_sizes", ())
+    needs = [("--num-envs * --num-steps", 100 * args.num_envs * args.num_steps),  # over 100 bytes a step
+             ("--hidden-sizes", 32 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs, grads, Adam
+    for flags, needed in needs:
+        if needed > memory:
+            fail(f"{flags} would need over {needed / 2**30:.0f} GiB; this machine has {memory / 2**30:.0f}")
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
@@ -632,15 +650,26 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     os.replace(f"{path}.tmp", path)
 
 def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics)."""
+    """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics);
+    a part that does not fit this run is a one-line error."""
     try:
-        agent.load_state_dict(run.checkpoint["agent"])
-    except (KeyError, RuntimeError) as error:
-        fail(f"{run.args.resume or run.args.load_model!r} holds another agent: {str(error).splitlines()[0]}")
+        restore_parts(run, agent, optimizer, rng, envs, state)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        fail(f"{run.args.resume or run.args.load_model!r} does not fit this run: {type(error).__name__}: "
+             f"{str(error).splitlines()[0][:200]}")
+    if run.rank == 0 and run.args.resume:
+        print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
+
+def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
+    agent.load_state_dict(run.checkpoint["agent"])
     own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
     if run.args.load_model:
         return restore_data(state, {name: x for name, x in own["state"].items() if name.endswith("_rms")})
     optimizer.load_state_dict(run.checkpoint["optimizer"])
+    for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
+        for value in optimizer.state[parameter].values():
+            if value.dim() and value.shape != parameter.shape:
+                raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
     vars(run).update(run.checkpoint["counters"])
     run.start = (run.global_step, time.time())
     run.recent_returns.extend(run.checkpoint["recent_returns"])
@@ -653,8 +682,6 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
         if run.rank == 0:
             print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
         restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
-    if run.rank == 0:
-        print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
 
 def as_data(value):
     """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
@@ -679,10 +706,15 @@ def restore_env_states(envs, states: list[dict]):
     raise NotImplementedError("the emulators' state is not saved")
 
 def load_data_file(path: str, flag: str) -> dict:
-    """A checkpoint or model, read with weights_only=True (never code); a bad file is a one-line error."""
+    """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);
+    a damaged or foreign file is a one-line error."""
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: no such file")
     try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # the first record whose CRC-32 does not match, if any
+        if damaged:
+            raise ValueError(f"{damaged} fails its checksum")
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
         fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
@@ -690,6 +722,10 @@ def load_data_file(path: str, flag: str) -> dict:
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
+    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict)
+    for name, kind in parts.items():
+        if not isinstance(saved.get(name), kind):
+            fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
     return saved
 
 def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
@@ -827,6 +863,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     return returns
 
 def main():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
     try:
         named = {arg[2:].split("=")[0].replace("-", "_") for arg in sys.argv[1:] if arg.startswith("--")}
         given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}

@@ -113,3 +113,30 @@ gym.register("Counting-v0", entry_point=CountingEnv)
 gym.register("MaskedTrading-v0", entry_point=MaskedTradingEnv)
 gym.register("MaskedTradingDict-v0", entry_point=MaskedTradingEnv, kwargs={"mask_in_obs": True})
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
+
+
+class BrokenEnv(gym.Env):
+    """An env that fails the way user envs do: its constructor raises, or its observations do not fit
+    the space it declares; or it has MultiDiscrete actions."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, fault):
+        if fault == "constructor":
+            raise RuntimeError("the simulator failed to start")
+        if fault == "multidiscrete":
+            self.action_space = gym.spaces.MultiDiscrete([2, 3])
+        self.fault = fault
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(5 if self.fault == "shape" else 3, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, True, False, {}
+
+
+gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
+gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
+gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})

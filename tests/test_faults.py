@@ -1,0 +1,118 @@
+"""Bad input and damaged files, in-process and table-driven: each gets one line on stderr and exit code 2, before
+anything is trained on it."""
+
+import dataclasses
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import ppo_atari
+import ppo_continuous
+import ppo_discrete
+import tests.toy_envs  # noqa: F401  (registers the broken envs)
+from tests.test_scripts import ROOT, SCRIPTS, TINY, in_tmp_dir, script_path  # noqa: F401  (in_tmp_dir: autouse)
+
+
+def one_line_error(capsys, run) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def float_fields(ppo):
+    return [f.name for f in dataclasses.fields(ppo.Args) if isinstance(getattr(ppo.Args(), f.name), float)]
+
+
+@SCRIPTS
+def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
+    cases = [(dict(**{name: value}), f"--{name.replace('_', '-')} must be a finite number")
+             for name in float_fields(ppo) for value in (float("nan"), float("inf"), -float("inf"))]
+    cases += [(dict(torch_threads=100_000), "--torch-threads must be at most"),
+              (dict(num_envs=1_000_000), "--num-envs must be at most 4096 per process"),
+              (dict(num_steps=10**12, total_timesteps=10**13), "--num-envs * --num-steps would need over")]
+    if hasattr(ppo.Args, "hidden_sizes"):
+        cases.append((dict(hidden_sizes=(10**6, 10**6)), "--hidden-sizes would need over"))
+    assert len(cases) > 3 * 10
+    for overrides, message in cases:
+        assert message in one_line_error(capsys, lambda: ppo.check_args(ppo.Args(**overrides))), overrides
+
+
+ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
+              (ppo_continuous, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
+              (ppo_discrete, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
+              (ppo_continuous, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
+              (ppo_discrete, "WrongShape-v0", "cannot make --env-id 'WrongShape-v0'"),
+              (ppo_discrete, "ALE/Breakout-v5", "use ppo_atari.py"),
+              (ppo_discrete, "MultiDiscreteActions-v0", "takes Discrete ones: no script here does"),
+              (ppo_continuous, "MultiDiscreteActions-v0", "needs Box actions")]
+
+
+@pytest.mark.parametrize("ppo,env_id,message", ENV_FAULTS, ids=[f"{p.__name__}-{e}" for p, e, _ in ENV_FAULTS])
+def test_envs_that_fail_are_one_line_errors(ppo, env_id, message, capsys):
+    assert message in one_line_error(capsys, lambda: ppo.make_envs(ppo.Args(env_id=env_id), "unused"))
+
+
+@SCRIPTS
+def test_under_torchrun_only_rank_0_prints_an_error(ppo, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.fail("a bad flag")
+    assert exit_info.value.code == 2 and capsys.readouterr().err == ""
+
+
+def flip_a_bit(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1:]
+
+
+@SCRIPTS
+def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
+    ppo.train(ppo.Args(**{**TINY[ppo], "checkpoint_every": TINY[ppo]["total_timesteps"] // 2}))
+    (path,) = glob.glob("runs/*/checkpoint.pt")
+    good, data = torch.load(path, weights_only=True), open(path, "rb").read()
+    first_weight = next(iter(good["agent"]))
+    damaged = {"bit_flip.pt": (flip_a_bit(data), "not a readable checkpoint or model"),
+               "empty.pt": (b"", "not a readable checkpoint or model"),
+               "no_optimizer.pt": ({k: v for k, v in good.items() if k != "optimizer"}, "'optimizer' is missing"),
+               "ranks_dict.pt": ({**good, "ranks": {}}, "'ranks' is missing or not a list"),
+               "wrong_shape.pt": ({**good, "agent": {**good["agent"], first_weight: torch.zeros(3, 3)}},
+                                  "does not fit this run: RuntimeError"),
+               "state_list.pt": ({**good, "ranks": [{**good["ranks"][0], "state": []}]}, "does not fit this run"),
+               "generator.pt": ({**good, "ranks": [{**good["ranks"][0], "generator": {"bit_generator": "MT"}}]},
+                                "does not fit this run")}
+    optimizer_state = good["optimizer"]["state"][0]
+    damaged["adam_size.pt"] = ({**good, "optimizer": {**good["optimizer"], "state": {
+        **good["optimizer"]["state"], 0: {**optimizer_state, "exp_avg": torch.zeros(7)}}}}, "optimizer state (7,)")
+    for name, (content, message) in damaged.items():
+        if isinstance(content, bytes):
+            open(name, "wb").write(content)
+        else:
+            torch.save(content, name)
+        assert message in one_line_error(capsys, lambda: ppo.train(ppo.Args(resume=name))), name
+    assert len(glob.glob("runs/*")) == 1  # no run directory, no training for any of them
+
+
+def test_resume_refuses_a_given_flag_even_when_it_equals_its_default(capsys, monkeypatch):
+    ppo_discrete.train(ppo_discrete.Args(total_timesteps=1024, checkpoint_every=512))
+    (path,) = glob.glob("runs/*/checkpoint.pt")
+    default = ppo_discrete.Args().total_timesteps  # the checkpoint's is 1024
+    monkeypatch.setattr(sys, "argv", ["ppo_discrete.py", "--resume", path, "--total-timesteps", str(default)])
+    assert "drop --total-timesteps (saved: 1024)" in one_line_error(capsys, ppo_discrete.main)
+    monkeypatch.setattr(sys, "argv", ["ppo_discrete.py", "--resume", path, "--no-anneal-lr"])
+    assert "drop --anneal-lr (saved: True)" in one_line_error(capsys, ppo_discrete.main)
+
+
+def test_ctrl_c_while_importing_stops_without_a_traceback():
+    process = subprocess.Popen([sys.executable, script_path(ppo_discrete)], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # importing torch and gymnasium takes longer than this
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGINT and "Traceback" not in stderr
