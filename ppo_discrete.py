@@ -15,6 +15,7 @@ import math
 import os
 import random
 import sys
+import contextlib
 import threading
 import time
 import zipfile
@@ -460,11 +461,15 @@ def train(args: Args, given: Optional[set] = None) -> dict:
                 write_checkpoint(run, agent, optimizer, rng, envs, state, f"{args.exp_name}.model")
             if stopping:
                 break
+    except Exception:  # an env or an edit that raises: where the run stands, then the traceback
+        print(f"error at step {run.global_step:,}: logs flushed, {last_checkpoint(run)}", file=sys.stderr)
+        raise
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
         envs.close()
-        run.writer.flush()  # an error or Ctrl-C keeps every point logged so far
+        with logs_may_fail(run):  # an error or Ctrl-C keeps every point logged so far
+            run.writer.flush()
     return finish_run(run, stopping, agent, state)  # evaluate, close the logs
 
 
@@ -598,13 +603,14 @@ def start_run(args: Args, given: Optional[set]) -> Run:
             fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
                  f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
     check_args(args, world_size)
+    if args.resume and not os.access(os.path.dirname(os.path.abspath(args.resume)), os.W_OK):
+        fail(f"--resume goes on in the checkpoint's directory, which is not writable: make it so, or copy it")
     name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{'-eval' * bool(args.load_model)}__{args.seed}"
     run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
         gather_from_ranks([new_run_dir(f"{name}__{int(time.time())}") if rank == 0 else None])[0]
     run = Run(args, rank, world_size, device, run_dir, checkpoint or None, os.path.basename(run_dir),
               args.num_envs * args.num_steps, kl_beta=args.kl_beta)
-    nothing = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None)  # the other processes' logs
-    run.writer = start_logging(run) if rank == 0 else nothing
+    run.writer = start_logging(run) if rank == 0 else NO_LOGS
     random.seed(args.seed)  # the same on every rank: the same initial network
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -647,16 +653,24 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     ranks = gather_from_ranks([own])
     if run.rank != 0:
         return
-    run.writer.flush()  # every point up to the checkpoint is on disk before it
+    with logs_may_fail(run):  # every point up to the checkpoint is on disk before it
+        run.writer.flush()
     counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
     path = os.path.join(run.dir, name)
-    with open(f"{path}.tmp", "wb") as f:
-        torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
-                        recent_returns=list(run.recent_returns), agent=agent.state_dict(),
-                        optimizer=optimizer.state_dict()), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(f"{path}.tmp", path)
+    try:
+        with open(f"{path}.tmp", "wb") as f:
+            torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
+                            recent_returns=list(run.recent_returns), agent=agent.state_dict(),
+                            optimizer=optimizer.state_dict()), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f"{path}.tmp", path)
+    except OSError as error:  # a full disk, a read-only one: stop, keeping the last whole checkpoint
+        with contextlib.suppress(OSError):
+            os.remove(f"{path}.tmp")
+        print(f"error: cannot write {path} ({error.strerror}); stopped, {last_checkpoint(run)}",
+              file=sys.stderr)
+        raise SystemExit(1)
 
 def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
     """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics);
@@ -797,6 +811,23 @@ def start_logging(run: Run):
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return writer
 
+NO_LOGS = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None, close=lambda: None)  # rank > 0
+
+@contextlib.contextmanager
+def logs_may_fail(run: Run):
+    """Runs the block's log writes; if the disk refuses them (full, read-only), says so once and goes on
+    training without logs."""
+    try:
+        yield
+    except OSError as error:
+        print(f"warning: cannot write the logs in {run.dir} ({error.strerror}); the run goes on without",
+              file=sys.stderr)
+        run.writer = NO_LOGS
+
+def last_checkpoint(run: Run) -> str:
+    path = os.path.join(run.dir, "checkpoint.pt")
+    return f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
+
 def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learning_rate: float,
                   clip_coef: float, ent_coef: float):
     """Stops (exit 3) on a nan or inf (all processes alike: they share them); logs every process's ended
@@ -805,26 +836,23 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
            if not math.isfinite(stats[name])] + ["a network parameter" for p in agent.parameters()
                                                  if not torch.isfinite(p).all()]
     if bad:
-        path = os.path.join(run.dir, "checkpoint.pt")
-        kept = f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
         print(f"error: {bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
-              f"{kept}", file=sys.stderr) if run.rank == 0 else None
+              f"{last_checkpoint(run)}", file=sys.stderr) if run.rank == 0 else None
         raise SystemExit(3)
-    step, writer = run.global_step, run.writer
-    for end, _, episode_return, length in sorted(gather_from_ranks(finished), key=lambda episode: episode[0]):
-        end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
-        episode_return, length = float(episode_return), int(length)
-        run.recent_returns.append(episode_return)
-        writer.add_scalar("charts/episodic_return", episode_return, end)
-        writer.add_scalar("charts/episodic_length", length, end)
-    for name, value in stats.items():
-        if name != "gradient_steps":
-            writer.add_scalar(f"losses/{name}", value, step)
-    for name, value in [("learning_rate", learning_rate), ("clip_coef", clip_coef), ("ent_coef", ent_coef),
-                        ("kl_beta", run.kl_beta)]:
-        writer.add_scalar(f"charts/{name}", value, step)
+    step, episodes = run.global_step, sorted(gather_from_ranks(finished), key=lambda episode: episode[0])
+    run.recent_returns.extend(float(episode_return) for _, _, episode_return, _ in episodes)
     sps = int((step - run.start[0]) / (time.time() - run.start[1]))
-    writer.add_scalar("charts/SPS", sps, step)
+    with logs_may_fail(run):
+        for end, _, episode_return, length in episodes:
+            end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
+            run.writer.add_scalar("charts/episodic_return", float(episode_return), end)
+            run.writer.add_scalar("charts/episodic_length", int(length), end)
+        for name, value in stats.items():
+            if name != "gradient_steps":
+                run.writer.add_scalar(f"losses/{name}", value, step)
+        for name, value in [("learning_rate", learning_rate), ("clip_coef", clip_coef),
+                            ("ent_coef", ent_coef), ("kl_beta", run.kl_beta), ("SPS", sps)]:
+            run.writer.add_scalar(f"charts/{name}", value, step)
     last = step + run.batch_size > run.args.total_timesteps  # the last iteration
     if run.rank == 0 and (time.time() - run.last_print > 10 or last):
         run.last_print, returns = time.time(), run.recent_returns
@@ -845,7 +873,8 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
               f"--resume {os.path.join(run.dir, 'checkpoint.pt')}", file=sys.stderr)
     if run.rank == 0:
-        run.writer.close()
+        with logs_may_fail(run):
+            run.writer.close()
         if run.args.track:
             import wandb
 
@@ -873,7 +902,8 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
             obs, reward, terminated, truncated, info = env.step(action)
             (obs, mask), returns[-1], done = observation_and_mask(obs, info), returns[-1] + float(reward), \
                 terminated or truncated
-        run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
+        with logs_may_fail(run):
+            run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
     env.close()
     print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} episodes): mean return "
           f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))

@@ -1,6 +1,7 @@
 """Bad input and damaged files, in-process and table-driven: each gets one line on stderr and exit code 2, before
 anything is trained on it."""
 
+import contextlib
 import dataclasses
 import glob
 import os
@@ -116,3 +117,55 @@ def test_ctrl_c_while_importing_stops_without_a_traceback():
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == -signal.SIGINT and "Traceback" not in stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        monkeypatch.chdir(disk)
+        write_checkpoint = ppo_discrete.write_checkpoint
+
+        def write_then_fill_the_disk(*args):
+            write_checkpoint(*args)
+            with contextlib.suppress(OSError), open(disk / "filler", "ab") as f:
+                f.write(bytes(8 * 2**20))  # more than the disk holds: it is full afterwards
+
+        monkeypatch.setattr(ppo_discrete, "write_checkpoint", write_then_fill_the_disk)
+        with pytest.raises(SystemExit) as exit_info:
+            ppo_discrete.train(ppo_discrete.Args(total_timesteps=2048, checkpoint_every=512))
+        assert exit_info.value.code == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+        assert errors == [f"error: cannot write {checkpoint_path} (No space left on device); stopped, the last good "
+                          f"checkpoint is {checkpoint_path}"]
+        assert not glob.glob("runs/*/*.tmp")  # the partial file is removed, its space given back
+        checkpoint = ppo_discrete.load_data_file(checkpoint_path, "--resume")  # whole: its checksums hold
+        assert checkpoint["counters"]["global_step"] == 512
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+@SCRIPTS
+def test_a_failed_log_write_is_said_once_and_training_goes_on(ppo, monkeypatch, capsys):
+    class FailingWriter:  # TensorBoard's writer on a disk that fills up after a few points
+        points = 0
+
+        def add_scalar(self, *args):
+            FailingWriter.points += 1
+            if FailingWriter.points > 5:
+                raise OSError(28, "No space left on device")
+
+        def add_text(self, *args):
+            pass
+
+        flush = close = add_text
+
+    monkeypatch.setattr(ppo, "start_logging", lambda run: FailingWriter())
+    summary = ppo.train(ppo.Args(**TINY[ppo], save_model=True))
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("warning: cannot write the logs in") and "No space left on device" in warning
+    assert FailingWriter.points == 6 and os.path.exists(summary["model_path"])  # trained to the end, saved
