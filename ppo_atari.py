@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import tyro
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv, FireResetEnv  # CleanRL's own
 
-CHECKPOINT_FORMAT = "ppo_atari/3"  # written into every checkpoint and saved model, checked on load
+CHECKPOINT_FORMAT = "ppo_atari/4"  # written into every checkpoint and saved model, checked on load
 MAX_FRAMES_PER_GAME = 108_000  # 30 minutes of play: the standard time limit, reached as a truncation
 
 @dataclass
@@ -241,8 +241,8 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     return state
 
 def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One sample of softmax(logits) per row (Gumbel-max); (num_envs, n_actions) -> (num_envs,)."""
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    """One sample of softmax(logits) over the last axis (Gumbel-max): (..., n_actions) -> (...)."""
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
 
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list]:
@@ -303,8 +303,9 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
                  flat(returns))
 
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
-    """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)); (batch,)."""
-    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
+    """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)), summed over
+    independent components if there are several; (batch,)."""
+    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).flatten(1).sum(-1)
 
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                 objective: str, clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
@@ -652,7 +653,7 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
         with open(f"{path}.tmp", "wb") as f:
             torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                             recent_returns=list(run.recent_returns), agent=agent.state_dict(),
-                            optimizer=optimizer.state_dict()), f)
+                            optimizer=optimizer.state_dict(), spaces=env_spaces(envs)), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)
@@ -675,6 +676,9 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
         print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
 
 def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
+    for kind, saved, now in zip(["observation", "action"], run.checkpoint["spaces"], env_spaces(envs)):
+        if saved != now:  # a Dict's keys, their order and shapes too
+            raise ValueError(f"the env's {kind} space is not the saved run's: {now} for {saved}")
     agent.load_state_dict(run.checkpoint["agent"])
     own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
     if run.args.load_model:
@@ -696,6 +700,11 @@ def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generato
         if run.rank == 0:
             print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
         restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
+
+def env_spaces(envs) -> list[str]:
+    """The observation and action spaces of the env itself (before any wrapper), as text."""
+    env = envs.envs[0].unwrapped
+    return [str(env.observation_space), str(env.action_space)]
 
 def as_data(value):
     """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
@@ -736,7 +745,8 @@ def load_data_file(path: str, flag: str) -> dict:
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
-    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict)
+    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict,
+                 spaces=list)
     for name, kind in parts.items():
         if not isinstance(saved.get(name), kind):
             fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")

@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import tyro
 
-CHECKPOINT_FORMAT = "ppo_continuous/3"  # written into every checkpoint and saved model, checked on load
+CHECKPOINT_FORMAT = "ppo_continuous/4"  # written into every checkpoint and saved model, checked on load
 
 @dataclass
 class Args:
@@ -162,7 +162,8 @@ def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1) -> 
         envs = gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         envs.reset(seed=args.seed)  # an observation that does not fit the declared space fails here
     except Exception as error:  # unknown id, a module that does not import, a constructor that raises, ...
-        hint = "; Atari games: use ppo_atari.py" if args.env_id.startswith("ALE/") else ""
+        hint = "; Atari games: use ppo_atari.py" if args.env_id.startswith("ALE/") else \
+            "; --capture-video needs an env that renders rgb_array frames" if args.capture_video else ""
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
     check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
@@ -728,7 +729,7 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
         with open(f"{path}.tmp", "wb") as f:
             torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                             recent_returns=list(run.recent_returns), agent=agent.state_dict(),
-                            optimizer=optimizer.state_dict()), f)
+                            optimizer=optimizer.state_dict(), spaces=env_spaces(envs)), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)
@@ -751,6 +752,9 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
         print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
 
 def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
+    for kind, saved, now in zip(["observation", "action"], run.checkpoint["spaces"], env_spaces(envs)):
+        if saved != now:  # a Dict's keys, their order and shapes too
+            raise ValueError(f"the env's {kind} space is not the saved run's: {now} for {saved}")
     agent.load_state_dict(run.checkpoint["agent"])
     own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
     if run.args.load_model:
@@ -772,6 +776,11 @@ def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generato
         if run.rank == 0:
             print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
         restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
+
+def env_spaces(envs) -> list[str]:
+    """The observation and action spaces of the env itself (before any wrapper), as text."""
+    env = envs.envs[0].unwrapped
+    return [str(env.observation_space), str(env.action_space)]
 
 def as_data(value):
     """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
@@ -837,7 +846,8 @@ def load_data_file(path: str, flag: str) -> dict:
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
-    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict)
+    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict,
+                 spaces=list)
     for name, kind in parts.items():
         if not isinstance(saved.get(name), kind):
             fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")

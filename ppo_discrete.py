@@ -1,6 +1,7 @@
-"""PPO for discrete actions (CartPole, Acrobot, LunarLander, ...) in one file; flags and defaults as CleanRL's
-ppo.py. The algorithm comes first, in its order; input checks, checkpoints, torchrun, logging and evaluation
-follow the line "Operational parts". Under torchrun, each of N processes steps num_envs/N envs.
+"""PPO for discrete actions (CartPole, Acrobot, LunarLander, MultiDiscrete games...) in one file; flags and
+defaults as CleanRL's ppo.py. The algorithm comes first, in its order; input checks, checkpoints, torchrun,
+logging and evaluation follow the line "Operational parts". Under torchrun, each of N processes steps
+num_envs/N envs.
 
     python ppo_discrete.py                                   # CartPole-v1, logs to runs/
     python ppo_discrete.py --env-id LunarLander-v3 --help     # every flag, with its meaning
@@ -33,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import tyro
 
-CHECKPOINT_FORMAT = "ppo_discrete/3"  # written into every checkpoint and saved model, checked on load
+CHECKPOINT_FORMAT = "ppo_discrete/4"  # written into every checkpoint and saved model, checked on load
 MASKED_LOGIT = -1e8  # the logit of an illegal action: its probability exp(-1e8 - ...) is exactly 0 in float32
 
 @dataclass
@@ -58,7 +59,7 @@ class Args:
     """if toggled, records MP4 videos of the agent under `videos/{run_name}/`"""
 
     env_id: str = "CartPole-v1"
-    """the id of the gymnasium environment (Box observations, Discrete actions)"""
+    """the gymnasium env id (Box or Dict-of-Box observations, Discrete or MultiDiscrete actions)"""
     total_timesteps: int = 500000
     """total environment steps of the training, summed over all envs"""
     learning_rate: float = 2.5e-4
@@ -130,14 +131,32 @@ class Args:
     resume: Optional[str] = None
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory"""
 
+class MaskInInfo(gym.Wrapper):
+    """Moves a Dict observation's "action_mask" into info, where the rollout reads the legal actions."""
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, {**info, "action_mask": obs["action_mask"]}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
+
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env; with video_dir, it records MP4s there (episodes 0, 1, 8, 27, ... or all)."""
+    """A thunk for one env, its spaces checked; a Dict observation becomes one vector (its Box values,
+    flattened in the space's key order; an "action_mask" goes to info). With video_dir, records MP4s there
+    (episodes 0, 1, 8, 27, ... or all)."""
 
     def thunk():
         env = gym.make(env_id) if video_dir is None else gym.make(env_id, render_mode="rgb_array")
         if video_dir is not None:
             trigger = (lambda episode: True) if every_episode else None
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
+        check_spaces(env_id, env.observation_space, env.action_space)
+        if isinstance(env.observation_space, gym.spaces.Dict):
+            inputs = [key for key in env.observation_space if key != "action_mask"]
+            env = MaskInInfo(env) if "action_mask" in env.observation_space.keys() else env
+            env = gym.wrappers.FlattenObservation(gym.wrappers.FilterObservation(env, inputs))
         return env
     return thunk
 
@@ -152,10 +171,10 @@ def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1) -> 
         envs = gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         envs.reset(seed=args.seed)  # an observation that does not fit the declared space fails here
     except Exception as error:  # unknown id, a module that does not import, a constructor that raises, ...
-        hint = "; Atari games: use ppo_atari.py" if args.env_id.startswith("ALE/") else ""
+        hint = "; Atari games: use ppo_atari.py" if args.env_id.startswith("ALE/") else \
+            "; --capture-video needs an env that renders rgb_array frames" if args.capture_video else ""
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
-    check_spaces(args.env_id, envs.single_observation_space, envs.single_action_space)
     return envs
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -164,9 +183,10 @@ def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) ->
     return layer
 
 class Agent(nn.Module):
-    """Actor (logits) and critic (value): two MLPs by default, or one shared body with two heads."""
+    """Actor (logits) and critic (value): two MLPs by default, or one shared body with two heads. nvec: the
+    number of actions of each component (MultiDiscrete; Discrete(n) is [n])."""
 
-    def __init__(self, obs_dim, n_actions, hidden_sizes=(64, 64), activation="tanh", shared_body=False):
+    def __init__(self, obs_dim, nvec, hidden_sizes=(64, 64), activation="tanh", shared_body=False):
         super().__init__()
         sizes, act = [obs_dim, *hidden_sizes], {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]
 
@@ -176,29 +196,40 @@ class Agent(nn.Module):
 
         self.actor_body = body()
         self.critic_body = self.actor_body if shared_body else body()
-        self.actor_head = layer_init(nn.Linear(sizes[-1], n_actions), gain=0.01)
+        self.actor_head = layer_init(nn.Linear(sizes[-1], sum(nvec)), gain=0.01)
         self.critic_head = layer_init(nn.Linear(sizes[-1], 1), gain=1.0)
+        self.register_buffer("layout", torch.as_tensor(action_layout(nvec)), persistent=False)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch, obs_dim) -> logits (batch, n_actions), values (batch,)"""
+        """(batch, obs_dim) -> logits (batch, components, max(nvec)), values (batch,)"""
         actor_features = self.actor_body(obs)
         critic_features = actor_features if self.critic_body is self.actor_body else self.critic_body(obs)
-        return self.actor_head(actor_features), self.critic_head(critic_features).squeeze(-1)
+        logits = self.actor_head(actor_features)  # (batch, sum(nvec))
+        impossible = torch.full_like(logits[:, :1], MASKED_LOGIT)  # fills the shorter components' rows
+        values = self.critic_head(critic_features).squeeze(-1)
+        return torch.cat([logits, impossible], 1)[:, self.layout], values
+
+def action_layout(nvec) -> np.ndarray:
+    """Which of the sum(nvec) logits is each component's each action: (components, max(nvec)); sum(nvec)
+    (the impossible action) where a component has fewer."""
+    starts = np.cumsum([0, *nvec[:-1]])
+    return np.array([[start + a if a < n else sum(nvec) for a in range(max(nvec))]
+                     for start, n in zip(starts, nvec)])
 
 @dataclass
 class EnvState:
     """What one rollout hands to the next in this process, as (num_envs, ...) arrays."""
     obs: np.ndarray
-    mask: Optional[np.ndarray]  # (num_envs, n_actions) True = legal, or None when the env gives no masks
+    mask: Optional[np.ndarray]  # (num_envs, components, max(nvec)) True = legal; None: the env gives none
     episode_returns: np.ndarray  # the raw return and length of each running episode
     episode_lengths: np.ndarray
 
 class Rollout(NamedTuple):
     """num_steps steps of every env: (num_steps, num_envs, ...) arrays."""
     obs: np.ndarray
-    actions: np.ndarray
+    actions: np.ndarray  # (num_steps, num_envs, components)
     masks: Optional[np.ndarray]
-    logits: torch.Tensor  # (num_steps, num_envs, n_actions): the policy that acted
+    logits: torch.Tensor  # (num_steps, num_envs, components, max(nvec)): the policy that acted
     values: np.ndarray
     rewards: np.ndarray  # a truncated step's reward holds + gamma * V(final obs)
     dones: np.ndarray
@@ -209,7 +240,7 @@ class Batch(NamedTuple):
     obs: torch.Tensor
     actions: torch.Tensor
     masks: Optional[torch.Tensor]
-    log_probs: torch.Tensor  # (batch, n_actions) log pi_old of every action, for the exact KL
+    log_probs: torch.Tensor  # (batch, components, max(nvec)) log pi_old of every action, for the exact KL
     logprobs: torch.Tensor  # (batch,) log pi_old of the action taken
     values: torch.Tensor
     advantages: torch.Tensor
@@ -219,20 +250,20 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     """Resets the envs to new episodes, into state or a new EnvState."""
     obs, info = envs.reset(seed=seed)
     state = state or EnvState(None, None, np.zeros(envs.num_envs), np.zeros(envs.num_envs, dtype=np.int64))
-    state.obs, state.mask = observation_and_mask(obs, info)
+    state.obs, state.mask = observation_and_mask(obs, info, envs.single_action_space)
     state.episode_returns[:], state.episode_lengths[:] = 0, 0
     return state
 
 def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One sample of softmax(logits) per row (Gumbel-max); (num_envs, n_actions) -> (num_envs,)."""
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1)
+    """One sample of softmax(logits) over the last axis (Gumbel-max): (..., n_actions) -> (...)."""
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
 
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list]:
     """num_steps steps of the policy in every env, and each ended episode's (step, env, return, length)."""
-    num_steps, num_envs = args.num_steps, envs.num_envs
+    num_steps, num_envs, space = args.num_steps, envs.num_envs, envs.single_action_space
     obs = np.empty((num_steps, *state.obs.shape), dtype=np.float32)  # (num_steps, num_envs, obs_dim)
-    actions = np.empty((num_steps, num_envs), dtype=np.int64)
+    actions = np.empty((num_steps, num_envs, len(agent.layout)), dtype=np.int64)
     masks = None if state.mask is None else np.empty((num_steps, *state.mask.shape), dtype=bool)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
@@ -248,8 +279,8 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
                 masks[step] = state.mask
                 step_logits = np.where(state.mask, step_logits, MASKED_LOGIT)
             actions[step] = sample_actions(step_logits, rng)
-            next_obs, reward, terminated, truncated, info = envs.step(actions[step])
-            state.obs, state.mask = observation_and_mask(next_obs, info, masks is not None)
+            next_obs, reward, terminated, truncated, info = envs.step(env_actions(actions[step], space))
+            state.obs, state.mask = observation_and_mask(next_obs, info, space, masks is not None)
             rewards[step], dones[step] = reward, terminated | truncated
             state.episode_returns += reward
             state.episode_lengths += 1
@@ -257,7 +288,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
                 finished.append((step, env, state.episode_returns[env], state.episode_lengths[env]))
                 state.episode_returns[env], state.episode_lengths[env] = 0.0, 0
                 if args.bootstrap_truncation and truncated[env] and not terminated[env]:
-                    truncations.append((step, env, observation_and_mask(info["final_obs"][env], {})[0]))
+                    truncations.append((step, env, np.asarray(info["final_obs"][env], np.float32)))
         # V(next obs), and V(final obs) of the truncated episodes, in one forward pass
         final_obs = np.array([o for _, _, o in truncations], dtype=np.float32).reshape(-1, state.obs.shape[1])
         _, bootstrap = agent(torch.as_tensor(np.concatenate([state.obs, final_obs]), device=device))
@@ -287,20 +318,21 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
 
     masks, actions = None if rollout.masks is None else flat(rollout.masks), flat(rollout.actions)
     log_probs = masked_log_probs(rollout.logits.flatten(0, 1), masks)
-    logprobs = log_probs.gather(1, actions[:, None]).squeeze(1)
+    logprobs = log_probs.gather(-1, actions[..., None]).sum((-2, -1))  # the components' log-probs summed
     return Batch(flat(rollout.obs), actions, masks, log_probs, logprobs, flat(rollout.values),
                  flat(advantages), flat(returns))
 
 def masked_log_probs(logits: torch.Tensor, masks: Optional[torch.Tensor]) -> torch.Tensor:
-    """log softmax over the legal actions (masks: True = legal, or None): an illegal action gets probability
-    exactly 0, adds exactly 0 to the entropy and to the KL, and its logit gets no gradient."""
+    """log softmax of each component over its legal actions (masks: True = legal, or None): an illegal
+    action gets probability exactly 0, adds exactly 0 to the entropy and to the KL, and no gradient."""
     if masks is not None:
         logits = torch.where(masks, logits, MASKED_LOGIT)
     return F.log_softmax(logits, dim=-1)
 
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
-    """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)); (batch,)."""
-    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
+    """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)), summed over
+    independent components if there are several; (batch,)."""
+    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).flatten(1).sum(-1)
 
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                 objective: str, clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
@@ -334,9 +366,9 @@ def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, e
     """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
     terms to log (detached), and the detached log ratio of each sample."""
     logits, new_values = agent(minibatch.obs)
-    log_probs = masked_log_probs(logits, minibatch.masks)
-    new_logprob = log_probs.gather(1, minibatch.actions[:, None]).squeeze(1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    log_probs = masked_log_probs(logits, minibatch.masks)  # (batch, components, max(nvec))
+    new_logprob = log_probs.gather(-1, minibatch.actions[..., None]).sum((-2, -1))
+    entropy = -(log_probs.exp() * log_probs).sum((-2, -1)).mean()  # the components' entropies summed
     kl = categorical_kl(minibatch.log_probs, log_probs).mean() if args.objective.startswith("kl") else None
     pg_loss, logratio = policy_loss(new_logprob, minibatch.logprobs, minibatch.advantages, args.objective,
                                     clip_coef, kl, kl_beta)
@@ -411,8 +443,8 @@ def train(args: Args, given: Optional[set] = None) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(run.rank,) if run.rank else ()))
     envs = make_envs(args, run.name, run.rank, run.world_size)
     state = restart_episodes(envs, args, args.seed + run.rank * envs.num_envs)  # N processes: one's seeds
-    agent = Agent(state.obs.shape[1], int(envs.single_action_space.n), args.hidden_sizes, args.activation,
-                  args.shared_body).to(device)
+    nvec = action_nvec(envs.single_action_space)  # [n] for Discrete(n)
+    agent = Agent(state.obs.shape[1], nvec, args.hidden_sizes, args.activation, args.shared_body).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     policy, loss_fn = (torch.compile(agent), torch.compile(ppo_loss)) if args.compile else (agent, ppo_loss)
     if run.checkpoint:
@@ -531,16 +563,19 @@ def check_args(args: Args, world_size: int = 1):
              f"{args.num_envs * args.num_steps}; raise it or shrink the batch")
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
-    if not isinstance(action_space, gym.spaces.Discrete):
-        hint = "use ppo_continuous.py" if isinstance(action_space, gym.spaces.Box) else "no script here does"
-        fail(f"{env_id} has {action_space} actions; ppo_discrete.py takes Discrete ones: {hint}")
-    if isinstance(observation_space, gym.spaces.Dict) and set(observation_space) == {"observation",
-                                                                                       "action_mask"}:
-        observation_space = observation_space["observation"]
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+    actions = f"{env_id} has {action_space} actions; ppo_discrete.py takes"
+    if isinstance(action_space, gym.spaces.Box):
+        fail(f"{actions} discrete ones: use ppo_continuous.py")
+    discrete = isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+    if not discrete or action_space.shape[1:]:
+        fail(f"{actions} Discrete or MultiDiscrete (a vector) ones; no script here takes others")
+    is_dict = isinstance(observation_space, gym.spaces.Dict)
+    if is_dict and all(isinstance(value, gym.spaces.Box) for value in observation_space.values()):
+        return
+    if is_dict or not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         hint = ": use ppo_atari.py for pixels" if len(observation_space.shape or ()) == 3 else ""
-        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py needs a flat Box vector (or a "
-             f"dict of one and its action_mask){hint}")
+        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes a flat Box vector or a "
+             f"Dict of Box arrays{hint}")
 
 def check_video_support():
     try:
@@ -550,13 +585,27 @@ def check_video_support():
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # render off-screen, no display needed
     os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
 
-def observation_and_mask(obs, info: dict, needs_mask: bool = False):
-    """The observation, and the legal actions (info's or the observation dict's "action_mask") or None."""
-    if isinstance(obs, dict):
-        obs, info = obs["observation"], obs
+def action_nvec(action_space: gym.Space) -> list[int]:
+    """The number of actions of each component: [n] for Discrete(n), nvec for MultiDiscrete."""
+    return [int(action_space.n)] if isinstance(action_space, gym.spaces.Discrete) else list(action_space.nvec)
+
+def env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
+    """Each env's (components,) action indices as the env takes them (a number for Discrete; plus start)."""
+    return actions[..., 0] + action_space.start if isinstance(action_space, gym.spaces.Discrete) \
+        else actions + action_space.start
+
+def observation_and_mask(obs, info: dict, action_space: gym.Space, needs_mask: bool = False):
+    """The observation as float32, and the legal actions in info["action_mask"] (the sum(nvec) flags of
+    the components, concatenated) as (..., components, max(nvec)), or None."""
     if needs_mask and "action_mask" not in info:
         fail("the env gave an action mask at reset but not after a step: give one with every observation")
-    mask = np.asarray(info["action_mask"], dtype=bool) if "action_mask" in info else None
+    if "action_mask" not in info:
+        return np.asarray(obs, dtype=np.float32), None
+    flags = np.asarray(info["action_mask"], dtype=bool)  # (..., sum(nvec))
+    layout = action_layout(action_nvec(action_space))
+    mask = np.concatenate([flags, np.zeros_like(flags[..., :1])], -1)[..., layout]
+    if not mask.any(-1).all():
+        fail("the env's action mask leaves an action component with no legal action: allow at least one")
     return np.asarray(obs, dtype=np.float32), mask
 
 def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
@@ -661,7 +710,7 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
         with open(f"{path}.tmp", "wb") as f:
             torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                             recent_returns=list(run.recent_returns), agent=agent.state_dict(),
-                            optimizer=optimizer.state_dict()), f)
+                            optimizer=optimizer.state_dict(), spaces=env_spaces(envs)), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)
@@ -684,6 +733,9 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
         print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
 
 def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
+    for kind, saved, now in zip(["observation", "action"], run.checkpoint["spaces"], env_spaces(envs)):
+        if saved != now:  # a Dict's keys, their order and shapes too
+            raise ValueError(f"the env's {kind} space is not the saved run's: {now} for {saved}")
     agent.load_state_dict(run.checkpoint["agent"])
     own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
     if run.args.load_model:
@@ -705,6 +757,11 @@ def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generato
         if run.rank == 0:
             print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
         restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
+
+def env_spaces(envs) -> list[str]:
+    """The observation and action spaces of the env itself (before any wrapper), as text."""
+    env = envs.envs[0].unwrapped
+    return [str(env.observation_space), str(env.action_space)]
 
 def as_data(value):
     """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
@@ -754,7 +811,8 @@ def load_data_file(path: str, flag: str) -> dict:
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
-    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict)
+    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict,
+                 spaces=list)
     for name, kind in parts.items():
         if not isinstance(saved.get(name), kind):
             fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
@@ -892,16 +950,16 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
         check_video_support()
     env, rng, returns = make_env(args.env_id, video_dir, True)(), np.random.default_rng(args.seed), []
     for episode in range(args.eval_episodes):
-        (obs, mask), done = observation_and_mask(*env.reset(seed=args.seed + 100_000 + episode)), False
+        (obs, info), done = env.reset(seed=args.seed + 100_000 + episode), False
         returns.append(0.0)
         while not done:
+            obs, mask = observation_and_mask(obs, info, env.action_space)
             with torch.inference_mode():
-                logits = agent(torch.as_tensor(obs, device=run.device)[None])[0].cpu().numpy()
-            logits = logits if mask is None else np.where(mask, logits, MASKED_LOGIT)
-            action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
-            obs, reward, terminated, truncated, info = env.step(action)
-            (obs, mask), returns[-1], done = observation_and_mask(obs, info), returns[-1] + float(reward), \
-                terminated or truncated
+                logits = agent(torch.as_tensor(obs, device=run.device)[None])[0][0].cpu().numpy()
+            logits = logits if mask is None else np.where(mask, logits, MASKED_LOGIT)  # (components, max)
+            actions = np.argmax(logits, axis=-1) if args.eval_greedy else sample_actions(logits, rng)
+            obs, reward, terminated, truncated, info = env.step(env_actions(actions, env.action_space))
+            returns[-1], done = returns[-1] + float(reward), terminated or truncated
         with logs_may_fail(run):
             run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
     env.close()

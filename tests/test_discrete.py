@@ -93,7 +93,7 @@ def test_learning_rate_anneals_linearly():
 
 @pytest.mark.parametrize("shared_body", [False, True])
 def test_orthogonal_init_gains_and_zero_biases(shared_body):
-    agent = ppo.Agent(obs_dim=8, n_actions=4, hidden_sizes=(64, 32), shared_body=shared_body)
+    agent = ppo.Agent(obs_dim=8, nvec=[4], hidden_sizes=(64, 32), shared_body=shared_body)
     hidden = [m for m in [*agent.actor_body, *agent.critic_body] if isinstance(m, torch.nn.Linear)]
     assert [layer.weight.shape for layer in hidden[:2]] == [(64, 8), (32, 64)]
     for layer in hidden:
@@ -104,13 +104,13 @@ def test_orthogonal_init_gains_and_zero_biases(shared_body):
 
 
 def test_shared_body_computes_the_body_once_for_both_heads():
-    agent = ppo.Agent(4, 3, shared_body=True)
+    agent = ppo.Agent(4, [3], shared_body=True)
     obs = torch.randn(10, 4)
     logits, values = agent(obs)
     features = agent.actor_body(obs)
-    torch.testing.assert_close(logits, agent.actor_head(features))
+    torch.testing.assert_close(logits[:, 0], agent.actor_head(features))  # Discrete: one component
     torch.testing.assert_close(values, agent.critic_head(features).squeeze(-1))
-    assert logits.shape == (10, 3) and values.shape == (10,)
+    assert logits.shape == (10, 1, 3) and values.shape == (10,)
 
 
 def test_sampled_actions_follow_softmax():

@@ -14,8 +14,9 @@ def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9, seed=0):
     envs = gym.vector.SyncVectorEnv(env_fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     obs, info = envs.reset(seed=seed)
     torch.manual_seed(seed)
-    agent = ppo.Agent(2, 3)
-    state = ppo.EnvState(*ppo.observation_and_mask(obs, info), np.zeros(len(obs)), np.zeros(len(obs), np.int64))
+    agent = ppo.Agent(2, [3])
+    state = ppo.EnvState(*ppo.observation_and_mask(obs, info, envs.single_action_space), np.zeros(len(obs)),
+                         np.zeros(len(obs), np.int64))
     args = ppo.Args(num_steps=num_steps, gamma=gamma, bootstrap_truncation=bootstrap_truncation)
     data, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(seed), torch.device("cpu"))
     envs.close()
@@ -26,7 +27,7 @@ def test_no_reset_step_is_stored():
     # episodes of 3 steps: every stored transition must be a real one (reward = action + 1 > 0),
     # and the observation after a done is the next episode's first one, [0, 1]
     _, (data, next_obs, finished) = rollout([lambda: CountingEnv(3)] * 2, num_steps=10)
-    np.testing.assert_array_equal(data.rewards, data.actions + 1)
+    np.testing.assert_array_equal(data.rewards, data.actions[..., 0] + 1)  # one component: Discrete
     np.testing.assert_array_equal(data.obs[:, :, 0], np.tile(np.arange(10) % 3, (2, 1)).T)
     np.testing.assert_array_equal(data.dones[:, 0], [0, 0, 1, 0, 0, 1, 0, 0, 1, 0])
     np.testing.assert_array_equal(next_obs[:, 0], [1, 1])  # step 10 is the 2nd step of episode 4
@@ -44,7 +45,7 @@ def test_truncation_bootstraps_from_final_observation():
     agent, (data, _, finished) = rollout([make], num_steps=6, gamma=0.9)
     with torch.no_grad():
         v_final = agent(torch.tensor([[4.0, 1.0]]))[1].item()
-    raw_rewards = data.actions[:, 0] + 1.0
+    raw_rewards = data.actions[:, 0, 0] + 1.0
     expected = raw_rewards.copy()
     expected[3] += 0.9 * v_final
     np.testing.assert_allclose(data.rewards[:, 0], expected, rtol=1e-6)
@@ -53,13 +54,13 @@ def test_truncation_bootstraps_from_final_observation():
     assert (step, length) == (3, 4) and episode_return == raw_rewards[:4].sum()
 
     _, (plain, _, _) = rollout([make], num_steps=6, gamma=0.9, bootstrap_truncation=False)
-    np.testing.assert_array_equal(plain.rewards[:, 0], plain.actions[:, 0] + 1.0)
+    np.testing.assert_array_equal(plain.rewards[:, 0], plain.actions[:, 0, 0] + 1.0)
     np.testing.assert_array_equal(plain.dones[:, 0], [0, 0, 0, 1, 0, 0])
 
 
 def test_termination_does_not_bootstrap():
     _, (data, _, _) = rollout([lambda: CountingEnv(2)], num_steps=4, gamma=0.9)
-    np.testing.assert_array_equal(data.rewards[:, 0], data.actions[:, 0] + 1.0)
+    np.testing.assert_array_equal(data.rewards[:, 0], data.actions[:, 0, 0] + 1.0)
 
 
 def test_the_rollout_keeps_what_the_agent_gave_step_by_step():
@@ -67,6 +68,7 @@ def test_the_rollout_keeps_what_the_agent_gave_step_by_step():
     agent, (data, next_obs, _) = rollout([lambda: CountingEnv(5)] * 3, num_steps=7)
     with torch.no_grad():
         logits, values = agent(torch.from_numpy(data.obs.reshape(-1, 2)))
+        logits = logits[:, 0]  # Discrete: one component
         _, next_values = agent(torch.from_numpy(next_obs))
     torch.testing.assert_close(data.logits.reshape(-1, 3), logits)
     np.testing.assert_allclose(data.values, values.reshape(7, 3).numpy(), rtol=1e-6, atol=1e-6)

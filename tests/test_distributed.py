@@ -44,7 +44,7 @@ def test_ranks_hold_identical_parameters_after_updates(ppo, tmp_path):
     run([*TORCHRUN, WORKER, ppo.__name__, str(tmp_path), *flags(TINY[ppo])])
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     torch.manual_seed(ppo.Args.seed)  # the initial network of both ranks
-    initial = ppo.Agent(*{ppo_discrete: (4, 2), ppo_continuous: (3, 1), ppo_atari: (4,)}[ppo]).state_dict()
+    initial = ppo.Agent(*{ppo_discrete: (4, [2]), ppo_continuous: (3, 1), ppo_atari: (4,)}[ppo]).state_dict()
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     assert all(rank0[name].shape == initial[name].shape for name in rank0)

@@ -84,14 +84,14 @@ def test_losses_are_means_over_the_whole_update(ppo, monkeypatch):
 @VECTOR_SCRIPTS
 def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     args = ppo.Args(num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4, target_kl=0.0, learning_rate=1e-2)
-    agent = ppo.Agent(4, 2)
+    agent = ppo.Agent(4, [2]) if ppo is ppo_discrete else ppo.Agent(4, 2)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
-    actions = torch.randint(0, 2, (512,)) if ppo is ppo_discrete else torch.randn(512, 2)
+    actions = torch.randint(0, 2, (512, 1)) if ppo is ppo_discrete else torch.randn(512, 2)
     obs, zeros = torch.randn(512, 4), torch.zeros(512)
     with torch.no_grad():
         if ppo is ppo_discrete:
-            log_probs = torch.log_softmax(agent(obs)[0], -1)
-            batch = ppo.Batch(obs, actions, None, log_probs, log_probs[torch.arange(512), actions], zeros,
+            log_probs = torch.log_softmax(agent(obs)[0], -1)  # (512, 1, 2)
+            batch = ppo.Batch(obs, actions, None, log_probs, log_probs[torch.arange(512), 0, actions[:, 0]], zeros,
                               torch.randn(512), torch.randn(512))
         else:
             means, log_stds = (x.clone() for x in agent(obs)[:2])  # the old policy: not views of the parameters

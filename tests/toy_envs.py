@@ -115,9 +115,38 @@ gym.register("MaskedTradingDict-v0", entry_point=MaskedTradingEnv, kwargs={"mask
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
 
 
+class ComboLockEnv(gym.Env):
+    """MultiDiscrete actions and Dict observations, one step per episode. The observation tells the value each
+    of the 2 components must take ("first": one-hot of 3, "second": one-hot of 4, and "noise"); the reward is 1
+    per right component, 2 at best. The legal actions come in the observation's "action_mask" (3 + 4 flags):
+    the second component's value 3 is never legal, and one wrong value of the first component is illegal in
+    each episode. The env raises on an illegal action, so a run that finishes never took one."""
+
+    action_space = gym.spaces.MultiDiscrete([3, 4])
+    observation_space = gym.spaces.Dict({"first": gym.spaces.Box(0, 1, (3,)), "second": gym.spaces.Box(0, 1, (4,)),
+                                         "noise": gym.spaces.Box(-1, 1, (2,)),
+                                         "action_mask": gym.spaces.Box(0, 1, (7,), np.int8)})
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = [int(self.np_random.integers(3)), int(self.np_random.integers(3))]
+        illegal_first = (self.target[0] + 1 + int(self.np_random.integers(2))) % 3
+        self.mask = np.ones(7, np.int8)
+        self.mask[[illegal_first, 3 + 3]] = 0
+        return {"first": np.eye(3, dtype=np.float32)[self.target[0]], "second": np.eye(4, dtype=np.float32)[self.target[1]],
+                "noise": self.np_random.uniform(-1, 1, 2).astype(np.float32), "action_mask": self.mask}, {}
+
+    def step(self, action):
+        if not (self.mask[action[0]] and self.mask[3 + action[1]]):
+            raise ValueError(f"illegal action {action}")
+        reward = float(action[0] == self.target[0]) + float(action[1] == self.target[1])
+        obs, _ = self.reset()
+        return obs, reward, True, False, {}
+
+
 class BrokenEnv(gym.Env):
     """An env that fails the way user envs do: its constructor raises, or its observations do not fit
-    the space it declares; or it has MultiDiscrete actions."""
+    the space it declares; or it has spaces a script does not take."""
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -127,6 +156,10 @@ class BrokenEnv(gym.Env):
             raise RuntimeError("the simulator failed to start")
         if fault == "multidiscrete":
             self.action_space = gym.spaces.MultiDiscrete([2, 3])
+        if fault == "tuple":
+            self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
+        if fault == "nested":
+            self.observation_space = gym.spaces.Dict({"inner": gym.spaces.Dict({"x": self.observation_space})})
         self.fault = fault
 
     def reset(self, *, seed=None, options=None):
@@ -140,3 +173,6 @@ class BrokenEnv(gym.Env):
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
 gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
+gym.register("TupleActions-v0", entry_point=BrokenEnv, kwargs={"fault": "tuple"})
+gym.register("NestedDictObs-v0", entry_point=BrokenEnv, kwargs={"fault": "nested"})
+gym.register("ComboLock-v0", entry_point=ComboLockEnv)

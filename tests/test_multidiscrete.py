@@ -1,0 +1,87 @@
+"""ppo_discrete.py with MultiDiscrete actions and Dict observations: a toy env learned to its optimum without an
+illegal action, and the components' log-probabilities, entropy, KL and loss against values computed by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+import ppo_discrete as ppo
+import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
+from tests.test_scripts import in_tmp_dir  # noqa: F401  (autouse: runs/ in the test's directory)
+
+
+def test_combo_lock_is_learned_to_the_optimum_without_an_illegal_action():
+    # the env raises on an illegal action: finishing training and both evaluations proves none was taken
+    args = dict(env_id="ComboLock-v0", total_timesteps=24_576, eval_episodes=20, save_model=True)
+    summary = ppo.train(ppo.Args(**args))
+    assert np.mean(summary["recent_returns"]) > 1.8
+    assert summary["eval_returns"] == [2.0] * 20  # greedy: both components right, every time
+    sampled = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=50, eval_greedy=False))
+    assert np.mean(sampled["eval_returns"]) > 1.5
+
+
+def test_action_layout_places_each_component_in_a_padded_row():
+    # nvec [3, 4, 2]: logits 0-2, 3-6 and 7-8; 9 (one past the last) pads the shorter rows
+    np.testing.assert_array_equal(ppo.action_layout([3, 4, 2]), [[0, 1, 2, 9], [3, 4, 5, 6], [7, 8, 9, 9]])
+    np.testing.assert_array_equal(ppo.action_layout([5]), [[0, 1, 2, 3, 4]])  # Discrete(5)
+
+
+def softmax_over(logits, legal):
+    weights = np.where(legal, np.exp(logits - logits.max()), 0.0)
+    return weights / weights.sum()
+
+
+def test_components_probabilities_entropy_kl_and_loss_by_hand():
+    nvec, flags = [3, 2], np.array([[1, 0, 1, 1, 1], [1, 1, 1, 0, 1]], bool)  # 2 states; action 1, then 3 illegal
+    old_flat = np.array([[0.5, 9.0, -0.3, 0.2, 0.1], [1.0, -1.0, 0.0, 7.0, 0.4]], np.float32)
+    new_flat = np.array([[0.1, 3.0, 0.4, -0.2, 0.6], [0.7, -0.5, 0.2, 2.0, 0.0]], np.float32)
+    actions = np.array([[2, 0], [1, 1]])
+    layout = ppo.action_layout(nvec)
+    _, masks = ppo.observation_and_mask(np.zeros((2, 1)), {"action_mask": flags}, ppo.gym.spaces.MultiDiscrete(nvec))
+
+    def padded(flat):
+        return torch.from_numpy(np.concatenate([flat, np.full((2, 1), ppo.MASKED_LOGIT, np.float32)], 1)[:, layout])
+
+    # by hand: each component a softmax over its legal actions; log-probs, entropies and KLs add up
+    components = [slice(0, 3), slice(3, 5)]
+    old = [[softmax_over(old_flat[i, c], flags[i, c]) for c in components] for i in range(2)]
+    new = [[softmax_over(new_flat[i, c], flags[i, c]) for c in components] for i in range(2)]
+    old_logprob = [sum(np.log(old[i][k][actions[i, k]]) for k in range(2)) for i in range(2)]
+    new_logprob = [sum(np.log(new[i][k][actions[i, k]]) for k in range(2)) for i in range(2)]
+    entropy = np.mean([-sum((p[p > 0] * np.log(p[p > 0])).sum() for p in new[i]) for i in range(2)])
+    kl = np.mean([sum((p[p > 0] * np.log(p[p > 0] / q[p > 0])).sum() for p, q in zip(old[i], new[i]))
+                  for i in range(2)])
+    advantages = np.array([1.5, -0.5])
+    ratio = np.exp(np.array(new_logprob) - np.array(old_logprob))
+    expected_loss = -(advantages * ratio).mean() + 0.7 * kl - 0.01 * entropy + 0.5 * 0.5 * np.mean([0.25, 1.0])
+
+    rollout = ppo.Rollout(np.zeros((1, 2, 1), np.float32), actions[None], masks[None], padded(old_flat)[None],
+                          np.zeros((1, 2), np.float32), None, None, None)
+    batch = ppo.make_batch(rollout, advantages[None].astype(np.float32), np.array([[0.5, -1.0]], np.float32),
+                           torch.device("cpu"))
+    np.testing.assert_allclose(batch.logprobs.numpy(), old_logprob, rtol=1e-5)
+    args = ppo.Args(objective="kl-fixed", clip_vloss=False)
+    loss, logs, _ = ppo.ppo_loss(lambda obs: (padded(new_flat), torch.zeros(2)), batch, args, 0.2, 0.01, 0.7)
+    assert logs["entropy"].item() == pytest.approx(entropy, rel=1e-5)
+    new_log_probs = ppo.masked_log_probs(padded(new_flat), batch.masks)
+    assert ppo.categorical_kl(batch.log_probs, new_log_probs).mean().item() == pytest.approx(kl, rel=1e-4)
+    assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
+    assert (new_log_probs.exp()[~batch.masks] == 0).all()  # illegal and padding actions: probability 0
+
+
+def test_a_component_without_a_legal_action_is_a_one_line_error(capsys):
+    flags = np.array([[1, 1, 1, 0, 0]], bool)  # the second component of MultiDiscrete([3, 2]) has none
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.observation_and_mask(np.zeros((1, 1)), {"action_mask": flags}, ppo.gym.spaces.MultiDiscrete([3, 2]))
+    assert exit_info.value.code == 2 and "no legal action" in capsys.readouterr().err
+
+
+def test_a_model_whose_observation_layout_differs_is_refused(capsys):
+    summary = ppo.train(ppo.Args(env_id="ComboLock-v0", total_timesteps=512, save_model=True))
+    model = torch.load(summary["model_path"], weights_only=True)
+    assert "'first'" in model["spaces"][0] and "'action_mask'" in model["spaces"][0]  # keys, order, shapes
+    model["spaces"][0] = model["spaces"][0].replace("'first'", "'primary'")
+    torch.save(model, "other_layout.model")
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.train(ppo.Args(load_model="other_layout.model"))
+    assert exit_info.value.code == 2 and "observation space is not the saved run's" in capsys.readouterr().err
