@@ -12,13 +12,16 @@ import signal
 
 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
 
+import contextlib
+import importlib.util
+import logging
 import math
 import os
 import random
 import sys
-import contextlib
 import threading
 import time
+import warnings
 import zipfile
 from collections import deque
 from dataclasses import dataclass, field, is_dataclass
@@ -124,6 +127,8 @@ class Args:
     """after training (or with --load-model), evaluates this many episodes and logs eval/episodic_return"""
     eval_greedy: bool = True
     """if toggled, evaluation takes the most likely action; --no-eval-greedy samples from the policy"""
+    export_onnx: Optional[str] = None
+    """after training (or with --load-model), writes the greedy policy to this path as one ONNX graph"""
     load_model: Optional[str] = None
     """path of a saved model: evaluates it (and records it with --capture-video) without training"""
     checkpoint_every: int = 100_000
@@ -548,6 +553,8 @@ def check_args(args: Args, world_size: int = 1):
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
         fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
+    if args.export_onnx and not all(map(importlib.util.find_spec, ["onnx", "onnxscript"])):
+        fail("--export-onnx needs onnx and onnxscript: pip install onnx onnxscript, or drop --export-onnx")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     process_batch = args.num_envs * args.num_steps // world_size  # each torchrun process's share
@@ -822,9 +829,10 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
     evaluation."""
     saved = checkpoint["args"]
-    own = ["resume"] if args.resume else ["load_model", "eval_episodes", "eval_greedy", "capture_video",
-                                          "seed", "exp_name", "track", "wandb_project_name", "wandb_entity",
-                                          "cuda", "save_model"]
+    own = ["resume", "export_onnx"] if args.resume else ["load_model", "eval_episodes", "eval_greedy",
+                                                         "capture_video", "seed", "exp_name", "track", "cuda",
+                                                         "wandb_project_name", "wandb_entity", "save_model",
+                                                         "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
     for key in sorted(given - set(own)):
@@ -926,6 +934,8 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
         print(f"model saved to {model_path}")
     evaluating = run.rank == 0 and run.args.eval_episodes and not stopping
     eval_returns = evaluate(run, agent, state) if evaluating else []
+    if run.args.export_onnx and run.rank == 0 and not stopping:
+        export_onnx(run, agent, state)
     if stopping and run.rank == 0:
         launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
         print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
@@ -966,6 +976,42 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} episodes): mean return "
           f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))
     return returns
+
+class GreedyPolicy(nn.Module):
+    """Greedy evaluation's choice as one module: observations (batch, obs_dim) float32 (a Dict's values
+    flattened as in training), and where the env gives masks its action_mask (batch, sum(nvec)) bool ->
+    actions: (batch,) for Discrete, (batch, components) for MultiDiscrete, as the env takes them."""
+
+    def __init__(self, agent: Agent, action_space: gym.Space):
+        super().__init__()
+        self.agent, self.discrete = agent, isinstance(action_space, gym.spaces.Discrete)
+        self.register_buffer("start", torch.as_tensor(action_space.start))
+
+    def forward(self, obs: torch.Tensor, action_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits = self.agent(obs)[0]
+        if action_mask is not None:
+            legal = torch.cat([action_mask, torch.zeros_like(action_mask[:, :1])], 1)[:, self.agent.layout]
+            logits = torch.where(legal, logits, MASKED_LOGIT)
+        actions = logits.argmax(-1) + self.start
+        return actions[:, 0] if self.discrete else actions
+
+def export_onnx(run: Run, agent: Agent, state: EnvState):
+    """--export-onnx: the greedy policy, with an action_mask input where the env gives masks."""
+    action_space = make_env(run.args.env_id)().action_space
+    inputs = (torch.as_tensor(state.obs[[0, 0]]).cpu(),)
+    if state.mask is not None:
+        inputs += (torch.ones(2, sum(action_nvec(action_space)), dtype=torch.bool),)
+    write_onnx(run, GreedyPolicy(agent, action_space), inputs, ["obs", "action_mask"][:len(inputs)])
+
+def write_onnx(run: Run, policy: nn.Module, inputs: tuple, names: list[str]):
+    """Exports policy(*inputs) to --export-onnx as one graph whose batch size is free."""
+    batch = torch.export.Dim("batch")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter's notes on what it does not use
+    with warnings.catch_warnings(action="ignore"):
+        torch.onnx.export(policy.cpu().eval(), inputs, run.args.export_onnx, input_names=names,
+                          output_names=["action"], dynamic_shapes=[{0: batch}] * len(inputs), dynamo=True,
+                          verbose=False)
+    print(f"greedy policy exported to {run.args.export_onnx}: inputs {', '.join(names)}, output action")
 
 def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again

@@ -1,0 +1,90 @@
+"""--export-onnx: onnxruntime on the exported graph plays what the torch agent's greedy evaluation plays, on 256
+observations from the env; the README's example runs an exported CartPole policy without the script."""
+
+import os
+import re
+
+import gymnasium as gym
+import numpy as np
+import onnxruntime
+import torch
+
+import ppo_atari
+import ppo_continuous
+import ppo_discrete
+import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
+from tests.test_scripts import ROOT, TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
+
+
+def trained_and_exported(ppo, **flags):
+    summary = ppo.train(ppo.Args(**{**TINY[ppo], **flags, "export_onnx": "policy.onnx", "save_model": True}))
+    model = torch.load(summary["model_path"], weights_only=True)
+    return summary["agent"].cpu(), model, onnxruntime.InferenceSession("policy.onnx")
+
+
+def observations_from_the_env(ppo, args, count=256):
+    """count observations (and info) from random play, as the env gives them (after the script's wrappers)."""
+    envs = ppo.make_envs(args, "unused")
+    obs, info = envs.reset(seed=5)
+    seen, masks, rng = [], [], np.random.default_rng(0)
+    while len(seen) * envs.num_envs < count:
+        seen.append(obs.copy())
+        masks.append(info.get("action_mask"))
+        if masks[-1] is not None:  # a random legal action of each component
+            _, mask = ppo.observation_and_mask(obs, info, envs.single_action_space)
+            choice = ppo.sample_actions(np.where(mask, 0.0, ppo.MASKED_LOGIT), rng)
+            obs, _, _, _, info = envs.step(ppo.env_actions(choice, envs.single_action_space))
+        else:
+            obs, _, _, _, info = envs.step(envs.action_space.sample())
+    envs.close()
+    return np.concatenate(seen)[:count], (np.concatenate(masks)[:count] if masks[0] is not None else None)
+
+
+def test_discrete_export_plays_the_greedy_actions():
+    for env_id in ["CartPole-v1", "ComboLock-v0"]:  # Discrete; MultiDiscrete with masks and Dict observations
+        agent, _, session = trained_and_exported(ppo_discrete, env_id=env_id)
+        args = ppo_discrete.Args(env_id=env_id)
+        obs, flags = observations_from_the_env(ppo_discrete, args)
+        space = ppo_discrete.make_env(env_id)().action_space
+        with torch.no_grad():
+            logits = agent(torch.as_tensor(obs, dtype=torch.float32))[0].numpy()
+        if flags is not None:
+            _, mask = ppo_discrete.observation_and_mask(obs, {"action_mask": flags}, space)
+            logits = np.where(mask, logits, ppo_discrete.MASKED_LOGIT)
+        expected = ppo_discrete.env_actions(np.argmax(logits, -1), space)  # as evaluate() plays
+        inputs = {"obs": obs.astype(np.float32)} | ({"action_mask": flags.astype(bool)} if flags is not None else {})
+        (actions,) = session.run(None, inputs)
+        np.testing.assert_array_equal(actions, expected)
+
+
+def test_continuous_export_normalizes_and_clips_as_evaluation_does():
+    agent, model, session = trained_and_exported(ppo_continuous)  # Pendulum: normalized observations
+    obs, _ = observations_from_the_env(ppo_continuous, ppo_continuous.Args(**TINY[ppo_continuous]))
+    raw = obs  # make_envs gives raw observations: the script normalizes them
+    stats = model["ranks"][0]["state"]["obs_rms"]
+    obs_rms = ppo_continuous.RunningMeanStd(stats["mean"].numpy(), stats["var"].numpy())
+    with torch.no_grad():
+        mean = agent(torch.from_numpy(ppo_continuous.normalize(raw, obs_rms, 10.0)))[0].numpy()
+    expected = np.clip(mean, -2.0, 2.0)  # Pendulum's bounds
+    (actions,) = session.run(None, {"obs": raw.astype(np.float32)})
+    np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)  # float32 rounding apart
+
+
+def test_atari_export_takes_the_preprocessed_stack():
+    agent, _, session = trained_and_exported(ppo_atari)
+    agent.bf16 = False
+    obs, _ = observations_from_the_env(ppo_atari, ppo_atari.Args(**TINY[ppo_atari]))
+    assert obs.shape == (256, 4, 84, 84) and obs.dtype == np.uint8
+    with torch.no_grad():
+        expected = agent(torch.from_numpy(obs).contiguous(memory_format=torch.channels_last))[0].argmax(-1).numpy()
+    (actions,) = session.run(None, {"obs": obs})
+    np.testing.assert_array_equal(actions, expected)
+
+
+def test_the_readme_example_runs_an_exported_policy_without_the_script():
+    ppo_discrete.train(ppo_discrete.Args(total_timesteps=1024, export_onnx="cartpole.onnx"))
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    (example,) = re.findall(r"```python\n(import onnxruntime.*?)```", readme, re.S)
+    scope = {}
+    exec(example, scope)  # runs in a fresh namespace: no import of the scripts
+    assert "import ppo" not in example and scope["total"] > 0
