@@ -667,7 +667,7 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
     except OSError as error:  # a full disk, a read-only one: stop, keeping the last whole checkpoint
         with contextlib.suppress(OSError):
             os.remove(f"{path}.tmp")
-        print(f"error: cannot write {path} ({error.strerror}); stopped, {last_checkpoint(run)}",
+        print(f"error: cannot write {path} ({error.strerror or error}); stopped, {last_checkpoint(run)}",
               file=sys.stderr)
         raise SystemExit(1)
 
@@ -820,8 +820,8 @@ def logs_may_fail(run: Run):
     try:
         yield
     except OSError as error:
-        print(f"warning: cannot write the logs in {run.dir} ({error.strerror}); the run goes on without",
-              file=sys.stderr)
+        print(f"warning: cannot write the logs in {run.dir} ({error.strerror or error}); the run goes on "
+              f"without", file=sys.stderr)
         run.writer = NO_LOGS
 
 def last_checkpoint(run: Run) -> str:

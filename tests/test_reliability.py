@@ -170,9 +170,10 @@ def test_checkpoint_writes_are_atomic(ppo, monkeypatch):
         original(obj, f)
 
     monkeypatch.setattr(torch, "save", dies_at_the_second_write)
-    with pytest.raises(OSError):
+    with pytest.raises(SystemExit) as exit_info:  # one line, exit code 1 (tests/test_faults.py: a real full disk)
         ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 1024}))
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+    assert exit_info.value.code == 1 and not glob.glob("runs/*/*.tmp")
     assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 1024
 
 
