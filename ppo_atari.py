@@ -905,7 +905,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
             returns.append(float(info["episode"]["r"]))
             with logs_may_fail(run):
                 run.writer.add_scalar("eval/episodic_return", returns[-1], len(returns) - 1)
-        if terminated or truncated:  # a lost life (the game goes on) or a game over
+        if (terminated or truncated) and len(returns) < args.eval_episodes:  # a lost life, or a game over
             obs, _ = env.reset()
     env.close()
     print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} games): mean return "
