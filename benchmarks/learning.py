@@ -4,7 +4,7 @@ every training episode to a CSV (env, seed, step, episodic_return, wall_clock_s)
     python benchmarks/learning.py --envs CartPole-v1 --seeds 1 2 3 --out benchmarks/results/cartpole.csv
     python benchmarks/learning.py --envs LunarLander-v3 --seeds 1 2 3 --out benchmarks/results/lunarlander.csv \
         -- --total-timesteps 1000000 --num-envs 16 ...      # flags after -- go to the script
-    python benchmarks/learning.py --summarize benchmarks/results/cartpole.csv
+    python benchmarks/learning.py --summarize benchmarks/results/cartpole.csv [--at-steps 250000 500000 ...]
     python benchmarks/learning.py --nproc 2 --out benchmarks/results/cartpole_2proc.csv ...   # under torchrun
 
 wall_clock_s counts from the moment the script's process is started, so it includes start-up.
@@ -94,6 +94,20 @@ def summarize(csv_path: str, last: int = 100, solve_at: float = None, solve_wind
                   + ", ".join(f"{t:.1f} s" for t in solved) + " (wall clock from the process start), per seed")
 
 
+def at_steps(csv_path: str, steps: list[int], last: int = 100):
+    """Prints, per env and seed, the mean of the last `last` episodes ended by each of the given steps."""
+    by_run = defaultdict(list)
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            by_run[(row["env"], int(row["seed"]))].append((int(row["step"]), float(row["episodic_return"])))
+    print("| env | seed | " + " | ".join(f"{step:,}" for step in steps) + " |")
+    print("|---|---|" + "---|" * len(steps))
+    for (env, seed), episodes in sorted(by_run.items()):
+        episodes.sort()
+        means = [np.mean([r for s, r in episodes if s <= step][-last:]) for step in steps]
+        print(f"| {env} | {seed} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", default="ppo_discrete.py", help="the training script, relative to the repository root")
@@ -105,10 +119,14 @@ def main():
     parser.add_argument("--solve-at", type=float, help="also report when the mean of --solve-window episodes first reaches this")
     parser.add_argument("--solve-window", type=int, default=20)
     parser.add_argument("--nproc", type=int, default=1, help="with N > 1, runs the script under torchrun in N processes")
+    parser.add_argument("--at-steps", nargs="+", type=int, help="with --summarize: the mean of the last 100 episodes "
+                        "ended by each of these steps, per seed")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to the script")
     args = parser.parse_args()
     if args.summarize:
         summarize(args.summarize, solve_at=args.solve_at, solve_window=args.solve_window)
+        if args.at_steps:
+            at_steps(args.summarize, args.at_steps)
         return
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

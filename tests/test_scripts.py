@@ -169,30 +169,37 @@ def test_help_shows_every_field_with_its_docstring(ppo):
 
 
 BAD_INPUTS = [
-    ("ppo_discrete", ["--env-id", "Pendulum-v1"], "use ppo_continuous.py"),
-    ("ppo_discrete", ["--env-id", "tests.toy_envs:ImageObs-v0"], "use ppo_atari.py"),
-    ("ppo_continuous", ["--env-id", "CartPole-v1"], "use ppo_discrete.py"),
-    ("ppo_continuous", ["--env-id", "tests.toy_envs:ImageObs-v0"], "needs Box actions"),
-    ("ppo_atari", ["--env-id", "CartPole-v1"], "is not an Atari game"),
-    ("ppo_atari", ["--noop-max", "-1"], "--noop-max must be >= 0"),
+    (ppo_discrete, dict(env_id="Pendulum-v1"), "use ppo_continuous.py"),
+    (ppo_discrete, dict(env_id="tests.toy_envs:ImageObs-v0"), "use ppo_atari.py"),
+    (ppo_continuous, dict(env_id="CartPole-v1"), "use ppo_discrete.py"),
+    (ppo_continuous, dict(env_id="tests.toy_envs:ImageObs-v0"), "needs Box actions"),
+    (ppo_atari, dict(env_id="CartPole-v1"), "is not an Atari game"),
+    (ppo_atari, dict(noop_max=-1), "--noop-max must be >= 0"),
 ]
-for name in ["ppo_discrete", "ppo_continuous", "ppo_atari"]:
+for module in [ppo_discrete, ppo_continuous, ppo_atari]:
     BAD_INPUTS += [
-        (name, ["--env-id", "NoSuchEnv-v0"], "cannot make --env-id"),
-        (name, ["--num-minibatches", "3"], "does not divide the batch"),
-        (name, ["--total-timesteps", "100"], "smaller than one batch"),
-        (name, ["--gamma", "1.5"], "--gamma must be in [0, 1]"),
-        (name, ["--num-envs", "0"], "--num-envs must be a positive integer"),
+        (module, dict(env_id="NoSuchEnv-v0"), "cannot make --env-id"),
+        (module, dict(num_minibatches=3), "does not divide the batch"),
+        (module, dict(total_timesteps=100), "smaller than one batch"),
+        (module, dict(gamma=1.5), "--gamma must be in [0, 1]"),
+        (module, dict(num_envs=0), "--num-envs must be a positive integer"),
     ]
 
 
-@pytest.mark.parametrize("script,flags,message", BAD_INPUTS)
-def test_bad_input_is_one_line_and_exit_2(script, flags, message):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{script}.py"), *flags], capture_output=True, text=True)
-    assert out.returncode == 2
-    assert "Traceback" not in out.stderr
+@pytest.mark.parametrize("ppo,flags,message", BAD_INPUTS, ids=lambda x: getattr(x, "__name__", None))
+def test_bad_input_is_one_line_and_exit_2(ppo, flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.train(ppo.Args(**flags))
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and line.startswith("error: ") and message in line
+
+
+@SCRIPTS
+def test_bad_input_from_the_command_line_is_one_line_and_exit_2(ppo):
+    out = subprocess.run([sys.executable, script_path(ppo), "--gamma", "1.5"], capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
-    assert line.startswith("error: ") and message in line
+    assert line == "error: --gamma must be in [0, 1], got 1.5"
 
 
 class RunsCode:
