@@ -407,11 +407,7 @@ def decayed_ent_coef(iteration: int, args: Args) -> float:
 
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     """The PPO paper's rule after each update: halve beta if KL < d_targ / 1.5, double it if > 1.5 d_targ."""
-    if kl < kl_target / 1.5:
-        return kl_beta / 2
-    if kl > kl_target * 1.5:
-        return kl_beta * 2
-    return kl_beta
+    return kl_beta / 2 if kl < kl_target / 1.5 else kl_beta * 2 if kl > kl_target * 1.5 else kl_beta
 
 def train(args: Args, given: Optional[set] = None) -> dict:
     """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened. given: the
@@ -702,11 +698,10 @@ def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generato
     torch.set_rng_state(own["torch"])
     restore_data(state, own["state"])
     if own["envs"] is not None:
-        restore_env_states(envs, own["envs"])
-    else:
-        if run.rank == 0:
-            print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
-        restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
+        return restore_env_states(envs, own["envs"])
+    if run.rank == 0:
+        print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
+    restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
 
 def env_spaces(envs) -> list[str]:
     """The observation and action spaces of the env itself (before any wrapper), as text."""
@@ -862,7 +857,8 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
 def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
     """Evaluates the agent, or says how to continue a stopped run; closes the logs and the process group;
     returns the run's summary."""
-    saved = run.args.save_model and not stopping and not run.args.load_model
+    last = run.args.total_timesteps // run.batch_size  # train() writes the model at the last iteration
+    saved = run.args.save_model and not run.args.load_model and run.iteration == last
     model_path = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None
     if model_path and run.rank == 0:
         print(f"model saved to {model_path}")
