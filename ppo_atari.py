@@ -127,7 +127,7 @@ class Args:
     bootstrap_truncation: bool = True
     """if toggled, the 108,000-frame truncation bootstraps from V(final obs); off: a termination (CleanRL)"""
     torch_threads: int = 0
-    """CPU threads for torch (0 keeps torch's default, one per core: best for the CNN)"""
+    """CPU threads for torch (0: one per core, fastest alone; give runs side by side 1 each, or they crawl)"""
     save_model: bool = False
     """if toggled, saves the trained agent to `runs/{run_name}/{exp_name}.model`"""
     eval_episodes: int = 0

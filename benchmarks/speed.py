@@ -62,8 +62,9 @@ def worker_sb3(script: str, env_id: str, steps: int) -> float:
     module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
     if script == "ppo_atari.py":  # SB3's Atari stack: the same protocol through its own wrappers
-        game = "".join(part.capitalize() for part in module.atari_game(args.env_id).split("_"))
-        envs = VecFrameStack(make_atari_env(f"{game}NoFrameskip-v4", n_envs=args.num_envs, seed=args.seed), 4)
+        module.check_atari_id(args.env_id)  # registers ALE's ids; below, frame skip and no sticky actions as ours
+        no_skip = dict(frameskip=1, repeat_action_probability=0.0)
+        envs = VecFrameStack(make_atari_env(args.env_id, n_envs=args.num_envs, seed=args.seed, env_kwargs=no_skip), 4)
         policy, policy_kwargs = "CnnPolicy", {}
     else:
         envs = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
