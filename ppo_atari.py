@@ -468,7 +468,8 @@ def train(args: Args, given: Optional[set] = None) -> dict:
             if stopping:
                 break
     except Exception:  # an env or an edit that raises: where the run stands, then the traceback
-        print(f"error at step {run.global_step:,}: logs flushed, {last_checkpoint(run)}", file=sys.stderr)
+        print(f"error at step {run.global_step:,}: the logs keep every point so far, {last_checkpoint(run)}",
+              file=sys.stderr)
         raise
     finally:
         for signum, handler in previous_handlers.items():

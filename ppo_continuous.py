@@ -521,7 +521,8 @@ def train(args: Args, given: Optional[set] = None) -> dict:
             if stopping:
                 break
     except Exception:  # an env or an edit that raises: where the run stands, then the traceback
-        print(f"error at step {run.global_step:,}: logs flushed, {last_checkpoint(run)}", file=sys.stderr)
+        print(f"error at step {run.global_step:,}: the logs keep every point so far, {last_checkpoint(run)}",
+              file=sys.stderr)
         raise
     finally:
         for signum, handler in previous_handlers.items():
@@ -1028,7 +1029,9 @@ class GreedyPolicy(nn.Module):
 
 def export_onnx(run: Run, agent: Agent, state: EnvState):
     """--export-onnx: the greedy policy, taking raw observations."""
-    policy = GreedyPolicy(agent, state.obs_rms, run.args.clip_obs, make_env(run.args.env_id)().action_space)
+    env = make_env(run.args.env_id)()
+    policy = GreedyPolicy(agent, state.obs_rms, run.args.clip_obs, env.action_space)
+    env.close()
     write_onnx(run, policy, (torch.as_tensor(state.obs[[0, 0]]).cpu(),), ["obs"])
 
 def write_onnx(run: Run, policy: nn.Module, inputs: tuple, names: list[str]):

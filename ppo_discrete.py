@@ -255,7 +255,8 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     """Resets the envs to new episodes, into state or a new EnvState."""
     obs, info = envs.reset(seed=seed)
     state = state or EnvState(None, None, np.zeros(envs.num_envs), np.zeros(envs.num_envs, dtype=np.int64))
-    state.obs, state.mask = observation_and_mask(obs, info, envs.single_action_space)
+    layout = action_layout(action_nvec(envs.single_action_space))
+    state.obs, state.mask = observation_and_mask(obs, info, layout)
     state.episode_returns[:], state.episode_lengths[:] = 0, 0
     return state
 
@@ -267,8 +268,9 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
                     device: torch.device) -> tuple[Rollout, list]:
     """num_steps steps of the policy in every env, and each ended episode's (step, env, return, length)."""
     num_steps, num_envs, space = args.num_steps, envs.num_envs, envs.single_action_space
+    layout = action_layout(action_nvec(space))  # (components, max(nvec)): where the masks' flags go
     obs = np.empty((num_steps, *state.obs.shape), dtype=np.float32)  # (num_steps, num_envs, obs_dim)
-    actions = np.empty((num_steps, num_envs, len(agent.layout)), dtype=np.int64)
+    actions = np.empty((num_steps, num_envs, len(layout)), dtype=np.int64)
     masks = None if state.mask is None else np.empty((num_steps, *state.mask.shape), dtype=bool)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
@@ -285,7 +287,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
                 step_logits = np.where(state.mask, step_logits, MASKED_LOGIT)
             actions[step] = sample_actions(step_logits, rng)
             next_obs, reward, terminated, truncated, info = envs.step(env_actions(actions[step], space))
-            state.obs, state.mask = observation_and_mask(next_obs, info, space, masks is not None)
+            state.obs, state.mask = observation_and_mask(next_obs, info, layout, masks is not None)
             rewards[step], dones[step] = reward, terminated | truncated
             state.episode_returns += reward
             state.episode_lengths += 1
@@ -495,7 +497,8 @@ def train(args: Args, given: Optional[set] = None) -> dict:
             if stopping:
                 break
     except Exception:  # an env or an edit that raises: where the run stands, then the traceback
-        print(f"error at step {run.global_step:,}: logs flushed, {last_checkpoint(run)}", file=sys.stderr)
+        print(f"error at step {run.global_step:,}: the logs keep every point so far, {last_checkpoint(run)}",
+              file=sys.stderr)
         raise
     finally:
         for signum, handler in previous_handlers.items():
@@ -597,15 +600,14 @@ def env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
     return actions[..., 0] + action_space.start if isinstance(action_space, gym.spaces.Discrete) \
         else actions + action_space.start
 
-def observation_and_mask(obs, info: dict, action_space: gym.Space, needs_mask: bool = False):
+def observation_and_mask(obs, info: dict, layout: np.ndarray, needs_mask: bool = False):
     """The observation as float32, and the legal actions in info["action_mask"] (the sum(nvec) flags of
-    the components, concatenated) as (..., components, max(nvec)), or None."""
+    the components, concatenated) placed by action_layout as (..., components, max(nvec)), or None."""
     if needs_mask and "action_mask" not in info:
         fail("the env gave an action mask at reset but not after a step: give one with every observation")
     if "action_mask" not in info:
         return np.asarray(obs, dtype=np.float32), None
     flags = np.asarray(info["action_mask"], dtype=bool)  # (..., sum(nvec))
-    layout = action_layout(action_nvec(action_space))
     mask = np.concatenate([flags, np.zeros_like(flags[..., :1])], -1)[..., layout]
     if not mask.any(-1).all():
         fail("the env's action mask leaves an action component with no legal action: allow at least one")
@@ -955,11 +957,12 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     if video_dir:
         check_video_support()
     env, rng, returns = make_env(args.env_id, video_dir, True)(), np.random.default_rng(args.seed), []
+    layout = action_layout(action_nvec(env.action_space))
     for episode in range(args.eval_episodes):
         (obs, info), done = env.reset(seed=args.seed + 100_000 + episode), False
         returns.append(0.0)
         while not done:
-            obs, mask = observation_and_mask(obs, info, env.action_space)
+            obs, mask = observation_and_mask(obs, info, layout)
             with torch.inference_mode():
                 logits = agent(torch.as_tensor(obs, device=run.device)[None])[0][0].cpu().numpy()
             logits = logits if mask is None else np.where(mask, logits, MASKED_LOGIT)  # (components, max)
@@ -987,13 +990,15 @@ class GreedyPolicy(nn.Module):
         logits = self.agent(obs)[0]
         if action_mask is not None:
             legal = torch.cat([action_mask, torch.zeros_like(action_mask[:, :1])], 1)[:, self.agent.layout]
-            logits = torch.where(legal, logits, MASKED_LOGIT)
+            logits = masked_log_probs(logits, legal)  # the same argmax as the masked logits
         actions = logits.argmax(-1) + self.start
         return actions[:, 0] if self.discrete else actions
 
 def export_onnx(run: Run, agent: Agent, state: EnvState):
     """--export-onnx: the greedy policy, with an action_mask input where the env gives masks."""
-    action_space = make_env(run.args.env_id)().action_space
+    env = make_env(run.args.env_id)()
+    action_space = env.action_space
+    env.close()
     inputs = (torch.as_tensor(state.obs[[0, 0]]).cpu(),)
     if state.mask is not None:
         inputs += (torch.ones(2, sum(action_nvec(action_space)), dtype=torch.bool),)

@@ -70,15 +70,20 @@ def time_to_solve(rows: list[dict], threshold: float, window: int) -> float:
     return float("nan")
 
 
-def summarize(csv_path: str, last: int = 100, solve_at: float = None, solve_window: int = 20):
-    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed; with solve_at, also
-    the wall-clock time at which each seed's mean of `solve_window` episodes first reached it."""
+def read_runs(csv_path: str) -> dict:
+    """{(env, seed): its rows, in file order}."""
     by_run = defaultdict(list)
     with open(csv_path) as f:
         for row in csv.DictReader(f):
             by_run[(row["env"], int(row["seed"]))].append(row)
+    return by_run
+
+
+def summarize(csv_path: str, last: int = 100, solve_at: float = None, solve_window: int = 20):
+    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed; with solve_at, also
+    the wall-clock time at which each seed's mean of `solve_window` episodes first reached it."""
     by_env = defaultdict(dict)
-    for (env, seed), rows in sorted(by_run.items()):
+    for (env, seed), rows in sorted(read_runs(csv_path).items()):
         by_env[env][seed] = rows
     print(f"| env | seeds | mean of last {last} episodes, per seed | mean ± std | steps | wall (s), per seed |")
     print("|---|---|---|---|---|---|")
@@ -96,14 +101,10 @@ def summarize(csv_path: str, last: int = 100, solve_at: float = None, solve_wind
 
 def at_steps(csv_path: str, steps: list[int], last: int = 100):
     """Prints, per env and seed, the mean of the last `last` episodes ended by each of the given steps."""
-    by_run = defaultdict(list)
-    with open(csv_path) as f:
-        for row in csv.DictReader(f):
-            by_run[(row["env"], int(row["seed"]))].append((int(row["step"]), float(row["episodic_return"])))
     print("| env | seed | " + " | ".join(f"{step:,}" for step in steps) + " |")
     print("|---|---|" + "---|" * len(steps))
-    for (env, seed), episodes in sorted(by_run.items()):
-        episodes.sort()
+    for (env, seed), rows in sorted(read_runs(csv_path).items()):
+        episodes = sorted((int(row["step"]), float(row["episodic_return"])) for row in rows)
         means = [np.mean([r for s, r in episodes if s <= step][-last:]) for step in steps]
         print(f"| {env} | {seed} | " + " | ".join(f"{m:.1f}" for m in means) + " |")
 

@@ -2,7 +2,9 @@
 preprocessing against frames computed by hand, episodic life, reward clipping, whole-game scores, the protocol kept
 with a saved model."""
 
+import contextlib
 import glob
+import itertools
 
 import cv2
 import gymnasium as gym
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 import ppo_atari as ppo
+from tests.checks import one_line_error
 
 
 class RecordingALE:
@@ -83,18 +86,23 @@ def test_preprocessing_against_frames_built_by_hand():
     envs.close()
 
 
-def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
-    args = ppo.Args(num_envs=2)
+def untrained_rollouts(args, rng_seed=0):
+    """(rollout, ended games) of an untrained agent, one after another, in envs made from args and reset with
+    seed 0; each rollout samples with a generator seeded rng_seed."""
     envs = ppo.make_envs(args, "unused")
     state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(int(envs.single_action_space.n))
-    rollouts, finished_games = [], []
-    for _ in range(4):  # enough steps for whole games with an untrained policy
-        rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
-        rollouts.append(rollout)
-        finished_games.append(finished)
-    envs.close()
+    try:
+        while True:
+            yield ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(rng_seed), torch.device("cpu"))
+    finally:
+        envs.close()
+
+
+def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
+    with contextlib.closing(untrained_rollouts(ppo.Args(num_envs=2))) as play:
+        rollouts, finished_games = zip(*[next(play) for _ in range(4)])  # whole games with an untrained policy
     dones = np.concatenate([r.dones for r in rollouts])  # (512, 2)
     rewards = np.concatenate([r.rewards for r in rollouts])
     games = [(i * 128 + step, env, score, length) for i, f in enumerate(finished_games) for step, env, score, length in f]
@@ -117,19 +125,13 @@ def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
 
 def test_whole_game_score_is_the_raw_sum_of_unclipped_rewards():
     # SpaceInvaders pays 5 to 30 points per invader: clipped training rewards are 1, the logged score is raw
-    args = ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=1)
-    envs = ppo.make_envs(args, "unused")
-    state = ppo.restart_episodes(envs, args, seed=0)
-    torch.manual_seed(0)
-    agent = ppo.Agent(int(envs.single_action_space.n))
     collected_rewards, games = [], []
-    for _ in range(12):
-        rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(1), torch.device("cpu"))
-        collected_rewards.append(rollout.rewards[:, 0])
-        games += finished
-        if games:
-            break
-    envs.close()
+    with contextlib.closing(untrained_rollouts(ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=1), 1)) as play:
+        for rollout, finished in itertools.islice(play, 12):
+            collected_rewards.append(rollout.rewards[:, 0])
+            games += finished
+            if games:
+                break
     assert games, "no game ended"
     assert games[0][2] > np.concatenate(collected_rewards).sum() > 0  # raw points > number of rewarded steps
 
@@ -139,13 +141,8 @@ def test_rewards_are_clipped_to_their_sign_for_training():
     rewards = {}
     for clip in [True, False]:
         args = ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=2, clip_rewards=clip)
-        envs = ppo.make_envs(args, "unused")
-        state = ppo.restart_episodes(envs, args, seed=0)
-        torch.manual_seed(0)
-        agent = ppo.Agent(int(envs.single_action_space.n))
-        rollout, _ = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(1), torch.device("cpu"))
-        rewards[clip] = rollout.rewards
-        envs.close()
+        with contextlib.closing(untrained_rollouts(args, rng_seed=1)) as play:
+            rewards[clip] = next(play)[0].rewards
     assert rewards[False].max() > 1  # the raw rewards are not in {-1, 0, 1}
     np.testing.assert_array_equal(rewards[True], np.sign(rewards[False]))
     assert set(np.unique(rewards[True])) <= {-1.0, 0.0, 1.0}
@@ -159,9 +156,10 @@ def test_a_saved_model_is_evaluated_with_its_own_protocol(capsys, tmp_path, monk
     model = ppo.load_data_file(model_path, "--load-model")
     args = ppo.resumed_args(ppo.Args(load_model=model_path, eval_episodes=1), model)
     assert {name: getattr(args, name) for name in protocol} == protocol  # not the command line's defaults
-    with pytest.raises(SystemExit) as exit_info:
-        ppo.resumed_args(ppo.Args(load_model=model_path), model, given={"sticky_actions"})
-    assert exit_info.value.code == 2 and "drop --sticky-actions (saved: True)" in capsys.readouterr().err
+    capsys.readouterr()  # the training's output
+    error = one_line_error(capsys, lambda: ppo.resumed_args(ppo.Args(load_model=model_path), model,
+                                                            given={"sticky_actions"}))
+    assert "drop --sticky-actions (saved: True)" in error
 
 
 def test_non_atari_and_unknown_ids_are_refused():

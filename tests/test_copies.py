@@ -11,8 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["ppo_discrete", "ppo_continuous", "ppo_atari"]
 # what each kind of problem defines its own way; everything else that two scripts both define is a copy
 OWN = {"Args", "make_env", "make_envs", "Agent", "EnvState", "Rollout", "Batch", "restart_episodes", "collect_rollout",
-       "make_batch", "ppo_loss", "train", "check_spaces", "env_states", "restore_env_states", "evaluate", "GreedyPolicy",
-       "export_onnx"}
+       "make_batch", "ppo_loss", "train", "check_spaces", "env_states", "restore_env_states", "evaluate",
+       "GreedyPolicy", "export_onnx"}
 OWN_IN = {"ppo_continuous": {"sample_actions"}}  # a Gaussian's, not the categorical's of the other two
 
 

@@ -15,7 +15,7 @@ def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9, seed=0):
     obs, info = envs.reset(seed=seed)
     torch.manual_seed(seed)
     agent = ppo.Agent(2, [3])
-    state = ppo.EnvState(*ppo.observation_and_mask(obs, info, envs.single_action_space), np.zeros(len(obs)),
+    state = ppo.EnvState(*ppo.observation_and_mask(obs, info, ppo.action_layout([3])), np.zeros(len(obs)),
                          np.zeros(len(obs), np.int64))
     args = ppo.Args(num_steps=num_steps, gamma=gamma, bootstrap_truncation=bootstrap_truncation)
     data, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(seed), torch.device("cpu"))

@@ -17,15 +17,8 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers the broken envs)
+from tests.checks import one_line_error
 from tests.test_scripts import ROOT, SCRIPTS, TINY, in_tmp_dir, script_path  # noqa: F401  (in_tmp_dir: autouse)
-
-
-def one_line_error(capsys, run) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        run()
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
-    return lines[0]
 
 
 def float_fields(ppo):

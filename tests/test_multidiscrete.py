@@ -7,6 +7,7 @@ import torch
 
 import ppo_discrete as ppo
 import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
+from tests.checks import one_line_error
 from tests.test_scripts import in_tmp_dir  # noqa: F401  (autouse: runs/ in the test's directory)
 
 
@@ -37,7 +38,7 @@ def test_components_probabilities_entropy_kl_and_loss_by_hand():
     new_flat = np.array([[0.1, 3.0, 0.4, -0.2, 0.6], [0.7, -0.5, 0.2, 2.0, 0.0]], np.float32)
     actions = np.array([[2, 0], [1, 1]])
     layout = ppo.action_layout(nvec)
-    _, masks = ppo.observation_and_mask(np.zeros((2, 1)), {"action_mask": flags}, ppo.gym.spaces.MultiDiscrete(nvec))
+    _, masks = ppo.observation_and_mask(np.zeros((2, 1)), {"action_mask": flags}, layout)
 
     def padded(flat):
         return torch.from_numpy(np.concatenate([flat, np.full((2, 1), ppo.MASKED_LOGIT, np.float32)], 1)[:, layout])
@@ -71,9 +72,9 @@ def test_components_probabilities_entropy_kl_and_loss_by_hand():
 
 def test_a_component_without_a_legal_action_is_a_one_line_error(capsys):
     flags = np.array([[1, 1, 1, 0, 0]], bool)  # the second component of MultiDiscrete([3, 2]) has none
-    with pytest.raises(SystemExit) as exit_info:
-        ppo.observation_and_mask(np.zeros((1, 1)), {"action_mask": flags}, ppo.gym.spaces.MultiDiscrete([3, 2]))
-    assert exit_info.value.code == 2 and "no legal action" in capsys.readouterr().err
+    error = one_line_error(capsys, lambda: ppo.observation_and_mask(np.zeros((1, 1)), {"action_mask": flags},
+                                                                     ppo.action_layout([3, 2])))
+    assert "no legal action" in error
 
 
 def test_a_model_whose_observation_layout_differs_is_refused(capsys):
@@ -82,6 +83,6 @@ def test_a_model_whose_observation_layout_differs_is_refused(capsys):
     assert "'first'" in model["spaces"][0] and "'action_mask'" in model["spaces"][0]  # keys, order, shapes
     model["spaces"][0] = model["spaces"][0].replace("'first'", "'primary'")
     torch.save(model, "other_layout.model")
-    with pytest.raises(SystemExit) as exit_info:
-        ppo.train(ppo.Args(load_model="other_layout.model"))
-    assert exit_info.value.code == 2 and "observation space is not the saved run's" in capsys.readouterr().err
+    capsys.readouterr()  # the training's output
+    error = one_line_error(capsys, lambda: ppo.train(ppo.Args(load_model="other_layout.model")))
+    assert "observation space is not the saved run's" in error

@@ -31,7 +31,7 @@ def observations_from_the_env(ppo, args, count=256):
         seen.append(obs.copy())
         masks.append(info.get("action_mask"))
         if masks[-1] is not None:  # a random legal action of each component
-            _, mask = ppo.observation_and_mask(obs, info, envs.single_action_space)
+            _, mask = ppo.observation_and_mask(obs, info, ppo.action_layout(ppo.action_nvec(envs.single_action_space)))
             choice = ppo.sample_actions(np.where(mask, 0.0, ppo.MASKED_LOGIT), rng)
             obs, _, _, _, info = envs.step(ppo.env_actions(choice, envs.single_action_space))
         else:
@@ -46,10 +46,11 @@ def test_discrete_export_plays_the_greedy_actions():
         args = ppo_discrete.Args(env_id=env_id)
         obs, flags = observations_from_the_env(ppo_discrete, args)
         space = ppo_discrete.make_env(env_id)().action_space
+        layout = ppo_discrete.action_layout(ppo_discrete.action_nvec(space))
         with torch.no_grad():
             logits = agent(torch.as_tensor(obs, dtype=torch.float32))[0].numpy()
         if flags is not None:
-            _, mask = ppo_discrete.observation_and_mask(obs, {"action_mask": flags}, space)
+            _, mask = ppo_discrete.observation_and_mask(obs, {"action_mask": flags}, layout)
             logits = np.where(mask, logits, ppo_discrete.MASKED_LOGIT)
         expected = ppo_discrete.env_actions(np.argmax(logits, -1), space)  # as evaluate() plays
         inputs = {"obs": obs.astype(np.float32)} | ({"action_mask": flags.astype(bool)} if flags is not None else {})

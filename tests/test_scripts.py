@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
+from tests.checks import one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGS = [
@@ -188,10 +189,7 @@ for module in [ppo_discrete, ppo_continuous, ppo_atari]:
 
 @pytest.mark.parametrize("ppo,flags,message", BAD_INPUTS, ids=lambda x: getattr(x, "__name__", None))
 def test_bad_input_is_one_line_and_exit_2(ppo, flags, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        ppo.train(ppo.Args(**flags))
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert exit_info.value.code == 2 and line.startswith("error: ") and message in line
+    assert message in one_line_error(capsys, lambda: ppo.train(ppo.Args(**flags)))
 
 
 @SCRIPTS

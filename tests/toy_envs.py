@@ -133,8 +133,9 @@ class ComboLockEnv(gym.Env):
         illegal_first = (self.target[0] + 1 + int(self.np_random.integers(2))) % 3
         self.mask = np.ones(7, np.int8)
         self.mask[[illegal_first, 3 + 3]] = 0
-        return {"first": np.eye(3, dtype=np.float32)[self.target[0]], "second": np.eye(4, dtype=np.float32)[self.target[1]],
-                "noise": self.np_random.uniform(-1, 1, 2).astype(np.float32), "action_mask": self.mask}, {}
+        first, second = np.eye(3, dtype=np.float32)[self.target[0]], np.eye(4, dtype=np.float32)[self.target[1]]
+        noise = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+        return {"first": first, "second": second, "noise": noise, "action_mask": self.mask}, {}
 
     def step(self, action):
         if not (self.mask[action[0]] and self.mask[3 + action[1]]):
