@@ -13,6 +13,7 @@ import signal
 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
 
 import contextlib
+import copy
 import importlib.util
 import logging
 import math
@@ -204,15 +205,16 @@ class Agent(nn.Module):
         self.actor_head = layer_init(nn.Linear(sizes[-1], sum(nvec)), gain=0.01)
         self.critic_head = layer_init(nn.Linear(sizes[-1], 1), gain=1.0)
         self.register_buffer("layout", torch.as_tensor(action_layout(nvec)), persistent=False)
+        self.padded = len(set(nvec)) > 1
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, obs_dim) -> logits (batch, components, max(nvec)), values (batch,)"""
         actor_features = self.actor_body(obs)
         critic_features = actor_features if self.critic_body is self.actor_body else self.critic_body(obs)
         logits = self.actor_head(actor_features)  # (batch, sum(nvec))
-        impossible = torch.full_like(logits[:, :1], MASKED_LOGIT)  # fills the shorter components' rows
-        values = self.critic_head(critic_features).squeeze(-1)
-        return torch.cat([logits, impossible], 1)[:, self.layout], values
+        if self.padded:  # components of different sizes: an impossible action fills the shorter ones' rows
+            logits = torch.cat([logits, torch.full_like(logits[:, :1], MASKED_LOGIT)], 1)[:, self.layout]
+        return logits.view(-1, *self.layout.shape), self.critic_head(critic_features).squeeze(-1)
 
 def action_layout(nvec) -> np.ndarray:
     """Which of the sum(nvec) logits is each component's each action: (components, max(nvec)); sum(nvec)
@@ -453,7 +455,7 @@ def train(args: Args, given: Optional[set] = None) -> dict:
     if run.checkpoint:
         restore_checkpoint(run, agent, optimizer, rng, envs, state)
     num_iterations = run.iteration if args.load_model else args.total_timesteps // run.batch_size
-    received, stopping = [], []  # the stop signals this process got; the one that stops every process
+    received, stopping, snapshot = [], [], None  # the stop signals this process got, the one that stops all
     previous_handlers = catch_stop_signals(received)
     try:
         for iteration in range(run.iteration + 1, num_iterations + 1):
@@ -485,20 +487,20 @@ def train(args: Args, given: Optional[set] = None) -> dict:
             if args.objective == "kl-adaptive":
                 run.kl_beta = adapted_kl_beta(run.kl_beta, stats["kl"], args.kl_target)
             run.iteration = iteration
+            snapshot = checkpoint_data(run, agent, optimizer, rng, envs, state)  # what a checkpoint holds
             every = args.checkpoint_every
             crossed = every > 0 and run.global_step // every > (run.global_step - run.batch_size) // every
             # a signal to any process stops all; not written into received, where a signal whose handler runs
             # as the gather returns would be overwritten
             stopping = gather_from_ranks(received[:1])
             if stopping or (crossed and iteration < num_iterations):
-                write_checkpoint(run, agent, optimizer, rng, envs, state, "checkpoint.pt")
+                write_checkpoint(run, snapshot, "checkpoint.pt")
             if args.save_model and iteration == num_iterations:  # the saved model is the last checkpoint
-                write_checkpoint(run, agent, optimizer, rng, envs, state, f"{args.exp_name}.model")
+                write_checkpoint(run, snapshot, f"{args.exp_name}.model")
             if stopping:
                 break
-    except Exception:  # an env or an edit that raises: where the run stands, then the traceback
-        print(f"error at step {run.global_step:,}: the logs keep every point so far, {last_checkpoint(run)}",
-              file=sys.stderr)
+    except (Exception, KeyboardInterrupt) as error:  # an env or an edit that raises, Ctrl-C twice
+        stopped_by(run, error, snapshot)
         raise
     finally:
         for signum, handler in previous_handlers.items():
@@ -699,23 +701,28 @@ def catch_stop_signals(received: list) -> dict:
         return {}
     return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state, name: str):
-    """All the run needs to go on (a saved model is the last one), with every process's generators, envs and
-    episodes, written by rank 0 into a synced temporary file renamed over the old: a kill leaves one whole."""
+def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
+    """A copy of all the run needs to go on from the iteration just done, with every process's generators,
+    envs and episodes (gathered to rank 0; None on the others)."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
                state=as_data(state))
     ranks = gather_from_ranks([own])
+    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
+    data = dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
+                recent_returns=list(run.recent_returns), agent=agent.state_dict(),
+                optimizer=optimizer.state_dict(), spaces=env_spaces(envs))
+    return None if run.rank else copy.deepcopy(data)
+
+def write_checkpoint(run: Run, data: Optional[dict], name: str):
+    """Rank 0 writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
     if run.rank != 0:
         return
     with logs_may_fail(run):  # every point up to the checkpoint is on disk before it
         run.writer.flush()
-    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
     path = os.path.join(run.dir, name)
     try:
         with open(f"{path}.tmp", "wb") as f:
-            torch.save(dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
-                            recent_returns=list(run.recent_returns), agent=agent.state_dict(),
-                            optimizer=optimizer.state_dict(), spaces=env_spaces(envs)), f)
+            torch.save(data, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(f"{path}.tmp", path)
@@ -726,41 +733,46 @@ def write_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gener
               file=sys.stderr)
         raise SystemExit(1)
 
+def stopped_by(run: Run, error: BaseException, snapshot: Optional[dict]):
+    """An error or a second Ctrl-C in the loop: rank 0 writes the checkpoint of the last iteration done
+    (when checkpoints are on); says where the run stands."""
+    if snapshot and run.args.checkpoint_every:
+        write_checkpoint(run, snapshot, "checkpoint.pt")
+    print(f"{type(error).__name__} at step {run.global_step:,}: the logs keep every point so far, "
+          f"{last_checkpoint(run)}", file=sys.stderr)
+
 def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
     """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics);
     a part that does not fit this run is a one-line error."""
     try:
-        restore_parts(run, agent, optimizer, rng, envs, state)
+        for kind, saved, now in zip(["observation", "action"], run.checkpoint["spaces"], env_spaces(envs)):
+            if saved != now:  # a Dict's keys, their order and shapes too
+                raise ValueError(f"the env's {kind} space is not the saved run's: {now} for {saved}")
+        agent.load_state_dict(run.checkpoint["agent"])
+        own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
+        if run.args.load_model:
+            return restore_data(state, {name: x for name, x in own["state"].items() if name.endswith("_rms")})
+        optimizer.load_state_dict(run.checkpoint["optimizer"])
+        for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
+            for value in optimizer.state[parameter].values():
+                if value.dim() and value.shape != parameter.shape:
+                    raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
+        rng.bit_generator.state = own["generator"]
+        torch.set_rng_state(own["torch"])
+        restore_data(state, own["state"])
+        if own["envs"] is not None:
+            restore_env_states(envs, own["envs"])
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
         fail(f"{run.args.resume or run.args.load_model!r} does not fit this run: {type(error).__name__}: "
              f"{str(error).splitlines()[0][:200]}")
-    if run.rank == 0 and run.args.resume:
-        print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1})")
-
-def restore_parts(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    for kind, saved, now in zip(["observation", "action"], run.checkpoint["spaces"], env_spaces(envs)):
-        if saved != now:  # a Dict's keys, their order and shapes too
-            raise ValueError(f"the env's {kind} space is not the saved run's: {now} for {saved}")
-    agent.load_state_dict(run.checkpoint["agent"])
-    own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
-    if run.args.load_model:
-        return restore_data(state, {name: x for name, x in own["state"].items() if name.endswith("_rms")})
-    optimizer.load_state_dict(run.checkpoint["optimizer"])
-    for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
-        for value in optimizer.state[parameter].values():
-            if value.dim() and value.shape != parameter.shape:
-                raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
     vars(run).update(run.checkpoint["counters"])
     run.start = (run.global_step, time.time())
     run.recent_returns.extend(run.checkpoint["recent_returns"])
-    rng.bit_generator.state = own["generator"]
-    torch.set_rng_state(own["torch"])
-    restore_data(state, own["state"])
-    if own["envs"] is not None:
-        return restore_env_states(envs, own["envs"])
+    if own["envs"] is None:  # the envs' state could not be saved
+        restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
     if run.rank == 0:
-        print(f"note: the state of {run.args.env_id} cannot be saved: the envs start new episodes")
-    restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
+        note = "" if own["envs"] else f"; {run.args.env_id} cannot save its state: new episodes start"
+        print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1}){note}")
 
 def env_spaces(envs) -> list[str]:
     """The observation and action spaces of the env itself (before any wrapper), as text."""
@@ -1021,8 +1033,7 @@ def main():
         given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}
         summary = train(tyro.cli(Args), given)
     except KeyboardInterrupt:
-        print("\ninterrupted: TensorBoard logs are flushed up to the last iteration; the last periodic "
-              "checkpoint, if any, is kept", file=sys.stderr)
+        print("\ninterrupted", file=sys.stderr)
         raise SystemExit(130) from None
     if summary["stopped"]:
         raise SystemExit(128 + summary["stopped"])  # 130 for Ctrl-C, 143 for SIGTERM

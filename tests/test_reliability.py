@@ -56,6 +56,29 @@ def test_resume_continues_bit_for_bit(ppo):
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
 
 
+@EXACT
+def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_for_bit(ppo, monkeypatch, capsys):
+    whole = ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
+    original, calls = ppo.update, []
+
+    def update_that_fails(*args, **kwargs):  # an env or an edit that raises in the 7th of 8 iterations
+        calls.append(1)
+        if len(calls) == 7:
+            raise RuntimeError("the simulator diverged")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "update", update_that_fails)
+    with pytest.raises(RuntimeError, match="diverged"):
+        ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
+    (path,) = [path for path in glob.glob("runs/*/checkpoint.pt") if os.path.dirname(path) != whole["run_dir"]]
+    assert f"RuntimeError at step 3,584: the logs keep every point so far, the last good checkpoint is {path}" \
+        in capsys.readouterr().err
+    assert torch.load(path, weights_only=True)["counters"]["iteration"] == 6  # not the periodic one of the 4th
+    monkeypatch.setattr(ppo, "update", original)
+    resumed = ppo.train(ppo.Args(resume=path))
+    assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
+
+
 def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
     whole = ppo_atari.train(ppo_atari.Args(**SMALL[ppo_atari], save_model=True))
     checkpoint_path = os.path.join(whole["run_dir"], "checkpoint.pt")
@@ -63,7 +86,7 @@ def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
     assert checkpoint["counters"]["global_step"] == 2048 and checkpoint["optimizer"]["state"]  # Adam's moments too
     os.remove(os.path.join(whole["run_dir"], "ppo_atari.model"))
     resumed = ppo_atari.train(ppo_atari.Args(resume=checkpoint_path))
-    assert "the envs start new episodes" in capsys.readouterr().out
+    assert "cannot save its state: new episodes start" in capsys.readouterr().out
     assert resumed["run_dir"] == os.path.abspath(whole["run_dir"]) and os.path.exists(resumed["model_path"])
     steps = [e.step for e in read_events(whole["run_dir"]).Scalars("losses/value_loss")]
     assert steps == [512 * i for i in range(1, 9)]  # one curve: the replayed iterations 5-8 replaced, not doubled

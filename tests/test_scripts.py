@@ -259,5 +259,7 @@ def test_an_interrupted_run_keeps_every_point_logged_before_it(ppo, monkeypatch)
     events = read_events(run_dir)
     batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
     assert [e.step for e in events.Scalars("losses/value_loss")] == [batch]  # the one finished iteration
+    checkpoint = torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+    assert checkpoint["counters"]["global_step"] == batch  # Ctrl-C twice keeps the one finished iteration
     (sps_point,) = events.Scalars("charts/SPS")
     assert sps_point.wall_time < calls[1]  # the time it was logged at, not the time the burst was written
