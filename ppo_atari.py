@@ -13,7 +13,6 @@ import signal
 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
 
 import contextlib
-import copy
 import importlib.util
 import logging
 import math
@@ -652,7 +651,7 @@ def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Genera
     data = dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                 recent_returns=list(run.recent_returns), agent=agent.state_dict(),
                 optimizer=optimizer.state_dict(), spaces=env_spaces(envs))
-    return None if run.rank else copy.deepcopy(data)
+    return None if run.rank else as_data(data)
 
 def write_checkpoint(run: Run, data: Optional[dict], name: str):
     """Rank 0 writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
@@ -721,9 +720,16 @@ def env_spaces(envs) -> list[str]:
     return [str(env.observation_space), str(env.action_space)]
 
 def as_data(value):
-    """numpy arrays, and dataclasses of them, as tensors and dicts of them: what a checkpoint can hold."""
+    """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,
+    dicts and lists in it copied too (the run goes on changing the originals)."""
     if is_dataclass(value):
-        return {name: as_data(field_value) for name, field_value in vars(value).items()}
+        value = vars(value)
+    if isinstance(value, dict):
+        return {key: as_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_data(item) for item in value]
+    if isinstance(value, torch.Tensor):
+        return value.clone()
     return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
 
 def restore_data(target, saved: dict):

@@ -71,17 +71,18 @@ def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
 
 def test_two_processes_learn_like_one_with_all_the_envs():
     """CartPole, 50k steps, 4 envs in all: 2 processes x 2 envs vs 1 process x 4 envs, seeds 1-3."""
-    def final_returns(launcher: list[str]) -> list[float]:
-        finals = []
-        for seed in (1, 2, 3):
-            before = set(glob.glob("runs/*"))
-            run([*launcher, script_path(ppo_discrete), "--total-timesteps=50000", f"--seed={seed}"])
-            (run_dir,) = set(glob.glob("runs/*")) - before
-            returns = [e.value for e in read_events(run_dir).Scalars("charts/episodic_return")]
-            finals.append(np.mean(returns[-20:]))
-        return finals
+    def final_returns(launcher: list[str], name: str, side_by_side: int) -> list[float]:
+        os.makedirs(name)
+        for first in range(1, 4, side_by_side):  # seeds 1-3, at most one process a core
+            processes = [subprocess.Popen([*launcher, script_path(ppo_discrete), "--total-timesteps=50000",
+                                           f"--seed={seed}"], cwd=name, stdout=subprocess.DEVNULL)
+                         for seed in range(first, min(first + side_by_side, 4))]
+            assert [process.wait(timeout=600) for process in processes] == [0] * len(processes)
+        run_dirs = sorted(glob.glob(f"{name}/runs/*"), key=lambda run_dir: int(run_dir.split("__")[2]))  # by seed
+        return [np.mean([e.value for e in read_events(run_dir).Scalars("charts/episodic_return")][-20:])
+                for run_dir in run_dirs]
 
-    one, two = final_returns([sys.executable]), final_returns(TORCHRUN)
+    one, two = final_returns([sys.executable], "one", side_by_side=2), final_returns(TORCHRUN, "two", side_by_side=1)
     print(f"final 20-episode means: 1 process {one}, 2 processes {two}")
     assert min(one + two) > 100  # both learn (random play: ~22)
     spread = np.sqrt((np.var(one, ddof=1) + np.var(two, ddof=1)) / 3)  # standard error of the difference of means

@@ -92,20 +92,17 @@ def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
     assert steps == [512 * i for i in range(1, 9)]  # one curve: the replayed iterations 5-8 replaced, not doubled
 
 
-def start(ppo, flags):
+def start(ppo, flags, cwd=None):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py"), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
 
 
 @pytest.mark.parametrize("ppo,signum", [(ppo_discrete, signal.SIGINT), (ppo_discrete, signal.SIGTERM),
                                         (ppo_discrete, signal.SIGKILL), (ppo_continuous, signal.SIGKILL)],
                          ids=["discrete-SIGINT", "discrete-SIGTERM", "discrete-SIGKILL", "continuous-SIGKILL"])
 def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo, signum):
-    reference = start(ppo, FLAGS[ppo])
-    assert reference.wait(timeout=120) == 0
-    (reference_dir,) = glob.glob("runs/*")
-    os.rename(reference_dir, "reference")
-
+    os.makedirs("reference")
+    reference = start(ppo, FLAGS[ppo], cwd="reference")  # the uninterrupted run, on the other core meanwhile
     process = start(ppo, FLAGS[ppo])
     while not glob.glob("runs/*/checkpoint.pt"):  # the first periodic checkpoint, then a random moment
         assert process.poll() is None, process.communicate()
@@ -126,8 +123,10 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo,
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert "resuming" in stdout
-    assert_same_model(ppo, "reference", run_dir)
-    assert episode_curve(run_dir) == episode_curve("reference")  # TensorBoard dropped the replayed points
+    assert reference.communicate(timeout=120) and reference.returncode == 0
+    (reference_dir,) = glob.glob("reference/runs/*")
+    assert_same_model(ppo, reference_dir, run_dir)
+    assert episode_curve(run_dir) == episode_curve(reference_dir)  # TensorBoard dropped the replayed points
 
 
 @SCRIPTS
