@@ -941,22 +941,21 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
               f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
 def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
-    """Evaluates the agent, or says how to continue a stopped run; closes the logs and the process group;
-    returns the run's summary."""
+    """Evaluates and exports the agent, or says how to continue a stopped run; closes the logs and the
+    process group; returns the run's summary."""
     last = run.args.total_timesteps // run.batch_size  # train() writes the model at the last iteration
     saved = run.args.save_model and not run.args.load_model and run.iteration == last
-    model_path = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None
-    if model_path and run.rank == 0:
-        print(f"model saved to {model_path}")
-    evaluating = run.rank == 0 and run.args.eval_episodes and not stopping
-    eval_returns = evaluate(run, agent, state) if evaluating else []
-    if run.args.export_onnx and run.rank == 0 and not stopping:
-        export_onnx(run, agent, state)
-    if stopping and run.rank == 0:
-        launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
-        print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
-              f"--resume {os.path.join(run.dir, 'checkpoint.pt')}", file=sys.stderr)
+    model_path, eval_returns = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None, []
     if run.rank == 0:
+        if model_path:
+            print(f"model saved to {model_path}")
+        if stopping:
+            launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
+            print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
+                  f"--resume {os.path.join(run.dir, 'checkpoint.pt')}", file=sys.stderr)
+        eval_returns = evaluate(run, agent, state) if run.args.eval_episodes and not stopping else []
+        if run.args.export_onnx and not stopping:
+            export_onnx(run, agent, state)
         with logs_may_fail(run):
             run.writer.close()
         if run.args.track:
