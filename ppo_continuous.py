@@ -949,9 +949,10 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
     bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
            if not math.isfinite(stats[name])] + ["a network parameter" for p in agent.parameters()
                                                  if not torch.isfinite(p).all()]
-    if bad:
+    if bad and run.rank == 0:
         print(f"error: {bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
-              f"{last_checkpoint(run)}", file=sys.stderr) if run.rank == 0 else None
+              f"{last_checkpoint(run)}", file=sys.stderr)
+    if bad:
         raise SystemExit(3)
     step, episodes = run.global_step, sorted(gather_from_ranks(finished), key=lambda episode: episode[0])
     run.recent_returns.extend(float(episode_return) for _, _, episode_return, _ in episodes)
