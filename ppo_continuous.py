@@ -568,7 +568,7 @@ def check_args(args: Args, world_size: int = 1):
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
     sizes = getattr(args, "hidden_sizes", ())
     needs = [("--num-envs * --num-steps", 100 * args.num_envs * args.num_steps),  # over 100 bytes a step
-             ("--hidden-sizes", 32 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs, grads, Adam
+             ("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs, grads, Adam, copy
     for flags, needed in needs:
         if needed > memory:
             fail(f"{flags} would need over {needed / 2**30:.0f} GiB; this machine has {memory / 2**30:.0f}")
