@@ -568,7 +568,7 @@ def check_args(args: Args, world_size: int = 1):
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
     sizes = getattr(args, "hidden_sizes", ())
     needs = [("--num-envs * --num-steps", 100 * args.num_envs * args.num_steps),  # over 100 bytes a step
-             ("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs, grads, Adam, copy
+             ("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs: 14 floats each
     for flags, needed in needs:
         if needed > memory:
             fail(f"{flags} would need over {needed / 2**30:.0f} GiB; this machine has {memory / 2**30:.0f}")
@@ -985,8 +985,9 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
             print(f"model saved to {model_path}")
         if stopping:
             launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
-            print(f"stopped at step {run.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
-                  f"--resume {os.path.join(run.dir, 'checkpoint.pt')}", file=sys.stderr)
+            script, checkpoint = os.path.basename(__file__), os.path.join(run.dir, "checkpoint.pt")
+            print(f"stopped at step {run.global_step:,}; continue with: {launcher} {script} --resume {checkpoint}",
+                  file=sys.stderr)
         eval_returns = evaluate(run, agent, state) if run.args.eval_episodes and not stopping else []
         if run.args.export_onnx and not stopping:
             export_onnx(run, agent, state)
