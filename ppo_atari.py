@@ -885,8 +885,8 @@ def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
         if stopping:
             launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
             script, checkpoint = os.path.basename(__file__), os.path.join(run.dir, "checkpoint.pt")
-            print(f"stopped at step {run.global_step:,}; continue with: {launcher} {script} --resume {checkpoint}",
-                  file=sys.stderr)
+            print(f"stopped at step {run.global_step:,}; continue with: {launcher} {script} --resume "
+                  f"{checkpoint}", file=sys.stderr)
         eval_returns = evaluate(run, agent, state) if run.args.eval_episodes and not stopping else []
         if run.args.export_onnx and not stopping:
             export_onnx(run, agent, state)
