@@ -9,15 +9,16 @@ checks, checkpoints, torchrun, logging and evaluation follow the line "Operation
 """
 
 import copy
+import os
 import signal
 
 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib
 import importlib.util
 import logging
 import math
-import os
 import random
 import sys
 import threading

@@ -8,15 +8,16 @@ num_envs/N envs.
     python ppo_discrete.py --load-model runs/RUN/ppo_discrete.model --eval-episodes 5 --capture-video
 """
 
+import os
 import signal
 
 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib
 import importlib.util
 import logging
 import math
-import os
 import random
 import sys
 import threading

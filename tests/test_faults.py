@@ -163,3 +163,16 @@ def test_a_failed_log_write_is_said_once_and_training_goes_on(ppo, monkeypatch, 
     (warning,) = capsys.readouterr().err.strip().splitlines()
     assert warning.startswith("warning: cannot write the logs in") and "No space left on device" in warning
     assert FailingWriter.points == 6 and os.path.exists(summary["model_path"])  # trained to the end, saved
+
+
+@pytest.mark.parametrize("imported,environment,spin_count", [
+    ("ppo_discrete, ppo_continuous, ppo_atari", {}, "0"),  # the scripts: idle threads sleep at once
+    ("ppo_atari", {"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"),  # unless the environment says otherwise
+    ("torch", {}, "300000")])  # torch alone spins a while: the check can fail
+def test_idle_torch_threads_sleep_unless_the_environment_says_otherwise(imported, environment, spin_count):
+    """Spinning OpenMP threads make runs side by side crawl: the setting must reach torch's OpenMP runtime,
+    which reads it once, when torch is imported (it prints what it read with OMP_DISPLAY_ENV=VERBOSE)."""
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    result = subprocess.run([sys.executable, "-c", f"import {imported}"], capture_output=True, text=True,
+                            env={**env, **environment, "OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": ROOT}, timeout=120)
+    assert f"GOMP_SPINCOUNT = '{spin_count}'" in result.stderr
