@@ -57,7 +57,7 @@ class Args:
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """the CNN trunk's arithmetic: bf16 runs it under bfloat16 autocast (weights, heads, losses and Adam stay
-    float32); auto: bf16 on CUDA GPUs and CPUs with AMX, else fp32 (bf16 runs side by side crawl there)"""
+    float32); auto: bf16 where the hardware computes it natively (CPUs with AMX or AVX512-BF16, CUDA GPUs)"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
@@ -128,7 +128,7 @@ class Args:
     bootstrap_truncation: bool = True
     """if toggled, the 108,000-frame truncation bootstraps from V(final obs); off: a termination (CleanRL)"""
     torch_threads: int = 0
-    """CPU threads for torch (0: one per core; idle ones sleep, so runs side by side share the cores)"""
+    """CPU threads for torch (0: one per core, fastest alone; give runs side by side 1 each, or they crawl)"""
     save_model: bool = False
     """if toggled, saves the trained agent to `runs/{run_name}/{exp_name}.model`"""
     eval_episodes: int = 0
@@ -554,7 +554,7 @@ def use_bf16(precision: str, device: torch.device) -> bool:
         return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_amx_tile_supported()
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
     """1 - Var(target - predicted) / Var(target); nan when the target is constant."""
