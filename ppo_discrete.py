@@ -705,7 +705,7 @@ def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Genera
     """A copy of all the run needs to go on from the iteration just done, with every process's generators,
     envs and episodes (gathered to rank 0; None on the others)."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
-               state=as_data(state))
+               state=state)  # state copied once, below, with everything else
     ranks = gather_from_ranks([own])
     counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
     data = dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
@@ -768,10 +768,11 @@ def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Gen
     vars(run).update(run.checkpoint["counters"])
     run.start = (run.global_step, time.time())
     run.recent_returns.extend(run.checkpoint["recent_returns"])
-    if own["envs"] is None:  # the envs' state could not be saved
+    saved_envs = own["envs"] is not None
+    if not saved_envs:  # the envs' state could not be saved: new episodes
         restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
     if run.rank == 0:
-        note = "" if own["envs"] else f"; {run.args.env_id} cannot save its state: new episodes start"
+        note = "" if saved_envs else f"; {run.args.env_id} cannot save its state: new episodes start"
         print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1}){note}")
 
 def env_spaces(envs) -> list[str]:

@@ -123,7 +123,8 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo,
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert "resuming" in stdout
-    assert reference.communicate(timeout=120) and reference.returncode == 0
+    reference.communicate(timeout=120)
+    assert reference.returncode == 0
     (reference_dir,) = glob.glob("reference/runs/*")
     assert_same_model(ppo, reference_dir, run_dir)
     assert episode_curve(run_dir) == episode_curve(reference_dir)  # TensorBoard dropped the replayed points
