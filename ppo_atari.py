@@ -57,7 +57,7 @@ class Args:
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """the CNN trunk's arithmetic: bf16 runs it under bfloat16 autocast (weights, heads, losses and Adam stay
-    float32); auto: bf16 where the hardware computes it natively (CPUs with AMX or AVX512-BF16, CUDA GPUs)"""
+    float32); auto: bf16 on CUDA GPUs that have it, fp32 on CPUs (bf16 runs side by side crawl there)"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
@@ -128,7 +128,7 @@ class Args:
     bootstrap_truncation: bool = True
     """if toggled, the 108,000-frame truncation bootstraps from V(final obs); off: a termination (CleanRL)"""
     torch_threads: int = 0
-    """CPU threads for torch (0: one per core, fastest alone; give runs side by side 1 each, or they crawl)"""
+    """CPU threads for torch (0: one per core)"""
     save_model: bool = False
     """if toggled, saves the trained agent to `runs/{run_name}/{exp_name}.model`"""
     eval_episodes: int = 0
@@ -550,11 +550,9 @@ def check_video_support():
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether --precision runs the trunk in bfloat16 on this device."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    if precision == "auto":  # not on CPUs: oneDNN's bf16 weight gradient spins in a barrier on shared cores
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
 
 def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
     """1 - Var(target - predicted) / Var(target); nan when the target is constant."""

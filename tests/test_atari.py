@@ -184,3 +184,4 @@ def test_bf16_trunk_stays_close_to_float32_and_fp32_is_exact():
     log_probs, log_probs_bf16 = torch.log_softmax(logits, -1), torch.log_softmax(logits_bf16, -1)
     assert (log_probs_bf16 - log_probs).abs().max() < 1e-3  # ratios of 1 +- 0.001 from precision alone
     assert ppo.use_bf16("fp32", torch.device("cpu")) is False and ppo.use_bf16("bf16", torch.device("cpu")) is True
+    assert ppo.use_bf16("auto", torch.device("cpu")) is False  # bf16 on shared CPU cores crawls
