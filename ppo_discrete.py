@@ -487,12 +487,10 @@ def train(args: Args, given: Optional[set] = None) -> dict:
             if args.objective == "kl-adaptive":
                 run.kl_beta = adapted_kl_beta(run.kl_beta, stats["kl"], args.kl_target)
             run.iteration = iteration
-            snapshot = checkpoint_data(run, agent, optimizer, rng, envs, state)  # what a checkpoint holds
+            # what a checkpoint holds, and the signals of every process: one to any process stops all
+            snapshot, stopping = checkpoint_data(run, agent, optimizer, rng, envs, state, received[:1])
             every = args.checkpoint_every
             crossed = every > 0 and run.global_step // every > (run.global_step - run.batch_size) // every
-            # a signal to any process stops all; not written into received, where a signal whose handler runs
-            # as the gather returns would be overwritten
-            stopping = gather_from_ranks(received[:1])
             if stopping or (crossed and iteration < num_iterations):
                 write_checkpoint(run, snapshot, "checkpoint.pt")
             if args.save_model and iteration == num_iterations:  # the saved model is the last checkpoint
@@ -701,17 +699,19 @@ def catch_stop_signals(received: list) -> dict:
         return {}
     return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
+def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
+                    signals: list) -> tuple[Optional[dict], list]:
     """A copy of all the run needs to go on from the iteration just done, with every process's generators,
-    envs and episodes (gathered to rank 0; None on the others)."""
+    envs and episodes (on rank 0; None on the others), and every process's stop signals: one gather."""
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
-               state=state)  # state copied once, below, with everything else
+               state=state, signals=signals)  # state copied once, below, with everything else
     ranks = gather_from_ranks([own])
+    signals = [signum for own in ranks for signum in own.pop("signals")]
     counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
     data = dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                 recent_returns=list(run.recent_returns), agent=agent.state_dict(),
                 optimizer=optimizer.state_dict(), spaces=env_spaces(envs))
-    return None if run.rank else as_data(data)
+    return None if run.rank else as_data(data), signals
 
 def write_checkpoint(run: Run, data: Optional[dict], name: str):
     """Rank 0 writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
