@@ -645,7 +645,7 @@ def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Genera
     own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
                state=state, signals=signals)  # state copied once, below, with everything else
     ranks = gather_from_ranks([own])
-    signals = [signum for own in ranks for signum in own.pop("signals")]
+    signals = [signum for process in ranks for signum in process.pop("signals")]
     counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
     data = dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
                 recent_returns=list(run.recent_returns), agent=agent.state_dict(),
