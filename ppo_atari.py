@@ -482,11 +482,11 @@ def train(args: Args, given: Optional[set] = None) -> dict:
 # ======================================== Operational parts ========================================
 # Input checks, torchrun, checkpoints and resume, logging, evaluation, saving and loading, main().
 
-def fail(message: str):
-    """Bad input: one line on stderr saying what to change (rank 0's under torchrun), exit code 2."""
+def fail(message: str, code: int = 2):
+    """One line on stderr (rank 0's under torchrun), then exit: code 2 for bad input, saying what to change."""
     if os.environ.get("RANK", "0") == "0":
         print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 def check_args(args: Args, world_size: int = 1):
     rules = [("a positive integer", lambda value: value > 0,
@@ -668,9 +668,7 @@ def write_checkpoint(run: Run, data: Optional[dict], name: str):
     except OSError as error:  # a full disk, a read-only one: stop, keeping the last whole checkpoint
         with contextlib.suppress(OSError):
             os.remove(f"{path}.tmp")
-        print(f"error: cannot write {path} ({error.strerror or error}); stopped, {last_checkpoint(run)}",
-              file=sys.stderr)
-        raise SystemExit(1)
+        fail(f"cannot write {path} ({error.strerror or error}); stopped, {last_checkpoint(run)}", 1)
 
 def stopped_by(run: Run, error: BaseException, snapshot: Optional[dict]):
     """An error or a second Ctrl-C in the loop: rank 0 writes the checkpoint of the last iteration done
@@ -848,11 +846,9 @@ def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learn
     bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
            if not math.isfinite(stats[name])] + ["a network parameter" for p in agent.parameters()
                                                  if not torch.isfinite(p).all()]
-    if bad and run.rank == 0:
-        print(f"error: {bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
-              f"{last_checkpoint(run)}", file=sys.stderr)
     if bad:
-        raise SystemExit(3)
+        fail(f"{bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
+             f"{last_checkpoint(run)}", 3)
     step, episodes = run.global_step, sorted(gather_from_ranks(finished), key=lambda episode: episode[0])
     run.recent_returns.extend(float(episode_return) for _, _, episode_return, _ in episodes)
     sps = int((step - run.start[0]) / (time.time() - run.start[1]))
