@@ -483,7 +483,7 @@ def train(args: Args, given: Optional[set] = None) -> dict:
 # Input checks, torchrun, checkpoints and resume, logging, evaluation, saving and loading, main().
 
 def fail(message: str, code: int = 2):
-    """One line on stderr (rank 0's under torchrun), then exit: code 2 for bad input, saying what to change."""
+    """One line on stderr (rank 0's under torchrun), then the exit code (2: bad input; say what to change)."""
     if os.environ.get("RANK", "0") == "0":
         print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)

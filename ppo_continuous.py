@@ -263,15 +263,16 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
         if state.obs_rms:
             state.obs_rms.update(obs)
         merge_over_ranks(state, before)  # under torchrun: the statistics of every process's envs
-    state.obs = normalize(obs, state.obs_rms, args.clip_obs)
+    state.obs = normalize(obs, state.obs_rms, args.clip_obs).astype(np.float32)
     state.episode_returns[:], state.episode_lengths[:], state.discounted_return[:] = 0, 0, 0
     return state
 
-def normalize(obs: np.ndarray, obs_rms: Optional[RunningMeanStd], clip: float) -> np.ndarray:
-    """(obs - mean) / sqrt(var + 1e-8), clipped to +-clip, as float32 (only the cast when obs_rms is None)."""
+def normalize(obs, obs_rms, clip: float):
+    """(obs - mean) / sqrt(var + 1e-8), clipped to +-clip (obs as it is when obs_rms is None): numpy arrays in
+    training, tensors in the exported policy (whose buffers hold the statistics)."""
     if obs_rms is None:
-        return np.asarray(obs, dtype=np.float32)
-    return np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -clip, clip).astype(np.float32)
+        return obs
+    return ((obs - obs_rms.mean) / (obs_rms.var + 1e-8) ** 0.5).clip(-clip, clip)
 
 def scale_rewards(state: EnvState, reward: np.ndarray, done: np.ndarray, args: Args) -> np.ndarray:
     """Rewards divided by the running std of each env's discounted return (shared statistics), clipped."""
@@ -319,7 +320,7 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
             dones[step] = terminated | truncated
             if state.obs_rms is not None:
                 state.obs_rms.update(raw_obs)
-            state.obs = normalize(raw_obs, state.obs_rms, args.clip_obs)
+            state.obs = normalize(raw_obs, state.obs_rms, args.clip_obs).astype(np.float32)
             rewards[step] = scale_rewards(state, reward, dones[step] == 1, args)
             state.episode_returns += reward
             state.episode_lengths += 1
@@ -536,7 +537,7 @@ def train(args: Args, given: Optional[set] = None) -> dict:
 # Input checks, torchrun, checkpoints and resume, logging, evaluation, saving and loading, main().
 
 def fail(message: str, code: int = 2):
-    """One line on stderr (rank 0's under torchrun), then exit: code 2 for bad input, saying what to change."""
+    """One line on stderr (rank 0's under torchrun), then the exit code (2: bad input; say what to change)."""
     if os.environ.get("RANK", "0") == "0":
         print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -1013,7 +1014,8 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
         returns.append(0.0)
         while not done:
             with torch.inference_mode():
-                obs = torch.as_tensor(normalize(obs[None], state.obs_rms, args.clip_obs), device=run.device)
+                obs = normalize(obs[None], state.obs_rms, args.clip_obs).astype(np.float32)
+                obs = torch.as_tensor(obs, device=run.device)
                 mean, log_std, _ = (x.cpu().numpy() for x in agent(obs))
             action = mean if args.eval_greedy else sample_actions(mean, log_std, rng)
             obs, reward, terminated, truncated, _ = env.step(np.clip(action[0], env.action_space.low,
@@ -1032,16 +1034,15 @@ class GreedyPolicy(nn.Module):
 
     def __init__(self, agent: Agent, obs_rms: Optional[RunningMeanStd], clip_obs: float, space: gym.Space):
         super().__init__()
-        self.agent, self.clip_obs, stats = agent, clip_obs, obs_rms
-        self.register_buffer("obs_mean", torch.as_tensor(stats.mean).float() if stats else None)
-        self.register_buffer("obs_std", torch.as_tensor(stats.var + 1e-8).sqrt().float() if stats else None)
+        self.agent, self.clip_obs, self.normalized = agent, clip_obs, obs_rms is not None
+        self.register_buffer("mean", torch.as_tensor(obs_rms.mean).float() if obs_rms else None)
+        self.register_buffer("var", torch.as_tensor(obs_rms.var).float() if obs_rms else None)
         self.register_buffer("low", torch.as_tensor(space.low))
         self.register_buffer("high", torch.as_tensor(space.high))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if self.obs_mean is not None:
-            obs = torch.clamp((obs - self.obs_mean) / self.obs_std, -self.clip_obs, self.clip_obs)
-        return torch.clamp(self.agent(obs)[0], self.low, self.high)
+        obs = normalize(obs, self if self.normalized else None, self.clip_obs)  # self: the mean and var
+        return self.agent(obs)[0].clip(self.low, self.high)
 
 def export_onnx(run: Run, agent: Agent, state: EnvState):
     """--export-onnx: the greedy policy, taking raw observations."""

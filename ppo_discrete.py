@@ -283,11 +283,9 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
             step_logits, step_values = agent(torch.as_tensor(state.obs, device=device))
             logits.append(step_logits)
             values.append(step_values)
-            step_logits = step_logits.cpu().numpy()
             if masks is not None:
                 masks[step] = state.mask
-                step_logits = np.where(state.mask, step_logits, MASKED_LOGIT)
-            actions[step] = sample_actions(step_logits, rng)
+            actions[step] = sample_actions(mask_logits(step_logits, state.mask).cpu().numpy(), rng)
             next_obs, reward, terminated, truncated, info = envs.step(env_actions(actions[step], space))
             state.obs, state.mask = observation_and_mask(next_obs, info, layout, masks is not None)
             rewards[step], dones[step] = reward, terminated | truncated
@@ -331,12 +329,16 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
     return Batch(flat(rollout.obs), actions, masks, log_probs, logprobs, flat(rollout.values),
                  flat(advantages), flat(returns))
 
+def mask_logits(logits: torch.Tensor, masks) -> torch.Tensor:
+    """The logits with MASKED_LOGIT for each illegal action (masks: True = legal, a tensor or an array of the
+    logits' shape; None: every action is legal)."""
+    return logits if masks is None else torch.where(torch.as_tensor(masks, device=logits.device), logits,
+                                                    MASKED_LOGIT)
+
 def masked_log_probs(logits: torch.Tensor, masks: Optional[torch.Tensor]) -> torch.Tensor:
-    """log softmax of each component over its legal actions (masks: True = legal, or None): an illegal
-    action gets probability exactly 0, adds exactly 0 to the entropy and to the KL, and no gradient."""
-    if masks is not None:
-        logits = torch.where(masks, logits, MASKED_LOGIT)
-    return F.log_softmax(logits, dim=-1)
+    """log softmax of each component over its legal actions: an illegal action gets probability exactly 0,
+    adds exactly 0 to the entropy and to the KL, and no gradient."""
+    return F.log_softmax(mask_logits(logits, masks), dim=-1)
 
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
     """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)), summed over
@@ -513,7 +515,7 @@ def train(args: Args, given: Optional[set] = None) -> dict:
 # Input checks, torchrun, checkpoints and resume, logging, evaluation, saving and loading, main().
 
 def fail(message: str, code: int = 2):
-    """One line on stderr (rank 0's under torchrun), then exit: code 2 for bad input, saying what to change."""
+    """One line on stderr (rank 0's under torchrun), then the exit code (2: bad input; say what to change)."""
     if os.environ.get("RANK", "0") == "0":
         print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -601,17 +603,20 @@ def env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
         else actions + action_space.start
 
 def observation_and_mask(obs, info: dict, layout: np.ndarray, needs_mask: bool = False):
-    """The observation as float32, and the legal actions in info["action_mask"] (the sum(nvec) flags of
-    the components, concatenated) placed by action_layout as (..., components, max(nvec)), or None."""
+    """The observation as float32, and info["action_mask"] placed by legal_actions (None if it has none)."""
     if needs_mask and "action_mask" not in info:
         fail("the env gave an action mask at reset but not after a step: give one with every observation")
     if "action_mask" not in info:
         return np.asarray(obs, dtype=np.float32), None
-    flags = np.asarray(info["action_mask"], dtype=bool)  # (..., sum(nvec))
-    mask = np.concatenate([flags, np.zeros_like(flags[..., :1])], -1)[..., layout]
+    mask = legal_actions(np.asarray(info["action_mask"], dtype=bool), layout)
     if not mask.any(-1).all():
         fail("the env's action mask leaves an action component with no legal action: allow at least one")
     return np.asarray(obs, dtype=np.float32), mask
+
+def legal_actions(flags, layout):
+    """The env's action_mask, the flags of the sum(nvec) actions (..., sum(nvec)), placed as action_layout
+    says: (..., components, max(nvec)), False where a component has fewer actions. Arrays or tensors."""
+    return flags[..., layout.clip(max=flags.shape[-1] - 1)] & (layout < flags.shape[-1])
 
 def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
     """1 - Var(target - predicted) / Var(target); nan when the target is constant."""
@@ -981,8 +986,8 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
         while not done:
             obs, mask = observation_and_mask(obs, info, layout)
             with torch.inference_mode():
-                logits = agent(torch.as_tensor(obs, device=run.device)[None])[0][0].cpu().numpy()
-            logits = logits if mask is None else np.where(mask, logits, MASKED_LOGIT)  # (components, max)
+                logits = agent(torch.as_tensor(obs, device=run.device)[None])[0][0]  # (components, max(nvec))
+                logits = mask_logits(logits, mask).cpu().numpy()
             actions = np.argmax(logits, axis=-1) if args.eval_greedy else sample_actions(logits, rng)
             obs, reward, terminated, truncated, info = env.step(env_actions(actions, env.action_space))
             returns[-1], done = returns[-1] + float(reward), terminated or truncated
@@ -1004,11 +1009,8 @@ class GreedyPolicy(nn.Module):
         self.register_buffer("start", torch.as_tensor(action_space.start))
 
     def forward(self, obs: torch.Tensor, action_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        logits = self.agent(obs)[0]
-        if action_mask is not None:
-            legal = torch.cat([action_mask, torch.zeros_like(action_mask[:, :1])], 1)[:, self.agent.layout]
-            logits = masked_log_probs(logits, legal)  # the same argmax as the masked logits
-        actions = logits.argmax(-1) + self.start
+        legal = None if action_mask is None else legal_actions(action_mask, self.agent.layout)
+        actions = mask_logits(self.agent(obs)[0], legal).argmax(-1) + self.start
         return actions[:, 0] if self.discrete else actions
 
 def export_onnx(run: Run, agent: Agent, state: EnvState):

@@ -108,7 +108,7 @@ def test_truncation_bootstraps_from_the_normalized_final_observation():
     reference = ppo.RunningMeanStd(np.zeros(2), np.ones(2))
     for seen in ([0, 1], [1, 1], [2, 1], [0, 1]):
         reference.update(np.array([seen], np.float64))
-    final_normalized = ppo.normalize(np.array([[3.0, 1.0]]), reference, 10.0)
+    final_normalized = ppo.normalize(np.array([[3.0, 1.0]]), reference, 10.0).astype(np.float32)
     with torch.no_grad():
         v_final = agent(torch.from_numpy(final_normalized))[2].item()
     assert data.rewards[2, 0] == pytest.approx(1.0 + 0.9 * v_final, rel=1e-5)

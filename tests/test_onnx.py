@@ -65,7 +65,7 @@ def test_continuous_export_normalizes_and_clips_as_evaluation_does():
     stats = model["ranks"][0]["state"]["obs_rms"]
     obs_rms = ppo_continuous.RunningMeanStd(stats["mean"].numpy(), stats["var"].numpy())
     with torch.no_grad():
-        mean = agent(torch.from_numpy(ppo_continuous.normalize(raw, obs_rms, 10.0)))[0].numpy()
+        mean = agent(torch.from_numpy(ppo_continuous.normalize(raw, obs_rms, 10.0).astype(np.float32)))[0].numpy()
     expected = np.clip(mean, -2.0, 2.0)  # Pendulum's bounds
     (actions,) = session.run(None, {"obs": raw.astype(np.float32)})
     np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)  # float32 rounding apart
