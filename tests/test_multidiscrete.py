@@ -27,6 +27,14 @@ def test_action_layout_places_each_component_in_a_padded_row():
     np.testing.assert_array_equal(ppo.action_layout([5]), [[0, 1, 2, 3, 4]])  # Discrete(5)
 
 
+def test_the_action_mask_is_placed_by_the_layout_in_arrays_and_tensors():
+    flags = np.array([[1, 0, 1, 0, 1, 1, 1, 0, 1]], bool)  # MultiDiscrete([3, 4, 2]): 3, 4 and 2 flags
+    expected = [[[1, 0, 1, 0], [0, 1, 1, 1], [0, 1, 0, 0]]]  # the padding slots are never legal
+    layout = ppo.action_layout([3, 4, 2])
+    np.testing.assert_array_equal(ppo.legal_actions(flags, layout), expected)  # training: numpy
+    np.testing.assert_array_equal(ppo.legal_actions(torch.from_numpy(flags), torch.from_numpy(layout)), expected)
+
+
 def softmax_over(logits, legal):
     weights = np.where(legal, np.exp(logits - logits.max()), 0.0)
     return weights / weights.sum()
