@@ -16,6 +16,16 @@ from tests.checks import assert_orthogonal_init
 from tests.toy_envs import BoundedActionEnv
 
 
+def test_observations_are_normalized_and_clipped_as_computed_by_hand_in_arrays_and_tensors():
+    stats = ppo.RunningMeanStd(np.array([1.0, -2.0]), np.array([4.0, 0.25]))
+    obs = np.array([[5.0, -2.5], [1.0, 100.0]])
+    expected = [[2.0, -1.0], [0.0, 3.0]]  # (obs - mean) / std: 4/2, -0.5/0.5, 0/2, 102/0.5 clipped to 3
+    np.testing.assert_allclose(ppo.normalize(obs, stats, 3.0), expected, rtol=1e-6)  # training: numpy
+    as_tensors = ppo.RunningMeanStd(torch.tensor(stats.mean), torch.tensor(stats.var))  # the exported policy
+    np.testing.assert_allclose(ppo.normalize(torch.tensor(obs), as_tensors, 3.0).numpy(), expected, rtol=1e-6)
+    assert ppo.normalize(obs, None, 3.0) is obs  # --no-norm-obs
+
+
 def test_running_mean_std_matches_numpy_over_uneven_batches():
     rng = np.random.default_rng(0)
     batches = [rng.normal(3.0, 2.0, size=(n, 5)) for n in (1, 7, 3, 100, 2)]
