@@ -1034,14 +1034,14 @@ class GreedyPolicy(nn.Module):
 
     def __init__(self, agent: Agent, obs_rms: Optional[RunningMeanStd], clip_obs: float, space: gym.Space):
         super().__init__()
-        self.agent, self.clip_obs, self.normalized = agent, clip_obs, obs_rms is not None
+        self.agent, self.clip_obs = agent, clip_obs
         self.register_buffer("mean", torch.as_tensor(obs_rms.mean).float() if obs_rms else None)
         self.register_buffer("var", torch.as_tensor(obs_rms.var).float() if obs_rms else None)
         self.register_buffer("low", torch.as_tensor(space.low))
         self.register_buffer("high", torch.as_tensor(space.high))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        obs = normalize(obs, self if self.normalized else None, self.clip_obs)  # self: the mean and var
+        obs = normalize(obs, None if self.mean is None else self, self.clip_obs)  # self: the mean and var
         return self.agent(obs)[0].clip(self.low, self.high)
 
 def export_onnx(run: Run, agent: Agent, state: EnvState):
