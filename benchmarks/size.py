@@ -1,5 +1,8 @@
 """Lines per part of each script, split by top-level definition (each with the blank line after it), in the
-order a script reads: what the algorithm takes first, then the parts below the line "Operational parts".
+order a script reads: what the algorithm takes first, then the parts below the line "Operational parts";
+then the barest form each script could take with every feature kept: its code alone (no docstring, comment
+or blank line), plus the docstring every Args field must have and a blank line before each top-level
+definition.
 
     python benchmarks/size.py
 """
@@ -42,9 +45,32 @@ def parts(script: str) -> dict:
     return sizes
 
 
+def barest(script: str) -> dict:
+    source = open(os.path.join(ROOT, script)).read()
+    tree = ast.parse(source)
+    docstrings, field_docs = set(), set()  # line numbers
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+            docstrings.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
+    args = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Args")
+    for statement in args.body:
+        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+            field_docs.update(range(statement.lineno, statement.end_lineno + 1))
+    code = [number for number, line in enumerate(source.splitlines(), 1) if line.strip()
+            and not line.strip().startswith("#") and number not in docstrings | field_docs]
+    definitions = sum(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in tree.body)
+    return {"code alone": len(code), "Args field docstrings": len(field_docs),
+            "top-level definitions (a blank line each)": definitions,
+            "barest form": len(code) + len(field_docs) + definitions}
+
+
 if __name__ == "__main__":
     scripts = ["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"]
     table = {script: parts(script) for script in scripts}
     print(f"| part | {' | '.join(scripts)} |\n|---|---|---|---|")
+    for part in table[scripts[0]]:
+        print(f"| {part} | {' | '.join(f'{table[script][part]:,}' for script in scripts)} |")
+    table = {script: barest(script) for script in scripts}
+    print(f"\n| barest form | {' | '.join(scripts)} |\n|---|---|---|---|")
     for part in table[scripts[0]]:
         print(f"| {part} | {' | '.join(f'{table[script][part]:,}' for script in scripts)} |")
