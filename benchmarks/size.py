@@ -56,8 +56,9 @@ def barest(script: str) -> dict:
     for statement in args.body:
         if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
             field_docs.update(range(statement.lineno, statement.end_lineno + 1))
+    documentation = docstrings | field_docs
     code = [number for number, line in enumerate(source.splitlines(), 1) if line.strip()
-            and not line.strip().startswith("#") and number not in docstrings | field_docs]
+            and not line.strip().startswith("#") and number not in documentation]
     fields = sum(isinstance(statement, ast.AnnAssign) for statement in args.body)
     definitions = sum(isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in tree.body)
     return {"code alone": len(code), "Args fields (a one-line docstring each)": fields,
@@ -65,13 +66,16 @@ def barest(script: str) -> dict:
             "barest form": len(code) + fields + definitions}
 
 
+def print_table(title: str, count, scripts: list[str]):
+    """A markdown table: a row per entry of count(script), a column per script."""
+    table = {script: count(script) for script in scripts}
+    print(f"| {title} | {' | '.join(scripts)} |\n|---|---|---|---|")
+    for row in table[scripts[0]]:
+        print(f"| {row} | {' | '.join(f'{table[script][row]:,}' for script in scripts)} |")
+
+
 if __name__ == "__main__":
     scripts = ["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"]
-    table = {script: parts(script) for script in scripts}
-    print(f"| part | {' | '.join(scripts)} |\n|---|---|---|---|")
-    for part in table[scripts[0]]:
-        print(f"| {part} | {' | '.join(f'{table[script][part]:,}' for script in scripts)} |")
-    table = {script: barest(script) for script in scripts}
-    print(f"\n| barest form | {' | '.join(scripts)} |\n|---|---|---|---|")
-    for part in table[scripts[0]]:
-        print(f"| {part} | {' | '.join(f'{table[script][part]:,}' for script in scripts)} |")
+    print_table("part", parts, scripts)
+    print()
+    print_table("barest form", barest, scripts)
