@@ -36,7 +36,10 @@ import torch
 import torch._dynamo  # noqa: F401  (torch.optim imports it: imported after torchrun starts, it outlives it)
 import torch.distributed as dist
 import torch.nn as nn
+import mujoco
 import tyro
+from gymnasium.envs.classic_control import Continuous_MountainCarEnv, PendulumEnv
+from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 CHECKPOINT_FORMAT = "ppo_continuous/4"  # written into every checkpoint and saved model, checked on load
 
@@ -819,36 +822,38 @@ def restore_data(target, saved: dict):
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and simulation state (MuJoCo's whole integration state, or
-    classic control's `state` array); None when one has neither (Box2D, ...)."""
+    classic control's `state` array), for gymnasium's own MuJoCo and classic-control envs (known by their
+    class); None if one is any other env (Box2D, a custom env), whose whole state the script cannot know."""
+    if not all(saves_state(env.unwrapped) for env in envs.envs):
+        return None
     states = []
     for env in envs.envs:
-        physics, unwrapped = getattr(env.unwrapped, "state", None), env.unwrapped
-        if hasattr(unwrapped, "data"):  # MuJoCo
-            import mujoco
-
+        unwrapped = env.unwrapped
+        physics = getattr(unwrapped, "state", None)
+        if isinstance(unwrapped, MujocoEnv):
             physics = np.empty(mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION))
             mujoco.mj_getState(unwrapped.model, unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
-        if not isinstance(physics, np.ndarray):
-            return None
-        states.append(dict(physics=torch.from_numpy(physics.copy()),
+        states.append(dict(physics=torch.from_numpy(np.array(physics)),
                            random=unwrapped.np_random.bit_generator.state,
-                           steps_beyond_terminated=getattr(unwrapped, "steps_beyond_terminated", None),
-                           elapsed_steps=env.get_wrapper_attr("_elapsed_steps")))
+                           elapsed_steps=env.get_wrapper_attr("_elapsed_steps")
+                           if env.has_wrapper_attr("_elapsed_steps") else None))
     return states
+
+def saves_state(env: gym.Env) -> bool:
+    """Whether env is one of gymnasium's own envs whose whole state env_states knows how to save."""
+    own_mujoco = isinstance(env, MujocoEnv) and type(env).__module__.startswith("gymnasium.envs.mujoco.")
+    return own_mujoco or type(env) in (PendulumEnv, Continuous_MountainCarEnv)
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     for env, state in zip(envs.envs, states):
-        if hasattr(env.unwrapped, "data"):  # MuJoCo
-            import mujoco
-
+        if isinstance(env.unwrapped, MujocoEnv):
             mujoco.mj_setState(env.unwrapped.model, env.unwrapped.data, state["physics"].numpy(),
                                mujoco.mjtState.mjSTATE_INTEGRATION)
         else:
             env.unwrapped.state = state["physics"].numpy()
         env.unwrapped.np_random.bit_generator.state = state["random"]
-        if state["steps_beyond_terminated"] is not None or hasattr(env.unwrapped, "steps_beyond_terminated"):
-            env.unwrapped.steps_beyond_terminated = state["steps_beyond_terminated"]
-        env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+        if state["elapsed_steps"] is not None:
+            env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
 
 def load_data_file(path: str, flag: str) -> dict:
     """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);

@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
+from gymnasium.envs.classic_control import AcrobotEnv, CartPoleEnv, MountainCarEnv
 
 CHECKPOINT_FORMAT = "ppo_discrete/4"  # written into every checkpoint and saved model, checked on load
 MASKED_LOGIT = -1e8  # the logit of an illegal action: its probability exp(-1e8 - ...) is exactly 0 in float32
@@ -805,21 +806,24 @@ def restore_data(target, saved: dict):
             setattr(target, name, value.numpy() if isinstance(value, torch.Tensor) else value)
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
-    """Each env's generator, time-limit counter and `state` array (classic control); None if one has none."""
-    if not all(isinstance(getattr(env.unwrapped, "state", None), np.ndarray) for env in envs.envs):
+    """Each env's generator, time-limit counter and `state` array, for gymnasium's own classic-control envs
+    (known by their class); None if one is any other env, whose whole state the script cannot know."""
+    if not all(type(env.unwrapped) in (CartPoleEnv, AcrobotEnv, MountainCarEnv) for env in envs.envs):
         return None
     return [dict(physics=torch.from_numpy(env.unwrapped.state.copy()),
                  random=env.unwrapped.np_random.bit_generator.state,
                  steps_beyond_terminated=getattr(env.unwrapped, "steps_beyond_terminated", None),
-                 elapsed_steps=env.get_wrapper_attr("_elapsed_steps")) for env in envs.envs]
+                 elapsed_steps=env.get_wrapper_attr("_elapsed_steps")
+                 if env.has_wrapper_attr("_elapsed_steps") else None) for env in envs.envs]
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     for env, state in zip(envs.envs, states):
         env.unwrapped.state = state["physics"].numpy()
         env.unwrapped.np_random.bit_generator.state = state["random"]
-        if state["steps_beyond_terminated"] is not None or hasattr(env.unwrapped, "steps_beyond_terminated"):
+        if isinstance(env.unwrapped, CartPoleEnv):
             env.unwrapped.steps_beyond_terminated = state["steps_beyond_terminated"]
-        env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
+        if state["elapsed_steps"] is not None:
+            env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])
 
 def load_data_file(path: str, flag: str) -> dict:
     """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);

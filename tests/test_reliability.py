@@ -16,6 +16,7 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
+import tests.toy_envs  # noqa: F401  (registers the custom envs)
 from tests.test_scripts import ROOT, SCRIPTS, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
 # 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
@@ -90,6 +91,40 @@ def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
     assert resumed["run_dir"] == os.path.abspath(whole["run_dir"]) and os.path.exists(resumed["model_path"])
     steps = [e.step for e in read_events(whole["run_dir"]).Scalars("losses/value_loss")]
     assert steps == [512 * i for i in range(1, 9)]  # one curve: the replayed iterations 5-8 replaced, not doubled
+
+
+# a user's env with `state`, `data` and `model` attributes of its own, with and without a TimeLimit, and a subclass
+# of CartPole with state beyond CartPole's: trained without a word, resumed with new episodes
+CUSTOM = {"OwnState-v0": ppo_discrete, "OwnStateNoTimeLimit-v0": ppo_discrete, "CartPoleWithExtraState-v0": ppo_discrete,
+          "OwnStateContinuous-v0": ppo_continuous, "OwnStateContinuousNoTimeLimit-v0": ppo_continuous}
+
+
+@pytest.mark.parametrize("env_id", list(CUSTOM))
+def test_a_custom_env_with_state_of_its_own_trains_and_resumes_with_new_episodes(env_id, capsys):
+    ppo = CUSTOM[env_id]
+    tiny = dict(env_id=env_id, total_timesteps=2048, num_steps=128 if ppo is ppo_discrete else 512, update_epochs=1)
+    ppo.train(ppo.Args(**tiny, checkpoint_every=0))
+    assert not glob.glob("runs/*/checkpoint.pt") and capsys.readouterr().err == ""
+    whole = ppo.train(ppo.Args(**tiny, checkpoint_every=1024, save_model=True))
+    path = os.path.join(whole["run_dir"], "checkpoint.pt")
+    assert [rank["envs"] for rank in torch.load(path, weights_only=True)["ranks"]] == [None]
+    os.remove(whole["model_path"])
+    capsys.readouterr()
+    resumed = ppo.train(ppo.Args(resume=path))
+    output = capsys.readouterr()
+    assert output.out.count(f"{env_id} cannot save its state: new episodes start") == 1 and output.err == ""
+    assert os.path.exists(resumed["model_path"])
+
+
+def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
+    whole = ppo_discrete.train(ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"},
+                                                 save_model=True))
+    checkpoint = torch.load(os.path.join(whole["run_dir"], "checkpoint.pt"), weights_only=True)
+    assert [env["elapsed_steps"] for env in checkpoint["ranks"][0]["envs"]] == [None] * 4
+    os.makedirs("runs/copy")
+    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
+    resumed = ppo_discrete.train(ppo_discrete.Args(resume="runs/copy/checkpoint.pt"))
+    assert_same_model(ppo_discrete, whole["run_dir"], resumed["run_dir"])
 
 
 def start(ppo, flags, cwd=None):

@@ -3,6 +3,7 @@ can use them by id: --env-id tests.toy_envs:ImageObs-v0."""
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control import CartPoleEnv
 
 
 class CountingEnv(gym.Env):
@@ -177,3 +178,44 @@ gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": 
 gym.register("TupleActions-v0", entry_point=BrokenEnv, kwargs={"fault": "tuple"})
 gym.register("NestedDictObs-v0", entry_point=BrokenEnv, kwargs={"fault": "nested"})
 gym.register("ComboLock-v0", entry_point=ComboLockEnv)
+
+
+class OwnStateEnv(gym.Env):
+    """A user's env whose attributes have the names gymnasium's own envs keep their state in (`state`, `data`,
+    `model`) but hold other things: the scripts must not take it for classic control or MuJoCo. Observation
+    [position, 1]; reward 1 a step; an episode ends after 5 to 15 steps (terminated), or at the TimeLimit."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+    def __init__(self, continuous=False):
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32) if continuous else gym.spaces.Discrete(2)
+        self.state = np.zeros(2)  # [position, steps left]
+        self.data = {"log": []}  # not MuJoCo's MjData
+        self.model = "the user's own model"
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = np.array([0.0, self.np_random.integers(5, 16)])
+        return np.array([0.0, 1.0], np.float32), {}
+
+    def step(self, action):
+        self.state += [float(np.sum(action)) - 0.5, -1]
+        self.data["log"].append(float(self.state[0]))
+        return np.array([self.state[0], 1.0], np.float32), 1.0, bool(self.state[1] <= 0), False, {}
+
+
+class CartPoleWithExtraState(CartPoleEnv):
+    """gymnasium's CartPole with state of its own beside `state`: a subclass is not the class the scripts know,
+    so its state is not taken as CartPole's (half of it would be)."""
+
+    def step(self, action):
+        self.extra = getattr(self, "extra", 0) + 1
+        return super().step(action)
+
+
+for suffix, limit in [("", 10), ("NoTimeLimit", None)]:
+    gym.register(f"OwnState{suffix}-v0", entry_point=OwnStateEnv, max_episode_steps=limit)
+    gym.register(f"OwnStateContinuous{suffix}-v0", entry_point=OwnStateEnv, max_episode_steps=limit,
+                 kwargs={"continuous": True})
+gym.register("CartPoleWithExtraState-v0", entry_point=CartPoleWithExtraState, max_episode_steps=500)
+gym.register("CartPoleNoTimeLimit-v0", entry_point=CartPoleEnv)
