@@ -1,7 +1,9 @@
 """PPO for Atari from pixels (Breakout, Pong, ...) in one file; flags and defaults as CleanRL's ppo_atari.py.
 The envs run in CleanRL's Atari wrappers, in CleanRL's order (FIRE after every lost life, too).
-charts/episodic_return is the raw score of a whole game. The algorithm comes first, in its order; input
-checks, checkpoints, torchrun, logging and evaluation follow the line "Operational parts".
+charts/episodic_return is the raw score of a whole game. The algorithm comes first, in its order, down to
+train(); the harness (checks, run directory, logs, checkpoints and resume, torchrun's process group, stop
+signals, evaluation, export) follows the line "Harness", and train() reaches it through one object, the Run.
+Under torchrun, each of N processes steps num_envs/N envs; the update averages their gradients.
 
     python ppo_atari.py                                            # ALE/Breakout-v5, 10M steps, logs to runs/
     python ppo_atari.py --env-id ALE/SpaceInvaders-v5 --help        # every flag, with its meaning
@@ -25,7 +27,7 @@ import time
 import warnings
 import zipfile
 from collections import deque
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, is_dataclass
 from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
 
@@ -40,7 +42,8 @@ import torch.nn.functional as F
 import tyro
 from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv, FireResetEnv  # CleanRL's own
 
-CHECKPOINT_FORMAT = "ppo_atari/4"  # written into every checkpoint and saved model, checked on load
+CHECKPOINT_FORMAT = "ppo_atari/5"  # written into every checkpoint and saved model, checked on load
+NETWORK_FLAGS = ["precision"]  # the flags that shape the Agent
 MAX_FRAMES_PER_GAME = 108_000  # 30 minutes of play: the standard time limit, reached as a truncation
 
 @dataclass
@@ -144,15 +147,8 @@ class Args:
     resume: Optional[str] = None
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory (new games)"""
 
-def check_atari_id(env_id: str):
-    """A one-line error unless env_id names an ALE game ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4")."""
-    gym.register_envs(ale_py)
-    try:
-        spec = gym.spec(env_id)
-    except gym.error.Error as error:
-        fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]} (Atari: ALE/Breakout-v5, ...)")
-    if not str(spec.entry_point).startswith("ale_py"):
-        fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
+class EnvError(Exception):
+    """An env gave something the algorithm cannot use: the run stops with this one line (exit 2)."""
 
 def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
     """A thunk for one Atari env in CleanRL's wrappers and order: the raw score of each whole game in
@@ -174,14 +170,10 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
 
     return thunk
 
-def make_envs(args: Args, run_name: str, rank: int = 0, world_size: int = 1):
-    """This process's num_envs/world_size envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84,
-    84) uint8 observations. With --capture-video, rank 0's first env records."""
-    check_atari_id(args.env_id)
-    if args.capture_video:
-        check_video_support()
-    thunks = [make_env(args.env_id, args, f"videos/{run_name}" if args.capture_video and rank == 0 and i == 0
-                       else None) for i in range(args.num_envs // world_size)]
+def make_envs(args: Args, num_envs: int, video_dir: Optional[str] = None) -> gym.vector.SyncVectorEnv:
+    """num_envs envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84, 84) uint8 observations. With
+    video_dir, the first records."""
+    thunks = [make_env(args.env_id, args, video_dir if i == 0 else None) for i in range(num_envs)]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -214,10 +206,27 @@ class Agent(nn.Module):
         features = features.float()  # the heads in float32: log-probs precise enough for the ratio
         return self.actor_head(features), self.critic_head(features).squeeze(-1)
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether --precision runs the trunk in bfloat16 on this device."""
+    if precision == "auto":  # not on CPUs: oneDNN's bf16 weight gradient spins in a barrier on shared cores
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+def make_agent(args: Args, action_space: gym.Space, device: torch.device) -> Agent:
+    agent = Agent(int(action_space.n), use_bf16(args.precision, device))
+    return agent.to(device, memory_format=torch.channels_last)
+
 @dataclass
 class EnvState:
     """What one rollout hands to the next in this process."""
     obs: np.ndarray  # (num_envs, 4, 84, 84) uint8
+
+class Episode(NamedTuple):
+    """An episode that ended during a rollout, at step `step` of env `env`."""
+    step: int
+    env: int
+    episode_return: float
+    length: int
 
 class Rollout(NamedTuple):
     """num_steps steps of every env: (num_steps, num_envs, ...) arrays."""
@@ -233,7 +242,7 @@ class Batch(NamedTuple):
     """A rollout flattened to (num_steps * num_envs, ...) tensors, with its advantages, for the update."""
     obs: torch.Tensor
     actions: torch.Tensor
-    log_probs: torch.Tensor  # (batch, n_actions) log pi_old of every action, for the exact KL
+    policy_log_probs: torch.Tensor  # (batch, n_actions) log pi_old of every action, for the exact KL
     logprobs: torch.Tensor  # (batch,) log pi_old of the action taken
     values: torch.Tensor
     advantages: torch.Tensor
@@ -246,12 +255,12 @@ def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = No
     state.obs = obs
     return state
 
-def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def sample_actions(logits: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
     """One sample of softmax(logits) over the last axis (Gumbel-max): (..., n_actions) -> (...)."""
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1)
+    return np.argmax(logits.cpu().numpy() + rng.gumbel(size=tuple(logits.shape)), axis=-1)
 
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
-                    device: torch.device) -> tuple[Rollout, list]:
+                    device: torch.device) -> tuple[Rollout, list[Episode]]:
     """Runs the policy num_steps steps in every env, updating state. Returns the rollout and the games that
     ended, as (step, env, raw score, length in frames). Rewards are clipped to their sign for training."""
     num_steps, num_envs = args.num_steps, envs.num_envs
@@ -259,31 +268,32 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
     actions = np.empty((num_steps, num_envs), dtype=np.int64)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
-    logits, values, truncations, finished = [], [], [], []  # truncations: (step, env, final obs)
+    logits, values, finished, truncated_at, final_obs = [], [], [], [], []
     with torch.inference_mode():
         for step in range(num_steps):
             obs[step] = state.obs
             step_logits, step_values = agent(torch.as_tensor(state.obs, device=device))
             logits.append(step_logits)
             values.append(step_values)
-            actions[step] = sample_actions(step_logits.cpu().numpy(), rng)
+            actions[step] = sample_actions(step_logits, rng)
             state.obs, reward, terminated, truncated, info = envs.step(actions[step])
             rewards[step] = np.sign(reward) if args.clip_rewards else reward
             dones[step] = terminated | truncated  # with episodic life, a lost life terminates
             games = info.get("final_info", {})  # the steps of the envs that ended an episode
             for env in np.flatnonzero(games.get("_episode", [])):  # the whole game ended
-                finished.append((step, env, games["episode"]["r"][env], games["episode"]["l"][env]))
+                finished.append(Episode(step, env, games["episode"]["r"][env], games["episode"]["l"][env]))
             if args.bootstrap_truncation:
                 for env in np.flatnonzero(truncated & ~terminated):
-                    truncations.append((step, env, info["final_obs"][env]))
+                    truncated_at.append((step, env))
+                    final_obs.append(info["final_obs"][env])
         # V(next obs), and V(final obs) of the truncated games, in one forward pass
-        final_obs = np.array([o for _, _, o in truncations], dtype=np.uint8).reshape(-1, *state.obs.shape[1:])
+        final_obs = np.array(final_obs, dtype=np.uint8).reshape(-1, *state.obs.shape[1:])
         _, bootstrap = agent(torch.as_tensor(np.concatenate([state.obs, final_obs]), device=device))
     bootstrap = bootstrap.cpu().numpy()
-    for (step, env, _), final_value in zip(truncations, bootstrap[num_envs:]):
+    for (step, env), final_value in zip(truncated_at, bootstrap[num_envs:]):
         rewards[step, env] += args.gamma * final_value
-    values, next_value = torch.stack(values).cpu().numpy(), bootstrap[:num_envs]
-    return Rollout(obs, actions, torch.stack(logits), values, rewards, dones, next_value), finished
+    values = torch.stack(values).cpu().numpy()
+    return Rollout(obs, actions, torch.stack(logits), values, rewards, dones, bootstrap[:num_envs]), finished
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: np.ndarray,
                 gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
@@ -303,15 +313,16 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
     def flat(array):  # (num_steps, num_envs, ...) -> (num_steps * num_envs, ...) tensor on the device
         return torch.from_numpy(array.reshape(-1, *array.shape[2:])).to(device)
 
-    actions, log_probs = flat(rollout.actions), F.log_softmax(rollout.logits.flatten(0, 1), dim=-1)
-    logprobs = log_probs.gather(1, actions[:, None]).squeeze(1)
-    return Batch(flat(rollout.obs), actions, log_probs, logprobs, flat(rollout.values), flat(advantages),
+    actions = flat(rollout.actions)
+    policy_log_probs = F.log_softmax(rollout.logits.flatten(0, 1), dim=-1)
+    logprobs = policy_log_probs.gather(1, actions[:, None]).squeeze(1)
+    return Batch(flat(rollout.obs), actions, policy_log_probs, logprobs, flat(rollout.values), flat(advantages),
                  flat(returns))
 
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
     """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)), summed over
     independent components if there are several; (batch,)."""
-    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).flatten(1).sum(-1)
+    return (old_log_probs.exp() * (old_log_probs - new_log_probs)).sum(-1)
 
 def policy_loss(new_logprob: torch.Tensor, old_logprob: torch.Tensor, advantages: torch.Tensor,
                 objective: str, clip_coef: float, kl: Optional[torch.Tensor] = None, kl_beta: float = 0.0):
@@ -341,62 +352,12 @@ def value_loss(new_values: torch.Tensor, old_values: torch.Tensor, returns: torc
     clipped_values = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
     return 0.5 * torch.max(unclipped, (clipped_values - returns) ** 2).mean()
 
-def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, clip_coef: float, ent_coef: float, kl_beta):
-    """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
-    terms to log (detached), and the detached log ratio of each sample."""
-    logits, new_values = agent(minibatch.obs)
-    log_probs = F.log_softmax(logits, dim=-1)
-    new_logprob = log_probs.gather(1, minibatch.actions[:, None]).squeeze(1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-    kl = categorical_kl(minibatch.log_probs, log_probs).mean() if args.objective.startswith("kl") else None
-    pg_loss, logratio = policy_loss(new_logprob, minibatch.logprobs, minibatch.advantages, args.objective,
-                                    clip_coef, kl, kl_beta)
-    v_loss = value_loss(new_values, minibatch.values, minibatch.returns, clip_coef, args.clip_vloss)
-    loss = pg_loss - ent_coef * entropy + args.vf_coef * v_loss
-    logs = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy)  # what the update logs, averaged
-    return loss, {name: value.detach() for name, value in logs.items()}, logratio.detach()
-
-def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args, rng: np.random.Generator,
-           loss_fn, clip_coef: float, ent_coef: float, kl_beta: float) -> dict:
-    """update_epochs passes of minibatch steps on loss_fn (until target_kl); returns the mean diagnostics."""
-    batch_size = batch.obs.shape[0]
-    minibatch_size = batch_size // args.num_minibatches
-    totals, logratios, grad_norms, parameters = {}, [], [], list(agent.parameters())
-    for epoch in range(args.update_epochs):
-        order = torch.from_numpy(rng.permutation(batch_size)).to(batch.obs.device)
-        shuffled = type(batch)(*(None if tensor is None else tensor[order] for tensor in batch))
-        if args.norm_adv:  # each minibatch's advantages to mean 0 and std 1, all minibatches at once
-            advantages = shuffled.advantages.view(args.num_minibatches, minibatch_size)
-            advantages = (advantages - advantages.mean(1, True)) / (advantages.std(1, keepdim=True) + 1e-8)
-            shuffled = shuffled._replace(advantages=advantages.view(-1))
-        for start in range(0, batch_size, minibatch_size):
-            rows = slice(start, start + minibatch_size)
-            minibatch = type(batch)(*(None if tensor is None else tensor[rows] for tensor in shuffled))
-            loss, logs, logratio = loss_fn(agent, minibatch, args, clip_coef, ent_coef, kl_beta)
-            totals = {name: totals.get(name, 0.0) + value for name, value in logs.items()}
-            logratios.append(logratio)
-            if args.target_kl is not None:  # approximate KL by the low-variance estimator k3
-                if mean_over_ranks_(((logratio.exp() - 1) - logratio).mean()).item() > args.target_kl:
-                    break  # no step on this minibatch, nor on any later one
-            optimizer.zero_grad()
-            loss.backward()
-            if dist.is_initialized():  # under torchrun: the whole minibatch's gradient, in one all-reduce
-                grads = mean_over_ranks_(torch.cat([parameter.grad.flatten() for parameter in parameters]))
-                for parameter, grad in zip(parameters, grads.split([p.numel() for p in parameters])):
-                    parameter.grad.copy_(grad.view_as(parameter))
-            grad_norms.append(nn.utils.clip_grad_norm_(parameters, args.max_grad_norm))
-            optimizer.step()
-        else:
-            continue
-        break  # target_kl reached: stop the whole update, not just this epoch
-    logratio = torch.stack(logratios)  # (minibatches, minibatch_size)
-    ratio = logratio.exp()
-    stats = {name: total / len(logratios) for name, total in totals.items()}
-    stats.update(old_approx_kl=(-logratio).mean(), approx_kl=((ratio - 1) - logratio).mean(),  # KL estimators
-                 clipfrac=((ratio - 1.0).abs() > clip_coef).float().mean(),
-                 grad_norm=torch.stack(grad_norms).mean() if grad_norms else torch.zeros(()))
-    means = mean_over_ranks_(torch.stack(list(stats.values()))).tolist()  # one all-reduce for them all
-    return dict(zip(stats, means), gradient_steps=len(grad_norms))
+class Schedule(NamedTuple):
+    """The coefficients of one iteration."""
+    lr_factor: float  # each parameter group's learning rate is its initial one times this
+    clip_coef: float
+    ent_coef: float
+    kl_beta: float
 
 def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
     """The learning rate (and clip) schedule: initial at iteration 1, initial / num_iterations at the last."""
@@ -408,36 +369,120 @@ def decayed_ent_coef(iteration: int, args: Args) -> float:
 
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     """The PPO paper's rule after each update: halve beta if KL < d_targ / 1.5, double it if > 1.5 d_targ."""
-    return kl_beta / 2 if kl < kl_target / 1.5 else kl_beta * 2 if kl > kl_target * 1.5 else kl_beta
+    if kl < kl_target / 1.5:
+        return kl_beta / 2
+    if kl > kl_target * 1.5:
+        return kl_beta * 2
+    return kl_beta
+
+def iteration_schedule(iteration: int, num_iterations: int, args: Args, kl_beta: float) -> Schedule:
+    """The learning rate and clip decay linearly to 0 where annealed; the entropy coefficient decays."""
+    lr_factor = linear_decay(iteration, num_iterations, 1.0) if args.anneal_lr else 1.0
+    clip_coef = args.clip_coef
+    if args.anneal_clip:
+        clip_coef = linear_decay(iteration, num_iterations, args.clip_coef)
+    return Schedule(lr_factor, clip_coef, decayed_ent_coef(iteration, args), kl_beta)
+
+def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, schedule: Schedule):
+    """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
+    terms to log (detached), and the detached log ratio of each sample."""
+    logits, new_values = agent(minibatch.obs)
+    log_probs = F.log_softmax(logits, dim=-1)
+    new_logprob = log_probs.gather(1, minibatch.actions[:, None]).squeeze(1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    kl = None
+    if args.objective.startswith("kl"):
+        kl = categorical_kl(minibatch.policy_log_probs, log_probs).mean()
+    pg_loss, logratio = policy_loss(new_logprob, minibatch.logprobs, minibatch.advantages, args.objective,
+                                    schedule.clip_coef, kl, schedule.kl_beta)
+    v_loss = value_loss(new_values, minibatch.values, minibatch.returns, schedule.clip_coef, args.clip_vloss)
+    loss = pg_loss - schedule.ent_coef * entropy + args.vf_coef * v_loss
+    logs = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy)  # what the update logs, averaged
+    return loss, {name: value.detach() for name, value in logs.items()}, logratio.detach()
+
+def policy_kl(agent: nn.Module, batch: Batch) -> float:
+    """The exact KL[pi_old || pi] of the whole update, averaged over the batch (and the processes)."""
+    with torch.no_grad():
+        new_log_probs = F.log_softmax(agent(batch.obs)[0], dim=-1)
+    return mean_over_processes(categorical_kl(batch.policy_log_probs, new_log_probs).mean()).item()
+
+def mean_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+    """Under torchrun: replaces tensor, in place, by its mean over all processes. Without: as it is."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+        tensor /= dist.get_world_size()
+    return tensor
+
+def average_gradients(agent: nn.Module):
+    """Under torchrun: each parameter's gradient becomes its mean over the processes (one all-reduce)."""
+    if not dist.is_initialized():
+        return
+    parameters = list(agent.parameters())
+    grads = mean_over_processes(torch.cat([parameter.grad.flatten() for parameter in parameters]))
+    for parameter, grad in zip(parameters, grads.split([parameter.numel() for parameter in parameters])):
+        parameter.grad.copy_(grad.view_as(parameter))
+
+def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args, rng: np.random.Generator,
+           loss_fn, schedule: Schedule) -> dict:
+    """update_epochs passes of minibatch steps on loss_fn (until target_kl); returns the mean diagnostics."""
+    for group in optimizer.param_groups:  # every group, each from its own initial learning rate
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * schedule.lr_factor
+    batch_size = batch.obs.shape[0]
+    minibatch_size = batch_size // args.num_minibatches
+    totals, logratios, grad_norms = {}, [], []
+    for epoch in range(args.update_epochs):
+        order = torch.from_numpy(rng.permutation(batch_size)).to(batch.obs.device)
+        shuffled = type(batch)(*(None if tensor is None else tensor[order] for tensor in batch))
+        if args.norm_adv:  # each minibatch's advantages to mean 0 and std 1, all minibatches at once
+            advantages = shuffled.advantages.view(args.num_minibatches, minibatch_size)
+            advantages = (advantages - advantages.mean(1, True)) / (advantages.std(1, keepdim=True) + 1e-8)
+            shuffled = shuffled._replace(advantages=advantages.view(-1))
+        for start in range(0, batch_size, minibatch_size):
+            rows = slice(start, start + minibatch_size)
+            minibatch = type(batch)(*(None if tensor is None else tensor[rows] for tensor in shuffled))
+            loss, logs, logratio = loss_fn(agent, minibatch, args, schedule)
+            totals = {name: totals.get(name, 0.0) + value for name, value in logs.items()}
+            logratios.append(logratio)
+            if args.target_kl is not None:  # the approximate KL (estimator k3) of all processes over the target:
+                if mean_over_processes(((logratio.exp() - 1) - logratio).mean()) > args.target_kl:
+                    break  # no step on this minibatch, nor on any later one
+            optimizer.zero_grad()
+            loss.backward()
+            average_gradients(agent)
+            grad_norms.append(nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm))
+            optimizer.step()
+        else:
+            continue
+        break  # target_kl reached: stop the whole update, not just this epoch
+    logratio = torch.stack(logratios)  # (minibatches, minibatch_size)
+    ratio = logratio.exp()
+    stats = {name: total / len(logratios) for name, total in totals.items()}
+    stats.update(old_approx_kl=(-logratio).mean(), approx_kl=((ratio - 1) - logratio).mean(),
+                 clipfrac=((ratio - 1.0).abs() > schedule.clip_coef).float().mean(),
+                 grad_norm=torch.stack(grad_norms).mean() if grad_norms else logratio.new_zeros(()))
+    means = mean_over_processes(torch.stack(list(stats.values()))).tolist()  # one all-reduce for them all
+    return dict(zip(stats, means), gradient_steps=len(grad_norms))
 
 def train(args: Args, given: Optional[set] = None) -> dict:
-    """Trains, goes on training (--resume) or evaluates (--load-model); returns what happened. given: the
-    flags named on the command line (by default: those that differ from their defaults)."""
-    run = start_run(args, given)  # torchrun, flags, run directory, seeds, logs; with --resume, the checkpoint
-    args, device = run.args, run.device
-    rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(run.rank,) if run.rank else ()))
-    envs = make_envs(args, run.name, run.rank, run.world_size)
-    state = restart_episodes(envs, args, args.seed + run.rank * envs.num_envs)  # N processes: one's seeds
-    agent = Agent(int(envs.single_action_space.n), use_bf16(args.precision, device))
-    agent = agent.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
-    policy, loss_fn = (torch.compile(agent), torch.compile(ppo_loss)) if args.compile else (agent, ppo_loss)
-    if run.checkpoint:
-        restore_checkpoint(run, agent, optimizer, rng, envs, state)
-    num_iterations = run.iteration if args.load_model else args.total_timesteps // run.batch_size
-    received, stopping, snapshot = [], [], None  # the stop signals this process got, the one that stops all
-    previous_handlers = catch_stop_signals(received)
-    try:
-        for iteration in range(run.iteration + 1, num_iterations + 1):
-            if args.anneal_lr:
-                optimizer.param_groups[0]["lr"] = linear_decay(iteration, num_iterations, args.learning_rate)
-            clip_coef = linear_decay(iteration, num_iterations, args.clip_coef) if args.anneal_clip \
-                else args.clip_coef
-            ent_coef = decayed_ent_coef(iteration, args)
+    """Trains (or, with --resume, goes on training); returns what happened. given: the flags named on the
+    command line (by default: those that differ from their defaults)."""
+    with Run.start(args, given) as run:
+        args, device = run.args, run.device
+        rng = np.random.default_rng(run.seed_sequence)  # each torchrun process its own
+        envs = make_envs(args, args.num_envs // run.world_size, run.video_dir)
+        state = restart_episodes(envs, args, args.seed + run.rank * envs.num_envs)
+        agent = make_agent(args, envs.single_action_space, device)
+        optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+        loss_fn = torch.compile(ppo_loss) if args.compile else ppo_loss
+        if args.compile:
+            agent.compile()
+        first_iteration, kl_beta = run.restore(agent, optimizer, rng, envs, state)
+        num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
+        for iteration in range(first_iteration, num_iterations + 1):
+            schedule = iteration_schedule(iteration, num_iterations, args, kl_beta)
 
             # 1. Rollout
-            rollout, finished = collect_rollout(envs, policy, state, args, rng, device)
-            run.global_step += run.batch_size
+            rollout, finished = collect_rollout(envs, agent, state, args, rng, device)
 
             # 2. Advantages
             advantages, returns = compute_gae(rollout.rewards, rollout.values, rollout.dones,
@@ -445,42 +490,27 @@ def train(args: Args, given: Optional[set] = None) -> dict:
 
             # 3. Update
             batch = make_batch(rollout, advantages, returns, device)
-            stats = update(agent, optimizer, batch, args, rng, loss_fn, clip_coef, ent_coef, run.kl_beta)
-            if args.objective == "kl-adaptive":  # the exact KL of the whole update sets the next beta
-                with torch.no_grad():
-                    new_log_probs = F.log_softmax(agent(batch.obs)[0], dim=-1)
-                stats["kl"] = mean_over_ranks_(categorical_kl(batch.log_probs, new_log_probs).mean()).item()
-
-            # 4. Log; checkpoint every checkpoint_every steps and on a stop signal
+            stats = update(agent, optimizer, batch, args, rng, loss_fn, schedule)
             stats["explained_variance"] = explained_variance(rollout.values, returns)
-            log_iteration(run, agent, finished, stats, optimizer.param_groups[0]["lr"], clip_coef, ent_coef)
-            if args.objective == "kl-adaptive":
-                run.kl_beta = adapted_kl_beta(run.kl_beta, stats["kl"], args.kl_target)
-            run.iteration = iteration
-            # what a checkpoint holds, and the signals of every process: one to any process stops all
-            snapshot, stopping = checkpoint_data(run, agent, optimizer, rng, envs, state, received[:1])
-            every = args.checkpoint_every
-            crossed = every > 0 and run.global_step // every > (run.global_step - run.batch_size) // every
-            if stopping or (crossed and iteration < num_iterations):
-                write_checkpoint(run, snapshot, "checkpoint.pt")
-            if args.save_model and iteration == num_iterations:  # the saved model is the last checkpoint
-                write_checkpoint(run, snapshot, f"{args.exp_name}.model")
-            if stopping:
+            if args.objective == "kl-adaptive":  # the exact KL of the whole update sets the next beta
+                stats["kl"] = policy_kl(agent, batch)
+                kl_beta = adapted_kl_beta(kl_beta, stats["kl"], args.kl_target)
+
+            # 4. Log; checkpoint every checkpoint_every steps, at the end and on a stop signal
+            if run.end_iteration(iteration, kl_beta, schedule, stats, finished):
                 break
-    except (Exception, KeyboardInterrupt) as error:  # an env or an edit that raises, Ctrl-C twice
-        stopped_by(run, error, snapshot)
-        raise
-    finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        envs.close()
-        with logs_may_fail(run):  # an error or Ctrl-C keeps every point logged so far
-            run.writer.flush()
-    return finish_run(run, stopping, agent, state)  # evaluate, close the logs
+    return run.finish()
+
+def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
+    """1 - Var(target - predicted) / Var(target); nan when the target is constant."""
+    target_variance = np.var(target)
+    return np.nan if target_variance == 0 else float(1 - np.var(target - predicted) / target_variance)
 
 
-# ======================================== Operational parts ========================================
-# Input checks, torchrun, checkpoints and resume, logging, evaluation, saving and loading, main().
+
+# ============================================= Harness =============================================
+# What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
+# evaluation and export, main(). train() reaches it through the Run alone.
 
 def fail(message: str, code: int = 2):
     """One line on stderr (rank 0's under torchrun), then the exit code (2: bad input; say what to change)."""
@@ -488,12 +518,404 @@ def fail(message: str, code: int = 2):
         print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
+NO_LOGS = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None, close=lambda: None)  # rank > 0
+
+class Run:
+    """One process's harness: its flags (with --resume or --load-model, the file's), place under torchrun,
+    directory, logs, checkpoints and stop signals. Around the training loop (`with Run.start(args) as run:`),
+    Ctrl-C and SIGTERM stop the run after the iteration (a signal to one process stops all), and an error keeps
+    the checkpoint of the last iteration done."""
+
+    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, rank: int, world_size: int):
+        self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
+        self.rank, self.world_size = rank, world_size
+        self.device = device_of(args)
+        self.seed_sequence = np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ())
+        self.video_dir = f"videos/{self.name}" if args.capture_video and rank == 0 else None
+        self.batch_size = args.num_envs * args.num_steps
+        self.num_iterations = args.total_timesteps // self.batch_size
+        self.iteration = 0  # the last one done
+        self.recent_returns = deque(maxlen=100)
+        self.received, self.handlers, self.snapshot = [], {}, None  # stop signals, old handlers, checkpoint
+        self.agent = self.optimizer = self.rng = self.envs = self.state = None  # what train() trains
+        self.start_step, self.start_time, self.last_print = 0, time.time(), 0.0
+        self.writer = NO_LOGS
+
+    @property
+    def global_step(self) -> int:
+        return self.iteration * self.batch_size
+
+    @classmethod
+    def start(cls, args: Args, given: Optional[set] = None) -> "Run":
+        """Joins torchrun's process group; checks the flags (with --resume or --load-model: the file and its
+        flags) and the env; makes the run directory, opens the logs, sets the seeds."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size > 1:  # under torchrun: NCCL between GPUs, gloo between CPUs
+            if device_of(args).type == "cuda":
+                torch.cuda.set_device(device_of(args))
+            dist.init_process_group("nccl" if device_of(args).type == "cuda" else "gloo")
+        rank = dist.get_rank() if world_size > 1 else 0
+        if args.load_model and world_size > 1:
+            fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}")
+        checkpoint = None
+        if args.resume or args.load_model:
+            flag = "--resume" if args.resume else "--load-model"
+            checkpoint = gather_from_ranks([load_data_file(args.resume or args.load_model, flag) if rank == 0 else None])[0]
+            args = resumed_args(args, checkpoint, given)
+            if args.resume and len(checkpoint["ranks"]) != world_size:
+                fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
+                     f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
+        check_args(args, world_size)
+        if args.capture_video:
+            check_video_support()
+        check_env(args)
+        if args.resume:
+            run_dir = os.path.dirname(os.path.abspath(args.resume))
+            if not os.access(run_dir, os.W_OK):
+                fail("--resume goes on in the checkpoint's directory, which is not writable: make it so, or copy it")
+        else:
+            suffix = "-eval" if args.load_model else ""
+            name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}__{int(time.time())}"
+            run_dir = gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
+        run = cls(args, checkpoint, run_dir, rank, world_size)
+        if rank == 0:
+            run.writer = start_logging(run)
+        random.seed(args.seed)  # the same on every rank: the same initial network
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)
+        torch.backends.cudnn.deterministic = args.torch_deterministic
+        if args.torch_threads > 0:
+            torch.set_num_threads(args.torch_threads)
+        return run
+
+    def __enter__(self) -> "Run":
+        if threading.current_thread() is threading.main_thread():
+            self.handlers = {signum: signal.signal(signum, self.on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def on_signal(self, signum, frame):
+        """Ctrl-C or SIGTERM: stop after this iteration; a second Ctrl-C: at once."""
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
+              file=sys.stderr)
+
+    def __exit__(self, kind, error, traceback):
+        """Puts the signal handlers back, closes the envs, writes out the logs; after an error or a second
+        Ctrl-C, writes the checkpoint of the last iteration done and says where the run stands."""
+        for signum, handler in self.handlers.items():
+            signal.signal(signum, handler)
+        if self.envs is not None:
+            self.envs.close()
+        with self.logs_may_fail():  # an error or Ctrl-C keeps every point logged so far
+            self.writer.flush()
+        if isinstance(error, (Exception, KeyboardInterrupt)):
+            if self.snapshot and self.args.checkpoint_every:
+                self.write(self.snapshot, "checkpoint.pt")
+            where = f"at step {self.global_step:,}: the logs keep every point so far, {self.last_checkpoint()}"
+            if isinstance(error, EnvError):
+                fail(f"{error}; stopped {where}")
+            print(f"{type(error).__name__} {where}", file=sys.stderr)
+
+    def restore(self, agent: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator, envs,
+                state) -> tuple[int, float]:
+        """Keeps the training's objects for its checkpoints; with --resume, puts them back as they were at the
+        end of the checkpoint's iteration. Returns the first iteration to run and the KL beta."""
+        self.agent, self.optimizer, self.rng, self.envs, self.state = agent, optimizer, rng, envs, state
+        if self.checkpoint is None:
+            return 1, self.args.kl_beta
+        saved, path = self.checkpoint, self.args.resume
+        own = saved["ranks"][self.rank]  # this process's generators and running episodes
+        self.load_agent(agent, envs.envs[0])
+        check_optimizer(path, saved["optimizer"], optimizer)
+        try:
+            optimizer.load_state_dict(saved["optimizer"]["state_dict"])
+            for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
+                for value in optimizer.state[parameter].values():
+                    if value.dim() and value.shape != parameter.shape:
+                        raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
+            rng.bit_generator.state = own["generator"]
+            torch.set_rng_state(own["torch"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            fail(f"{path!r} does not fit this run: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        self.start_step, self.start_time = self.global_step, time.time()
+        self.recent_returns.extend(saved["recent_returns"])
+        restart_episodes(envs, self.args, self.args.seed + self.rank * envs.num_envs + self.global_step, state)
+        if self.rank == 0:  # the emulators' state is not saved: new games
+            print(f"resuming {self.name} at step {self.global_step:,} (iteration {self.iteration + 1}); "
+                  f"{self.args.env_id} cannot save its state: new episodes start")
+        return self.iteration + 1, saved["counters"]["kl_beta"]
+
+    def load_agent(self, agent: nn.Module, env: gym.Env):
+        """The saved network's weights into agent, with the file's counters. Another env's spaces, or a network
+        that does not fit (one line naming the parameters and the flags that built the saved one) stop."""
+        path, weights, own = self.args.resume or self.args.load_model, self.checkpoint["agent"], agent.state_dict()
+        for kind, saved_space, space in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
+            if saved_space != space:  # a Dict's keys, their order and shapes too
+                fail(f"{path!r} does not fit: the env's {kind} space is not the saved run's: {space} for {saved_space}")
+        missing = [name for name in own if name not in weights]
+        unexpected = [name for name in weights if name not in own]
+        misshaped = [f"{name} {tuple(weights[name].shape)} for {tuple(own[name].shape)}" for name in own
+                     if name in weights and weights[name].shape != own[name].shape]
+        if missing or unexpected or misshaped:
+            built = " ".join(f"--{name.replace('_', '-')} {self.checkpoint['args'].get(name)}" for name in NETWORK_FLAGS)
+            fail(f"{path!r} does not fit this script's network (saved with {built}): missing {missing or 'none'}, "
+                 f"unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
+        agent.load_state_dict(weights)
+        self.agent, self.iteration = agent, self.checkpoint["counters"]["iteration"]
+
+    def end_iteration(self, iteration: int, kl_beta: float, schedule, stats: dict, finished: list) -> bool:
+        """Logs the iteration; keeps a copy of what a checkpoint holds, written every checkpoint_every steps,
+        at the end (--save-model: the model) and on a stop signal. True: a signal came, stop."""
+        self.iteration, self.kl_beta = iteration, kl_beta
+        self.log(schedule, stats, finished)
+        self.snapshot, signals = self.checkpoint_data()
+        stopping, every, step = bool(signals), self.args.checkpoint_every, self.global_step
+        crossed = every > 0 and step // every > (step - self.batch_size) // every
+        last = iteration == self.num_iterations
+        if stopping or (crossed and not last):
+            self.write(self.snapshot, "checkpoint.pt")
+        if self.args.save_model and last:  # the saved model is the last checkpoint
+            self.write(self.snapshot, f"{self.args.exp_name}.model")
+        return stopping
+
+    def log(self, schedule, stats: dict, finished: list):
+        """Stops (exit 3) on a nan or inf; logs the ended episodes (each at its step), the losses and the
+        schedule; prints the progress now and then."""
+        bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
+               if not math.isfinite(stats[name])]
+        bad += ["a network parameter" for parameter in self.agent.parameters() if not torch.isfinite(parameter).all()]
+        if bad:
+            fail(f"{bad[0]} went non-finite in the update ending at step {self.global_step:,}; stopped, "
+                 f"{self.last_checkpoint()}", 3)
+        step, finished = self.global_step, sorted(gather_from_ranks(finished), key=lambda episode: episode.step)
+        self.recent_returns.extend(float(episode.episode_return) for episode in finished)
+        sps = int((step - self.start_step) / (time.time() - self.start_time))
+        with self.logs_may_fail():
+            for episode in finished:
+                end = step - self.batch_size + (episode.step + 1) * self.args.num_envs  # the step it ended at
+                self.writer.add_scalar("charts/episodic_return", float(episode.episode_return), end)
+                self.writer.add_scalar("charts/episodic_length", int(episode.length), end)
+            for name, value in stats.items():
+                if name != "gradient_steps":
+                    self.writer.add_scalar(f"losses/{name}", value, step)
+            charts = dict(learning_rate=self.optimizer.param_groups[0]["lr"], clip_coef=schedule.clip_coef,
+                          ent_coef=schedule.ent_coef, kl_beta=schedule.kl_beta, SPS=sps)
+            for name, value in charts.items():
+                self.writer.add_scalar(f"charts/{name}", value, step)
+        if self.rank == 0 and (time.time() - self.last_print > 10 or self.iteration == self.num_iterations):
+            self.last_print, returns = time.time(), self.recent_returns
+            print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
+                  f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
+
+    def checkpoint_data(self) -> tuple[Optional[dict], list]:
+        """A copy of all the run needs to go on from the iteration just done, with every process's generators
+        (on rank 0; None on the others), and every process's stop signals: one gather."""
+        own = dict(generator=self.rng.bit_generator.state, torch=torch.get_rng_state(), signals=self.received[:1])
+        ranks = gather_from_ranks([own])
+        signals = [signum for process in ranks for signum in process.pop("signals")]
+        counters = dict(global_step=self.global_step, iteration=self.iteration, kl_beta=self.kl_beta)
+        optimizer = dict(kind=type(self.optimizer).__name__, state_dict=self.optimizer.state_dict())
+        data = dict(format=CHECKPOINT_FORMAT, args=vars(self.args), counters=counters, ranks=ranks,
+                    recent_returns=list(self.recent_returns), agent=self.agent.state_dict(), optimizer=optimizer,
+                    spaces=env_spaces(self.envs.envs[0]))
+        return None if self.rank else as_data(data), signals
+
+    def write(self, data: dict, name: str):
+        """Rank 0 writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
+        if self.rank != 0:
+            return
+        with self.logs_may_fail():  # every point up to the checkpoint is on disk before it
+            self.writer.flush()
+        path = os.path.join(self.dir, name)
+        try:
+            with open(f"{path}.tmp", "wb") as f:
+                torch.save(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(f"{path}.tmp", path)
+        except OSError as error:  # a full disk, a read-only one: stop, keeping the last whole checkpoint
+            with contextlib.suppress(OSError):
+                os.remove(f"{path}.tmp")
+            fail(f"cannot write {path} ({error.strerror or error}); stopped, {self.last_checkpoint()}", 1)
+
+    def last_checkpoint(self) -> str:
+        path = os.path.join(self.dir, "checkpoint.pt")
+        return f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
+
+    @contextlib.contextmanager
+    def logs_may_fail(self):
+        """Runs the block's log writes; if the disk refuses them (full, read-only), says so once and goes on
+        without logs."""
+        try:
+            yield
+        except OSError as error:
+            print(f"warning: cannot write the logs in {self.dir} ({error.strerror or error}); the run goes on "
+                  f"without", file=sys.stderr)
+            self.writer = NO_LOGS
+
+    def finish(self) -> dict:
+        """Says how to go on after a stop; otherwise evaluates and exports the agent. Closes the logs; returns
+        the run's summary."""
+        args, stopped = self.args, signal.Signals(self.received[0]) if self.received else None
+        model_path, eval_returns = None, []
+        if args.save_model and not args.load_model and self.iteration == self.num_iterations:
+            model_path = os.path.join(self.dir, f"{args.exp_name}.model")
+            if self.rank == 0:
+                print(f"model saved to {model_path}")
+        launcher = "python" if self.world_size == 1 else f"torchrun --nproc_per_node {self.world_size} ..."
+        if stopped and self.rank == 0:
+            print(f"stopped at step {self.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
+                  f"--resume {os.path.join(self.dir, 'checkpoint.pt')}", file=sys.stderr)
+        elif self.rank == 0:
+            if args.eval_episodes:
+                eval_returns = evaluate(self, self.agent, self.state)
+            if args.export_onnx:
+                export_onnx(self, self.agent, self.state)
+        with self.logs_may_fail():
+            self.writer.close()
+        if args.track and self.rank == 0:
+            import wandb
+
+            wandb.finish()
+        if self.world_size > 1:
+            dist.destroy_process_group()
+        return dict(agent=self.agent, model_path=model_path, eval_returns=eval_returns, run_dir=self.dir,
+                    recent_returns=list(self.recent_returns), stopped=stopped)
+
+def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
+    """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters
+    (the learning rate aside, which the schedule sets)."""
+    def settings(groups):
+        return [{key: list(value) if isinstance(value, tuple) else value for key, value in group.items()
+                 if key not in ("params", "lr", "initial_lr")} for group in groups]
+
+    now = dict(kind=type(optimizer).__name__, groups=settings(optimizer.state_dict()["param_groups"]))
+    before = dict(kind=saved["kind"], groups=settings(saved["state_dict"]["param_groups"]))
+    for key in ["kind", "groups"]:
+        if now[key] != before[key]:
+            fail(f"{path!r} was trained with the optimizer {before['kind']} {before['groups']}; this script builds "
+                 f"{now['kind']} {now['groups']}: resume with the optimizer it was trained with")
+
+def new_run_dir(name: str) -> str:
+    """Creates runs/{name}; a second run started in the same second gets a suffix, never the same dir."""
+    for suffix in range(1, 1000):
+        path = os.path.join("runs", name if suffix == 1 else f"{name}_{suffix}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as error:
+            fail(f"cannot create the directory {path}: {error.strerror}; run from a writable directory")
+
+def start_logging(run: Run):
+    """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
+    args = run.args
+    config = {**vars(args), "processes": run.world_size}
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            fail("--track needs wandb: pip install wandb, or drop --track")
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=config, name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
+    from torch.utils.tensorboard import SummaryWriter
+
+    purge_step = run.checkpoint and run.checkpoint["counters"]["global_step"] + 1
+    writer = SummaryWriter(run.dir, purge_step=purge_step)
+    table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+    return writer
+
+def env_spaces(env: gym.Env) -> list[str]:
+    """The observation and action spaces of the env itself (before any wrapper), as text."""
+    return [str(env.unwrapped.observation_space), str(env.unwrapped.action_space)]
+
+def as_data(value):
+    """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,
+    dicts and lists in it copied too (the run goes on changing the originals)."""
+    if is_dataclass(value):
+        value = vars(value)
+    if isinstance(value, dict):
+        return {key: as_data(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_data(item) for item in value]
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
+
+def load_data_file(path: str, flag: str) -> dict:
+    """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);
+    a damaged or foreign file is a one-line error."""
+    if not os.path.isfile(path):
+        fail(f"{flag} {path!r}: no such file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # the first record whose CRC-32 does not match, if any
+        if damaged:
+            raise ValueError(f"{damaged} fails its checksum")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
+        fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
+             f"{str(error).splitlines()[0][:200]})")
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
+    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict, spaces=list)
+    for name, kind in parts.items():
+        if not isinstance(saved.get(name), kind):
+            fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
+    return saved
+
+def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
+    """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
+    evaluation."""
+    saved = checkpoint["args"]
+    own = ["resume", "export_onnx"]
+    if args.load_model:
+        own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track", "cuda",
+               "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
+    if given is None:
+        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+    for key in sorted(given - set(own)):
+        if getattr(args, key) != saved.get(key):
+            action = "--resume continues" if args.resume else "--load-model evaluates"
+            fail(f"{action} the saved run with its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
+    try:
+        resumed = Args(**{**saved, **{key: getattr(args, key) for key in own}})
+    except TypeError as error:
+        fail(f"{args.resume or args.load_model!r} holds flags this script does not know ({error})")
+    if args.load_model:
+        resumed.eval_episodes = resumed.eval_episodes or 10
+    return resumed
+
+def check_video_support():
+    try:
+        import moviepy  # noqa: F401  (RecordVideo writes MP4s with it)
+    except ImportError:
+        fail("--capture-video needs moviepy: pip install moviepy, or drop --capture-video")
+
+def device_of(args: Args) -> torch.device:
+    """This process's device: under torchrun with CUDA, the GPU of its local rank."""
+    if args.cuda and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+def gather_from_ranks(items: list) -> list:
+    """The items of every process, rank 0's first (an all-gather under torchrun; items itself without)."""
+    if not dist.is_initialized():
+        return items
+    per_rank = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, items)
+    return [item for rank_items in per_rank for item in rank_items]
+
 def check_args(args: Args, world_size: int = 1):
     rules = [("a positive integer", lambda value: value > 0,
               ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"]),
              ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
-             ("> 0", lambda value: value > 0,
-              ["learning_rate", "clip_coef", "max_grad_norm", "kl_target", "clip_obs", "clip_reward"]),
+             ("> 0", lambda value: value > 0, ["learning_rate", "clip_coef", "max_grad_norm", "kl_target"]),
              (">= 0", lambda value: value >= 0,
               ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads",
                "checkpoint_every", "noop_max"]),
@@ -502,22 +924,19 @@ def check_args(args: Args, world_size: int = 1):
               ["torch_threads"]),
              ("at most 4096 per process", lambda value: value <= 4096 * world_size, ["num_envs"]),
              ("in [0, 2**32)", lambda value: 0 <= value < 2**32, ["seed"]),
-             ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"]),
-             ("one or more positive integers", lambda sizes: sizes and min(sizes) > 0, ["hidden_sizes"])]
+             ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"])]
     for name, value in vars(args).items():  # nan and inf would pass some of the rules below
         if isinstance(value, float) and not math.isfinite(value):
             fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for rule, holds, names in rules:
         for name in names:
-            if hasattr(args, name) and not holds(getattr(args, name)):
+            if not holds(getattr(args, name)):
                 fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
-    sizes = getattr(args, "hidden_sizes", ())
-    needs = [("--num-envs * --num-steps", 100 * args.num_envs * args.num_steps),  # over 100 bytes a step
-             ("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs: 14 floats each
-    for flags, needed in needs:
-        if needed > memory:
-            fail(f"{flags} would need over {needed / 2**30:.0f} GiB; this machine has {memory / 2**30:.0f}")
+    needed = 100 * args.num_envs * args.num_steps  # over 100 bytes a step
+    if needed > memory:
+        fail(f"--num-envs * --num-steps would need over {needed / 2**30:.0f} GiB; this machine has "
+             f"{memory / 2**30:.0f}")
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
@@ -538,383 +957,39 @@ def check_args(args: Args, world_size: int = 1):
         fail(f"--total-timesteps {args.total_timesteps} is smaller than one batch of num_envs * num_steps = "
              f"{args.num_envs * args.num_steps}; raise it or shrink the batch")
 
-def check_video_support():
+def check_atari_id(env_id: str):
+    """A one-line error unless env_id names an ALE game ("ALE/Breakout-v5", "BreakoutNoFrameskip-v4")."""
+    gym.register_envs(ale_py)
     try:
-        import moviepy  # noqa: F401  (RecordVideo writes MP4s with it)
-    except ImportError:
-        fail("--capture-video needs moviepy: pip install moviepy, or drop --capture-video")
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # render off-screen, no display needed
-    os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
+        spec = gym.spec(env_id)
+    except gym.error.Error as error:
+        fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]} (Atari: ALE/Breakout-v5, ...)")
+    if not str(spec.entry_point).startswith("ale_py"):
+        fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether --precision runs the trunk in bfloat16 on this device."""
-    if precision == "auto":  # not on CPUs: oneDNN's bf16 weight gradient spins in a barrier on shared cores
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return precision == "bf16"
-
-def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
-    """1 - Var(target - predicted) / Var(target); nan when the target is constant."""
-    target_variance = np.var(target)
-    return np.nan if target_variance == 0 else float(1 - np.var(target - predicted) / target_variance)
-
-@dataclass
-class Run:
-    """This process's flags, place under torchrun, directory, logs, checkpoint, and the counters it saves."""
-    args: Args
-    rank: int
-    world_size: int
-    device: torch.device
-    dir: str
-    checkpoint: Optional[dict] = None
-    name: str = ""
-    batch_size: int = 0  # num_envs * num_steps, over all processes
-    writer: object = None  # TensorBoard's SummaryWriter on rank 0
-    kl_beta: float = 0.0
-    global_step: int = 0
-    iteration: int = 0  # the last one done
-    recent_returns: deque = field(default_factory=lambda: deque(maxlen=100))
-    start: tuple = field(default_factory=lambda: (0, time.time()))  # the step and time this process began
-    last_print: float = 0.0
-
-def start_run(args: Args, given: Optional[set]) -> Run:
-    """torchrun's group; the checkpoint and flags (--resume, --load-model); checks; run dir, logs, seeds."""
-    world_size, use_cuda = int(os.environ.get("WORLD_SIZE", "1")), args.cuda and torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
-    if world_size > 1:  # under torchrun: NCCL between GPUs, gloo between CPUs
-        if use_cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank = dist.get_rank() if world_size > 1 else 0
-    if args.load_model and world_size > 1:
-        fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}")
-    flag, path = ("--resume", args.resume) if args.resume else ("--load-model", args.load_model)
-    checkpoint = path and gather_from_ranks([load_data_file(path, flag) if rank == 0 else None])[0]
-    if checkpoint:
-        args = resumed_args(args, checkpoint, given)
-        args.eval_episodes = args.eval_episodes or (10 if args.load_model else 0)
-        if args.resume and len(checkpoint["ranks"]) != world_size:
-            fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
-                 f"resume it with as many (torchrun --nproc_per_node), not {world_size}")
-    check_args(args, world_size)
-    if args.resume and not os.access(os.path.dirname(os.path.abspath(args.resume)), os.W_OK):
-        fail(f"--resume goes on in the checkpoint's directory, which is not writable: make it so, or copy it")
-    name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{'-eval' * bool(args.load_model)}__{args.seed}"
-    run_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else \
-        gather_from_ranks([new_run_dir(f"{name}__{int(time.time())}") if rank == 0 else None])[0]
-    run = Run(args, rank, world_size, device, run_dir, checkpoint or None, os.path.basename(run_dir),
-              args.num_envs * args.num_steps, kl_beta=args.kl_beta)
-    run.writer = start_logging(run) if rank == 0 else NO_LOGS
-    random.seed(args.seed)  # the same on every rank: the same initial network
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
-    return run
-
-def new_run_dir(name: str) -> str:
-    """Creates runs/{name}; a second run started in the same second gets a suffix, never the same dir."""
-    for suffix in range(1, 1000):
-        path = os.path.join("runs", name if suffix == 1 else f"{name}_{suffix}")
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            continue
-        except OSError as error:
-            fail(f"cannot create the directory {path}: {error.strerror}; run from a writable directory")
-
-def catch_stop_signals(received: list) -> dict:
-    """Ctrl-C and SIGTERM append to received (a second Ctrl-C stops at once); returns the old handlers."""
-
-    def handle(signum, frame):
-        if received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
-              file=sys.stderr)
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {signum: signal.signal(signum, handle) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-def checkpoint_data(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state,
-                    signals: list) -> tuple[Optional[dict], list]:
-    """A copy of all the run needs to go on from the iteration just done, with every process's generators,
-    envs and episodes (on rank 0; None on the others), and every process's stop signals: one gather."""
-    own = dict(generator=rng.bit_generator.state, torch=torch.get_rng_state(), envs=env_states(envs),
-               state=state, signals=signals)  # state copied once, below, with everything else
-    ranks = gather_from_ranks([own])
-    signals = [signum for process in ranks for signum in process.pop("signals")]
-    counters = {name: getattr(run, name) for name in ["global_step", "iteration", "kl_beta"]}
-    data = dict(format=CHECKPOINT_FORMAT, args=vars(run.args), counters=counters, ranks=ranks,
-                recent_returns=list(run.recent_returns), agent=agent.state_dict(),
-                optimizer=optimizer.state_dict(), spaces=env_spaces(envs))
-    return None if run.rank else as_data(data), signals
-
-def write_checkpoint(run: Run, data: Optional[dict], name: str):
-    """Rank 0 writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
-    if run.rank != 0:
-        return
-    with logs_may_fail(run):  # every point up to the checkpoint is on disk before it
-        run.writer.flush()
-    path = os.path.join(run.dir, name)
+def check_env(args: Args):
+    """Makes one env and resets it: a game that cannot be made is a one-line error."""
+    check_atari_id(args.env_id)
     try:
-        with open(f"{path}.tmp", "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f"{path}.tmp", path)
-    except OSError as error:  # a full disk, a read-only one: stop, keeping the last whole checkpoint
-        with contextlib.suppress(OSError):
-            os.remove(f"{path}.tmp")
-        fail(f"cannot write {path} ({error.strerror or error}); stopped, {last_checkpoint(run)}", 1)
-
-def stopped_by(run: Run, error: BaseException, snapshot: Optional[dict]):
-    """An error or a second Ctrl-C in the loop: rank 0 writes the checkpoint of the last iteration done
-    (when checkpoints are on); says where the run stands."""
-    if snapshot and run.args.checkpoint_every:
-        write_checkpoint(run, snapshot, "checkpoint.pt")
-    print(f"{type(error).__name__} at step {run.global_step:,}: the logs keep every point so far, "
-          f"{last_checkpoint(run)}", file=sys.stderr)
-
-def restore_checkpoint(run: Run, agent: nn.Module, optimizer, rng: np.random.Generator, envs, state):
-    """Everything as at the end of the checkpoint's iteration (--load-model: the agent and its statistics);
-    a part that does not fit this run is a one-line error."""
-    try:
-        for kind, saved, now in zip(["observation", "action"], run.checkpoint["spaces"], env_spaces(envs)):
-            if saved != now:  # a Dict's keys, their order and shapes too
-                raise ValueError(f"the env's {kind} space is not the saved run's: {now} for {saved}")
-        agent.load_state_dict(run.checkpoint["agent"])
-        own = run.checkpoint["ranks"][run.rank]  # this process's generators, envs and running episodes
-        if run.args.load_model:
-            return restore_data(state, {name: x for name, x in own["state"].items() if name.endswith("_rms")})
-        optimizer.load_state_dict(run.checkpoint["optimizer"])
-        for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
-            for value in optimizer.state[parameter].values():
-                if value.dim() and value.shape != parameter.shape:
-                    raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
-        rng.bit_generator.state = own["generator"]
-        torch.set_rng_state(own["torch"])
-        restore_data(state, own["state"])
-        if own["envs"] is not None:
-            restore_env_states(envs, own["envs"])
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-        fail(f"{run.args.resume or run.args.load_model!r} does not fit this run: {type(error).__name__}: "
-             f"{str(error).splitlines()[0][:200]}")
-    vars(run).update(run.checkpoint["counters"])
-    run.start = (run.global_step, time.time())
-    run.recent_returns.extend(run.checkpoint["recent_returns"])
-    saved_envs = own["envs"] is not None
-    if not saved_envs:  # the envs' state could not be saved: new episodes
-        restart_episodes(envs, run.args, run.args.seed + run.rank * envs.num_envs + run.global_step, state)
-    if run.rank == 0:
-        note = "" if saved_envs else f"; {run.args.env_id} cannot save its state: new episodes start"
-        print(f"resuming {run.name} at step {run.global_step:,} (iteration {run.iteration + 1}){note}")
-
-def env_spaces(envs) -> list[str]:
-    """The observation and action spaces of the env itself (before any wrapper), as text."""
-    env = envs.envs[0].unwrapped
-    return [str(env.observation_space), str(env.action_space)]
-
-def as_data(value):
-    """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,
-    dicts and lists in it copied too (the run goes on changing the originals)."""
-    if is_dataclass(value):
-        value = vars(value)
-    if isinstance(value, dict):
-        return {key: as_data(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [as_data(item) for item in value]
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
-
-def restore_data(target, saved: dict):
-    """The inverse of as_data, into the dataclass target."""
-    for name, value in saved.items():
-        if isinstance(value, dict):
-            restore_data(getattr(target, name), value)
-        else:
-            setattr(target, name, value.numpy() if isinstance(value, torch.Tensor) else value)
-
-def env_states(envs) -> None:
-    """None: the emulators' state is not saved, so a resumed run starts new games (restore_env_states, which
-    would put it back, is never called)."""
-    return None
-
-def restore_env_states(envs, states: list[dict]):
-    raise NotImplementedError("the emulators' state is not saved")
-
-def load_data_file(path: str, flag: str) -> dict:
-    """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);
-    a damaged or foreign file is a one-line error."""
-    if not os.path.isfile(path):
-        fail(f"{flag} {path!r}: no such file")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()  # the first record whose CRC-32 does not match, if any
-        if damaged:
-            raise ValueError(f"{damaged} fails its checksum")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
-        fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
-             f"{str(error).splitlines()[0][:200]})")
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
-    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict,
-                 spaces=list)
-    for name, kind in parts.items():
-        if not isinstance(saved.get(name), kind):
-            fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
-    return saved
-
-def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
-    """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
-    evaluation."""
-    saved = checkpoint["args"]
-    own = ["resume", "export_onnx"] if args.resume else ["load_model", "eval_episodes", "eval_greedy",
-                                                         "capture_video", "seed", "exp_name", "track", "cuda",
-                                                         "wandb_project_name", "wandb_entity", "save_model",
-                                                         "export_onnx"]
-    if given is None:
-        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
-    for key in sorted(given - set(own)):
-        if getattr(args, key) != saved.get(key):
-            fail(f"{'--resume continues' if args.resume else '--load-model evaluates'} the saved run with "
-                 f"its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
-    try:
-        return Args(**{**saved, **{key: getattr(args, key) for key in own}})
-    except TypeError as error:
-        fail(f"{args.resume or args.load_model!r} holds flags this script does not know ({error})")
-
-def mean_over_ranks_(tensor: torch.Tensor) -> torch.Tensor:
-    """Under torchrun: replaces tensor, in place, by its mean over all processes. Without: as it is."""
-    if dist.is_initialized():
-        dist.all_reduce(tensor)
-        tensor /= dist.get_world_size()
-    return tensor
-
-def gather_from_ranks(items: list) -> list:
-    """The items of every process, rank 0's first (an all-gather under torchrun; items itself without)."""
-    if not dist.is_initialized():
-        return items
-    per_rank = [None] * dist.get_world_size()
-    dist.all_gather_object(per_rank, items)
-    return [item for rank_items in per_rank for item in rank_items]
-
-def start_logging(run: Run):
-    """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
-    args, config = run.args, {**vars(run.args), "processes": run.world_size}
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            fail("--track needs wandb: pip install wandb, or drop --track")
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=config, name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
-    from torch.utils.tensorboard import SummaryWriter
-
-    purge_step = run.checkpoint and run.checkpoint["counters"]["global_step"] + 1
-    writer = SummaryWriter(run.dir, purge_step=purge_step)
-    table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
-    return writer
-
-NO_LOGS = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None, close=lambda: None)  # rank > 0
-
-@contextlib.contextmanager
-def logs_may_fail(run: Run):
-    """Runs the block's log writes; if the disk refuses them (full, read-only), says so once and goes on
-    training without logs."""
-    try:
-        yield
-    except OSError as error:
-        print(f"warning: cannot write the logs in {run.dir} ({error.strerror or error}); the run goes on "
-              f"without", file=sys.stderr)
-        run.writer = NO_LOGS
-
-def last_checkpoint(run: Run) -> str:
-    path = os.path.join(run.dir, "checkpoint.pt")
-    return f"the last good checkpoint is {path}" if os.path.exists(path) else "no checkpoint was written"
-
-def log_iteration(run: Run, agent: nn.Module, finished: list, stats: dict, learning_rate: float,
-                  clip_coef: float, ent_coef: float):
-    """Stops (exit 3) on a nan or inf (all processes alike: they share them); logs every process's ended
-    episodes (each at its step), the losses and schedules; prints the progress now and then."""
-    bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
-           if not math.isfinite(stats[name])] + ["a network parameter" for p in agent.parameters()
-                                                 if not torch.isfinite(p).all()]
-    if bad:
-        fail(f"{bad[0]} went non-finite in the update ending at step {run.global_step:,}; stopped, "
-             f"{last_checkpoint(run)}", 3)
-    step, episodes = run.global_step, sorted(gather_from_ranks(finished), key=lambda episode: episode[0])
-    run.recent_returns.extend(float(episode_return) for _, _, episode_return, _ in episodes)
-    sps = int((step - run.start[0]) / (time.time() - run.start[1]))
-    with logs_may_fail(run):
-        for end, _, episode_return, length in episodes:
-            end = step - run.batch_size + (end + 1) * run.args.num_envs  # the global step it ended at
-            run.writer.add_scalar("charts/episodic_return", float(episode_return), end)
-            run.writer.add_scalar("charts/episodic_length", int(length), end)
-        for name, value in stats.items():
-            if name != "gradient_steps":
-                run.writer.add_scalar(f"losses/{name}", value, step)
-        for name, value in [("learning_rate", learning_rate), ("clip_coef", clip_coef),
-                            ("ent_coef", ent_coef), ("kl_beta", run.kl_beta), ("SPS", sps)]:
-            run.writer.add_scalar(f"charts/{name}", value, step)
-    last = step + run.batch_size > run.args.total_timesteps  # the last iteration
-    if run.rank == 0 and (time.time() - run.last_print > 10 or last):
-        run.last_print, returns = time.time(), run.recent_returns
-        print(f"step {step:,} of {run.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
-              f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
-
-def finish_run(run: Run, stopping: list, agent: nn.Module, state) -> dict:
-    """Evaluates and exports the agent, or says how to continue a stopped run; closes the logs and the
-    process group; returns the run's summary."""
-    last = run.args.total_timesteps // run.batch_size  # train() writes the model at the last iteration
-    saved = run.args.save_model and not run.args.load_model and run.iteration == last
-    model_path, eval_returns = os.path.join(run.dir, f"{run.args.exp_name}.model") if saved else None, []
-    if run.rank == 0:
-        if model_path:
-            print(f"model saved to {model_path}")
-        if stopping:
-            launcher = "python" if run.world_size == 1 else f"torchrun --nproc_per_node {run.world_size} ..."
-            script, checkpoint = os.path.basename(__file__), os.path.join(run.dir, "checkpoint.pt")
-            print(f"stopped at step {run.global_step:,}; continue with: {launcher} {script} --resume "
-                  f"{checkpoint}", file=sys.stderr)
-        eval_returns = evaluate(run, agent, state) if run.args.eval_episodes and not stopping else []
-        if run.args.export_onnx and not stopping:
-            export_onnx(run, agent, state)
-        with logs_may_fail(run):
-            run.writer.close()
-        if run.args.track:
-            import wandb
-
-            wandb.finish()
-    if run.world_size > 1:
-        dist.destroy_process_group()
-    stopped = signal.Signals(stopping[0]) if stopping else None
-    return dict(agent=agent, model_path=model_path, eval_returns=eval_returns, run_dir=run.dir,
-                recent_returns=list(run.recent_returns), stopped=stopped)
+        make_env(args.env_id, args)().reset(seed=args.seed)
+    except Exception as error:  # a ROM that fails to load, ...
+        fail(f"cannot make --env-id {args.env_id!r}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with
     --capture-video); logs, prints and returns their raw scores."""
     args, video_dir = run.args, f"videos/{run.name}-eval" if run.args.capture_video else None
-    if video_dir:
-        check_video_support()
     env = make_env(args.env_id, args, video_dir)()
     rng, returns = np.random.default_rng(args.seed), []
     obs, _ = env.reset(seed=args.seed + 100_000)
     while len(returns) < args.eval_episodes:
         with torch.inference_mode():
-            logits = agent(torch.as_tensor(np.asarray(obs)[None], device=run.device))[0].cpu().numpy()
-        action = int(np.argmax(logits, axis=1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
+            logits = agent(torch.as_tensor(np.asarray(obs)[None], device=run.device))[0]
+        action = int(logits.argmax(-1)[0] if args.eval_greedy else sample_actions(logits, rng)[0])
         obs, _, terminated, truncated, info = env.step(action)
         if "episode" in info:  # the game is over
             returns.append(float(info["episode"]["r"]))
-            with logs_may_fail(run):
+            with run.logs_may_fail():
                 run.writer.add_scalar("eval/episodic_return", returns[-1], len(returns) - 1)
         if (terminated or truncated) and len(returns) < args.eval_episodes:  # a lost life, or a game over
             obs, _ = env.reset()
@@ -934,10 +1009,11 @@ class GreedyPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.agent(obs)[0].argmax(-1)
 
-def export_onnx(run: Run, agent: Agent, state: EnvState):
-    """--export-onnx: the greedy policy on preprocessed stacks of 4 frames."""
+def export_onnx(run: Run, agent: Agent, state: Optional[EnvState] = None):
+    """--export-onnx: the greedy policy on preprocessed stacks of 4 frames, its trunk in float32."""
     agent.bf16 = False
-    write_onnx(run, GreedyPolicy(agent), (torch.as_tensor(state.obs[[0, 0]]).cpu(),), ["obs"])
+    obs, _ = make_env(run.args.env_id, run.args)().reset(seed=run.args.seed)
+    write_onnx(run, GreedyPolicy(agent), (torch.as_tensor(np.asarray(obs)[None].repeat(2, 0)),), ["obs"])
 
 def write_onnx(run: Run, policy: nn.Module, inputs: tuple, names: list[str]):
     """Exports policy(*inputs) to --export-onnx as one graph whose batch size is free."""
@@ -949,12 +1025,23 @@ def write_onnx(run: Run, policy: nn.Module, inputs: tuple, names: list[str]):
                           verbose=False)
     print(f"greedy policy exported to {run.args.export_onnx}: inputs {', '.join(names)}, output action")
 
+def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
+    """--load-model: evaluates the saved agent with its Atari protocol (and exports it with --export-onnx),
+    without training."""
+    run = Run.start(args, given)
+    env = make_env(run.args.env_id, run.args)()
+    agent = make_agent(run.args, env.action_space, run.device)
+    run.load_agent(agent, env)
+    env.close()
+    return run.finish()
+
 def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
     try:
         named = {arg[2:].split("=")[0].replace("-", "_") for arg in sys.argv[1:] if arg.startswith("--")}
         given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}
-        summary = train(tyro.cli(Args), given)
+        args = tyro.cli(Args)
+        summary = evaluate_saved_model(args, given) if args.load_model else train(args, given)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         raise SystemExit(130) from None

@@ -75,7 +75,7 @@ def test_preprocessing_against_frames_built_by_hand():
         expected_frames.append(cv2.resize(pooled, (84, 84), interpolation=cv2.INTER_AREA))
     env.close()
 
-    envs = ppo.make_envs(ppo.Args(num_envs=1, noop_max=0), "unused")
+    envs = ppo.make_envs(ppo.Args(num_envs=1, noop_max=0), 1)
     obs, _ = envs.reset(seed=0)
     expected_stack = [expected_frames[1]] * 4
     np.testing.assert_array_equal(obs[0], np.stack(expected_stack))
@@ -89,7 +89,7 @@ def test_preprocessing_against_frames_built_by_hand():
 def untrained_rollouts(args, rng_seed=0):
     """(rollout, ended games) of an untrained agent, one after another, in envs made from args and reset with
     seed 0; each rollout samples with a generator seeded rng_seed."""
-    envs = ppo.make_envs(args, "unused")
+    envs = ppo.make_envs(args, args.num_envs)
     state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(int(envs.single_action_space.n))

@@ -70,14 +70,14 @@ def test_gaussian_log_prob_and_entropy_by_hand():
         agent.actor_logstd.copy_(log_std)
     minibatch = ppo.Batch(torch.randn(4, 3), torch.randn(4, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4),
                           torch.zeros(4), torch.zeros(4), torch.zeros(4))
-    _, logs, _ = ppo.ppo_loss(agent, minibatch, ppo.Args(), 0.2, 0.0, 0.0)
+    _, logs, _ = ppo.ppo_loss(agent, minibatch, ppo.Args(), ppo.Schedule(1.0, 0.2, 0.0, 0.0))
     assert logs["entropy"].item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5), rel=1e-6)
 
 
 def test_sampled_actions_have_the_policy_mean_and_std():
     rng = np.random.default_rng(0)
     mean, log_std = np.array([[1.0, -2.0]]), np.log(np.array([0.5, 2.0]))
-    samples = np.concatenate([ppo.sample_actions(mean, log_std, rng) for _ in range(20000)])
+    samples = np.concatenate([ppo.sample_actions(mean, np.exp(log_std), rng) for _ in range(20000)])
     np.testing.assert_allclose(samples.mean(axis=0), [1.0, -2.0], atol=0.05)
     np.testing.assert_allclose(samples.std(axis=0), [0.5, 2.0], rtol=0.03)
 
@@ -131,7 +131,7 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     args = ppo.Args(env_id="Pendulum-v1", total_timesteps=2048, num_envs=2, num_steps=256, num_minibatches=4,
                     update_epochs=2, save_model=True, eval_episodes=2)
     summary = ppo.train(args)
-    saved = torch.load(summary["model_path"], weights_only=True)["ranks"][0]["state"]
+    saved = torch.load(summary["model_path"], weights_only=True)["state"]
     assert saved["obs_rms"]["count"] == 2 + 2048  # the reset observations, then one per step
     assert not torch.allclose(saved["obs_rms"]["mean"], torch.zeros(3, dtype=torch.float64))
     assert saved["return_rms"]["count"] == 2048
@@ -139,7 +139,7 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     # evaluating the saved model (in this process, and in a fresh one) takes its statistics and keeps them
     # frozen: the same greedy returns as the evaluation at the end of the training (to float rounding, since
     # a reloaded network's weights lie elsewhere in memory)
-    evaluation = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=2))
+    evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=2))
     np.testing.assert_allclose(evaluation["eval_returns"], summary["eval_returns"], rtol=1e-4)
     out = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py"),
                           "--load-model", summary["model_path"], "--eval-episodes", "2"], capture_output=True, text=True)
@@ -147,9 +147,9 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     assert f"mean return {np.mean(evaluation['eval_returns']):.2f}" in out.stdout  # same process layout
     # without its statistics the same network scores differently: the statistics matter
     model = torch.load(summary["model_path"], weights_only=True)
-    model["ranks"][0]["state"]["obs_rms"].update(mean=torch.zeros(3).double(), var=torch.ones(3).double())
+    model["state"]["obs_rms"].update(mean=torch.zeros(3).double(), var=torch.ones(3).double())
     torch.save(model, "unnormalized.model")
-    unnormalized = ppo.train(ppo.Args(load_model="unnormalized.model", eval_episodes=2))
+    unnormalized = ppo.evaluate_saved_model(ppo.Args(load_model="unnormalized.model", eval_episodes=2))
     assert not np.allclose(unnormalized["eval_returns"], evaluation["eval_returns"], rtol=1e-3)
 
 
@@ -168,4 +168,4 @@ def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
     summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=128, num_steps=64, num_minibatches=2, update_epochs=1,
                                  save_model=True))
     saved = torch.load(summary["model_path"], weights_only=True)
-    assert saved["args"]["env_id"] == env_id and saved["ranks"][0]["state"]["obs_rms"]["count"] == 1 + 128
+    assert saved["args"]["env_id"] == env_id and saved["state"]["obs_rms"]["count"] == 1 + 128

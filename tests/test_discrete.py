@@ -108,15 +108,15 @@ def test_shared_body_computes_the_body_once_for_both_heads():
     obs = torch.randn(10, 4)
     logits, values = agent(obs)
     features = agent.actor_body(obs)
-    torch.testing.assert_close(logits[:, 0], agent.actor_head(features))  # Discrete: one component
+    torch.testing.assert_close(logits, agent.actor_head(features))
     torch.testing.assert_close(values, agent.critic_head(features).squeeze(-1))
-    assert logits.shape == (10, 1, 3) and values.shape == (10,)
+    assert logits.shape == (10, 3) and values.shape == (10,)
 
 
 def test_sampled_actions_follow_softmax():
     logits = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
     rng = np.random.default_rng(0)
-    samples = np.stack([ppo.sample_actions(logits, rng) for _ in range(20000)])  # (20000, 2)
+    samples = np.stack([ppo.sample_actions(torch.tensor(logits), [3], rng)[:, 0] for _ in range(20000)])  # (20000, 2)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     for row in range(2):
         frequencies = np.bincount(samples[:, row], minlength=3) / len(samples)
@@ -133,12 +133,12 @@ def test_explained_variance():
 
 def test_shared_body_and_relu_train(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ppo.Args(shared_body=True, activation="relu", hidden_sizes=(32,), save_model=True, total_timesteps=1024)
+    args = ppo.Args(shared_body=True, activation="ReLU", hidden_sizes=(32,), save_model=True, total_timesteps=1024)
     summary = ppo.train(args)
     agent, saved = summary["agent"], torch.load(summary["model_path"], weights_only=True)
     assert agent.actor_body is agent.critic_body and isinstance(agent.actor_body[1], torch.nn.ReLU)
-    assert saved["args"]["activation"] == "relu" and saved["args"]["hidden_sizes"] == (32,)
-    assert ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=1))["eval_returns"]
+    assert saved["args"]["activation"] == "ReLU" and saved["args"]["hidden_sizes"] == (32,)
+    assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))["eval_returns"]
 
 
 def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):

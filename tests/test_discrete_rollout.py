@@ -15,7 +15,7 @@ def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9, seed=0):
     obs, info = envs.reset(seed=seed)
     torch.manual_seed(seed)
     agent = ppo.Agent(2, [3])
-    state = ppo.EnvState(*ppo.observation_and_mask(obs, info, ppo.action_layout([3])), np.zeros(len(obs)),
+    state = ppo.EnvState(*ppo.observation_and_mask(obs, info, [3]), np.zeros(len(obs)),
                          np.zeros(len(obs), np.int64))
     args = ppo.Args(num_steps=num_steps, gamma=gamma, bootstrap_truncation=bootstrap_truncation)
     data, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(seed), torch.device("cpu"))
@@ -68,13 +68,12 @@ def test_the_rollout_keeps_what_the_agent_gave_step_by_step():
     agent, (data, next_obs, _) = rollout([lambda: CountingEnv(5)] * 3, num_steps=7)
     with torch.no_grad():
         logits, values = agent(torch.from_numpy(data.obs.reshape(-1, 2)))
-        logits = logits[:, 0]  # Discrete: one component
         _, next_values = agent(torch.from_numpy(next_obs))
     torch.testing.assert_close(data.logits.reshape(-1, 3), logits)
     np.testing.assert_allclose(data.values, values.reshape(7, 3).numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(data.next_value, next_values.numpy(), rtol=1e-6, atol=1e-6)
     # the log-probabilities of the batch are those of the actions taken
     advantages = np.zeros((7, 3), np.float32)
-    batch = ppo.make_batch(data, advantages, advantages, torch.device("cpu"))
+    batch = ppo.make_batch(data, advantages, advantages, [3], torch.device("cpu"))
     expected = torch.log_softmax(logits, -1)[torch.arange(21), torch.from_numpy(data.actions.reshape(-1))]
     torch.testing.assert_close(batch.logprobs, expected)

@@ -30,9 +30,9 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     cases = [(dict(**{name: value}), f"--{name.replace('_', '-')} must be a finite number")
              for name in float_fields(ppo) for value in (float("nan"), float("inf"), -float("inf"))]
     cases += [(dict(torch_threads=100_000), "--torch-threads must be at most"),
-              (dict(num_envs=1_000_000), "--num-envs must be at most 4096 per process"),
+              (dict(num_envs=1_000_000), "--num-envs must be at most 4096"),
               (dict(num_steps=10**12, total_timesteps=10**13), "--num-envs * --num-steps would need over")]
-    if hasattr(ppo.Args, "hidden_sizes"):
+    if ppo is not ppo_atari:
         cases.append((dict(hidden_sizes=(10**6, 10**6)), "--hidden-sizes would need over"))
     assert len(cases) > 3 * 10
     for overrides, message in cases:
@@ -52,14 +52,13 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
 
 @pytest.mark.parametrize("ppo,env_id,message", ENV_FAULTS, ids=[f"{p.__name__}-{e}" for p, e, _ in ENV_FAULTS])
 def test_envs_that_fail_are_one_line_errors(ppo, env_id, message, capsys):
-    assert message in one_line_error(capsys, lambda: ppo.make_envs(ppo.Args(env_id=env_id), "unused"))
+    assert message in one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_id=env_id)))
 
 
-@SCRIPTS
-def test_under_torchrun_only_rank_0_prints_an_error(ppo, capsys, monkeypatch):
+def test_under_torchrun_only_rank_0_prints_an_error(capsys, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(SystemExit) as exit_info:
-        ppo.fail("a bad flag")
+        ppo_atari.fail("a bad flag")
     assert exit_info.value.code == 2 and capsys.readouterr().err == ""
 
 
@@ -77,15 +76,21 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
     damaged = {"bit_flip.pt": (flip_a_bit(data), "not a readable checkpoint or model"),
                "empty.pt": (b"", "not a readable checkpoint or model"),
                "no_optimizer.pt": ({k: v for k, v in good.items() if k != "optimizer"}, "'optimizer' is missing"),
-               "ranks_dict.pt": ({**good, "ranks": {}}, "'ranks' is missing or not a list"),
                "wrong_shape.pt": ({**good, "agent": {**good["agent"], first_weight: torch.zeros(3, 3)}},
-                                  "does not fit this run: RuntimeError"),
-               "state_list.pt": ({**good, "ranks": [{**good["ranks"][0], "state": []}]}, "does not fit this run"),
-               "generator.pt": ({**good, "ranks": [{**good["ranks"][0], "generator": {"bit_generator": "MT"}}]},
-                                "does not fit this run")}
-    optimizer_state = good["optimizer"]["state"][0]
-    damaged["adam_size.pt"] = ({**good, "optimizer": {**good["optimizer"], "state": {
-        **good["optimizer"]["state"], 0: {**optimizer_state, "exp_avg": torch.zeros(7)}}}}, "optimizer state (7,)")
+                                  f"mis-shaped ['{first_weight} (3, 3) for"),
+               "no_weight.pt": ({**good, "agent": {}}, f"missing ['{first_weight}'"),
+               "other_optimizer.pt": ({**good, "optimizer": {**good["optimizer"], "kind": "SGD"}},
+                                      "was trained with the optimizer SGD")}
+    if ppo is ppo_atari:  # under torchrun, the generators of each process
+        damaged["ranks_dict.pt"] = ({**good, "ranks": {}}, "'ranks' is missing or not a list")
+        damaged["generator.pt"] = ({**good, "ranks": [{**good["ranks"][0], "generator": {"bit_generator": "MT"}}]},
+                                   "does not fit this run")
+    else:
+        damaged["state_list.pt"] = ({**good, "state": []}, "'state' is missing or not a dict")
+        damaged["generator.pt"] = ({**good, "generator": {"bit_generator": "MT"}}, "does not fit this run")
+    optimizer = good["optimizer"]["state_dict"]
+    damaged["adam_size.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "state": {
+        **optimizer["state"], 0: {**optimizer["state"][0], "exp_avg": torch.zeros(7)}}}}}, "optimizer state (7,)")
     for name, (content, message) in damaged.items():
         if isinstance(content, bytes):
             open(name, "wb").write(content)
@@ -121,14 +126,14 @@ def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp
         pytest.skip("cannot mount a tmpfs here")
     try:
         monkeypatch.chdir(disk)
-        write_checkpoint = ppo_discrete.write_checkpoint
+        write_checkpoint = ppo_discrete.Run.write
 
         def write_then_fill_the_disk(*args):
             write_checkpoint(*args)
             with contextlib.suppress(OSError), open(disk / "filler", "ab") as f:
                 f.write(bytes(8 * 2**20))  # more than the disk holds: it is full afterwards
 
-        monkeypatch.setattr(ppo_discrete, "write_checkpoint", write_then_fill_the_disk)
+        monkeypatch.setattr(ppo_discrete.Run, "write", write_then_fill_the_disk)
         with pytest.raises(SystemExit) as exit_info:
             ppo_discrete.train(ppo_discrete.Args(total_timesteps=2048, checkpoint_every=512))
         assert exit_info.value.code == 1

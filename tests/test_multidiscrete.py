@@ -17,22 +17,25 @@ def test_combo_lock_is_learned_to_the_optimum_without_an_illegal_action():
     summary = ppo.train(ppo.Args(**args))
     assert np.mean(summary["recent_returns"]) > 1.8
     assert summary["eval_returns"] == [2.0] * 20  # greedy: both components right, every time
-    sampled = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=50, eval_greedy=False))
+    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=50, eval_greedy=False))
     assert np.mean(sampled["eval_returns"]) > 1.5
 
 
-def test_action_layout_places_each_component_in_a_padded_row():
-    # nvec [3, 4, 2]: logits 0-2, 3-6 and 7-8; 9 (one past the last) pads the shorter rows
-    np.testing.assert_array_equal(ppo.action_layout([3, 4, 2]), [[0, 1, 2, 9], [3, 4, 5, 6], [7, 8, 9, 9]])
-    np.testing.assert_array_equal(ppo.action_layout([5]), [[0, 1, 2, 3, 4]])  # Discrete(5)
+def test_the_action_mask_is_read_per_component():
+    flags = np.array([[1, 0, 1, 0, 1, 1, 1, 0, 1]], np.int8)  # MultiDiscrete([3, 4, 2]): 3, 4 and 2 flags
+    obs, mask = ppo.observation_and_mask(np.zeros((1, 2)), {"action_mask": flags}, [3, 4, 2])
+    assert obs.dtype == np.float32 and mask.dtype == bool
+    np.testing.assert_array_equal(mask, flags.astype(bool))
+    assert ppo.observation_and_mask(np.zeros((1, 2)), {}, [3, 4, 2])[1] is None
 
 
-def test_the_action_mask_is_placed_by_the_layout_in_arrays_and_tensors():
-    flags = np.array([[1, 0, 1, 0, 1, 1, 1, 0, 1]], bool)  # MultiDiscrete([3, 4, 2]): 3, 4 and 2 flags
-    expected = [[[1, 0, 1, 0], [0, 1, 1, 1], [0, 1, 0, 0]]]  # the padding slots are never legal
-    layout = ppo.action_layout([3, 4, 2])
-    np.testing.assert_array_equal(ppo.legal_actions(flags, layout), expected)  # training: numpy
-    np.testing.assert_array_equal(ppo.legal_actions(torch.from_numpy(flags), torch.from_numpy(layout)), expected)
+def test_each_component_samples_and_chooses_among_its_own_actions():
+    nvec, rng = [3, 2], np.random.default_rng(0)
+    logits = torch.tensor([[0.0, 5.0, 0.0, 9.0, 0.0]])  # component 0 prefers 1, component 1 prefers 0
+    assert ppo.component_argmax(logits, nvec).tolist() == [[1, 0]]
+    samples = np.array([ppo.sample_actions(logits, nvec, rng)[0] for _ in range(2000)])
+    assert samples[:, 0].max() <= 2 and samples[:, 1].max() <= 1
+    np.testing.assert_allclose((samples[:, 0] == 1).mean(), np.exp(5) / (np.exp(5) + 2), atol=0.03)
 
 
 def softmax_over(logits, legal):
@@ -45,11 +48,7 @@ def test_components_probabilities_entropy_kl_and_loss_by_hand():
     old_flat = np.array([[0.5, 9.0, -0.3, 0.2, 0.1], [1.0, -1.0, 0.0, 7.0, 0.4]], np.float32)
     new_flat = np.array([[0.1, 3.0, 0.4, -0.2, 0.6], [0.7, -0.5, 0.2, 2.0, 0.0]], np.float32)
     actions = np.array([[2, 0], [1, 1]])
-    layout = ppo.action_layout(nvec)
-    _, masks = ppo.observation_and_mask(np.zeros((2, 1)), {"action_mask": flags}, layout)
-
-    def padded(flat):
-        return torch.from_numpy(np.concatenate([flat, np.full((2, 1), ppo.MASKED_LOGIT, np.float32)], 1)[:, layout])
+    _, masks = ppo.observation_and_mask(np.zeros((2, 1)), {"action_mask": flags}, nvec)
 
     # by hand: each component a softmax over its legal actions; log-probs, entropies and KLs add up
     components = [slice(0, 3), slice(3, 5)]
@@ -64,25 +63,36 @@ def test_components_probabilities_entropy_kl_and_loss_by_hand():
     ratio = np.exp(np.array(new_logprob) - np.array(old_logprob))
     expected_loss = -(advantages * ratio).mean() + 0.7 * kl - 0.01 * entropy + 0.5 * 0.5 * np.mean([0.25, 1.0])
 
-    rollout = ppo.Rollout(np.zeros((1, 2, 1), np.float32), actions[None], masks[None], padded(old_flat)[None],
+    rollout = ppo.Rollout(np.zeros((1, 2, 1), np.float32), actions[None], masks[None], torch.from_numpy(old_flat)[None],
                           np.zeros((1, 2), np.float32), None, None, None)
     batch = ppo.make_batch(rollout, advantages[None].astype(np.float32), np.array([[0.5, -1.0]], np.float32),
-                           torch.device("cpu"))
+                           nvec, torch.device("cpu"))
     np.testing.assert_allclose(batch.logprobs.numpy(), old_logprob, rtol=1e-5)
     args = ppo.Args(objective="kl-fixed", clip_vloss=False)
-    loss, logs, _ = ppo.ppo_loss(lambda obs: (padded(new_flat), torch.zeros(2)), batch, args, 0.2, 0.01, 0.7)
+    loss, logs, _ = ppo.ppo_loss(StubAgent(new_flat, nvec), batch, args, ppo.Schedule(1.0, 0.2, 0.01, 0.7))
     assert logs["entropy"].item() == pytest.approx(entropy, rel=1e-5)
-    new_log_probs = ppo.masked_log_probs(padded(new_flat), batch.masks)
-    assert ppo.categorical_kl(batch.log_probs, new_log_probs).mean().item() == pytest.approx(kl, rel=1e-4)
+    new_log_probs = ppo.masked_log_probs(torch.from_numpy(new_flat), batch.masks, nvec)
+    assert ppo.categorical_kl(batch.policy_log_probs, new_log_probs).mean().item() == pytest.approx(kl, rel=1e-4)
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
-    assert (new_log_probs.exp()[~batch.masks] == 0).all()  # illegal and padding actions: probability 0
+    assert (new_log_probs.exp()[~batch.masks] == 0).all()  # illegal actions: probability 0
 
 
-def test_a_component_without_a_legal_action_is_a_one_line_error(capsys):
+class StubAgent:
+    """Gives fixed logits (and zero values) for any observation."""
+
+    def __init__(self, logits, nvec):
+        self.logits, self.nvec = torch.from_numpy(logits), nvec
+
+    def __call__(self, obs):
+        return self.logits, torch.zeros(len(self.logits))
+
+
+def test_a_component_without_a_legal_action_is_an_env_error():
     flags = np.array([[1, 1, 1, 0, 0]], bool)  # the second component of MultiDiscrete([3, 2]) has none
-    error = one_line_error(capsys, lambda: ppo.observation_and_mask(np.zeros((1, 1)), {"action_mask": flags},
-                                                                     ppo.action_layout([3, 2])))
-    assert "no legal action" in error
+    with pytest.raises(ppo.EnvError, match="no legal action"):
+        ppo.observation_and_mask(np.zeros((1, 1)), {"action_mask": flags}, [3, 2])
+    with pytest.raises(ppo.EnvError, match="has 4 flags; its actions need 5"):
+        ppo.observation_and_mask(np.zeros((1, 1)), {"action_mask": flags[:, :4]}, [3, 2])
 
 
 def test_a_model_whose_observation_layout_differs_is_refused(capsys):
@@ -92,5 +102,5 @@ def test_a_model_whose_observation_layout_differs_is_refused(capsys):
     model["spaces"][0] = model["spaces"][0].replace("'first'", "'primary'")
     torch.save(model, "other_layout.model")
     capsys.readouterr()  # the training's output
-    error = one_line_error(capsys, lambda: ppo.train(ppo.Args(load_model="other_layout.model")))
+    error = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_layout.model")))
     assert "observation space is not the saved run's" in error

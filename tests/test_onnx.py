@@ -24,15 +24,16 @@ def trained_and_exported(ppo, **flags):
 
 def observations_from_the_env(ppo, args, count=256):
     """count observations (and info) from random play, as the env gives them (after the script's wrappers)."""
-    envs = ppo.make_envs(args, "unused")
+    envs = ppo.make_envs(args, args.num_envs) if ppo is ppo_atari else ppo.make_envs(args)
     obs, info = envs.reset(seed=5)
     seen, masks, rng = [], [], np.random.default_rng(0)
     while len(seen) * envs.num_envs < count:
         seen.append(obs.copy())
         masks.append(info.get("action_mask"))
         if masks[-1] is not None:  # a random legal action of each component
-            _, mask = ppo.observation_and_mask(obs, info, ppo.action_layout(ppo.action_nvec(envs.single_action_space)))
-            choice = ppo.sample_actions(np.where(mask, 0.0, ppo.MASKED_LOGIT), rng)
+            nvec = ppo.action_nvec(envs.single_action_space)
+            _, mask = ppo.observation_and_mask(obs, info, nvec)
+            choice = ppo.sample_actions(torch.from_numpy(np.where(mask, 0.0, ppo.MASKED_LOGIT)), nvec, rng)
             obs, _, _, _, info = envs.step(ppo.env_actions(choice, envs.single_action_space))
         else:
             obs, _, _, _, info = envs.step(envs.action_space.sample())
@@ -46,13 +47,14 @@ def test_discrete_export_plays_the_greedy_actions():
         args = ppo_discrete.Args(env_id=env_id)
         obs, flags = observations_from_the_env(ppo_discrete, args)
         space = ppo_discrete.make_env(env_id)().action_space
-        layout = ppo_discrete.action_layout(ppo_discrete.action_nvec(space))
+        nvec = ppo_discrete.action_nvec(space)
         with torch.no_grad():
             logits = agent(torch.as_tensor(obs, dtype=torch.float32))[0].numpy()
-        if flags is not None:
-            _, mask = ppo_discrete.observation_and_mask(obs, {"action_mask": flags}, layout)
-            logits = np.where(mask, logits, ppo_discrete.MASKED_LOGIT)
-        expected = ppo_discrete.env_actions(np.argmax(logits, -1), space)  # as evaluate() plays
+        if flags is not None:  # illegal actions never chosen
+            logits = np.where(flags.astype(bool), logits, -np.inf)
+        # each component's best action, by hand
+        best = np.stack([part.argmax(-1) for part in np.split(logits, np.cumsum(nvec)[:-1], axis=-1)], -1)
+        expected = ppo_discrete.env_actions(best, space)
         inputs = {"obs": obs.astype(np.float32)} | ({"action_mask": flags.astype(bool)} if flags is not None else {})
         (actions,) = session.run(None, inputs)
         np.testing.assert_array_equal(actions, expected)
@@ -62,7 +64,7 @@ def test_continuous_export_normalizes_and_clips_as_evaluation_does():
     agent, model, session = trained_and_exported(ppo_continuous)  # Pendulum: normalized observations
     obs, _ = observations_from_the_env(ppo_continuous, ppo_continuous.Args(**TINY[ppo_continuous]))
     raw = obs  # make_envs gives raw observations: the script normalizes them
-    stats = model["ranks"][0]["state"]["obs_rms"]
+    stats = model["state"]["obs_rms"]
     obs_rms = ppo_continuous.RunningMeanStd(stats["mean"].numpy(), stats["var"].numpy())
     with torch.no_grad():
         mean = agent(torch.from_numpy(ppo_continuous.normalize(raw, obs_rms, 10.0).astype(np.float32)))[0].numpy()

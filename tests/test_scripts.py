@@ -91,20 +91,20 @@ def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     obs, zeros = torch.randn(512, 4), torch.zeros(512)
     with torch.no_grad():
         if ppo is ppo_discrete:
-            log_probs = torch.log_softmax(agent(obs)[0], -1)  # (512, 1, 2)
-            batch = ppo.Batch(obs, actions, None, log_probs, log_probs[torch.arange(512), 0, actions[:, 0]], zeros,
+            log_probs = torch.log_softmax(agent(obs)[0], -1)  # (512, 2)
+            batch = ppo.Batch(obs, actions, None, log_probs, log_probs[torch.arange(512), actions[:, 0]], zeros,
                               torch.randn(512), torch.randn(512))
         else:
             means, log_stds = (x.clone() for x in agent(obs)[:2])  # the old policy: not views of the parameters
             batch = ppo.Batch(obs, actions, means, log_stds, ppo.gaussian_log_prob(actions, means, log_stds), zeros,
                               torch.randn(512), torch.randn(512))
-    coefs = dict(clip_coef=args.clip_coef, ent_coef=args.ent_coef, kl_beta=args.kl_beta)
-    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, **coefs)
+    schedule = ppo.Schedule(1.0, args.clip_coef, args.ent_coef, args.kl_beta)
+    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)
     # minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the update:
     # CleanRL would finish the epoch (4 steps)
     assert stats["gradient_steps"] == 1
     args.target_kl = None
-    assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, **coefs)["gradient_steps"] == 16
+    assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)["gradient_steps"] == 16
 
 
 @SCRIPTS
@@ -133,7 +133,7 @@ def test_save_load_evaluate_and_record_video(ppo):
                           "--env-id", TINY[ppo]["env_id"]], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(summary['eval_returns']):.2f}" in out.stdout
-    sampled = ppo.train(ppo.Args(load_model=summary["model_path"], eval_episodes=3, eval_greedy=False))
+    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=3, eval_greedy=False))
     assert len(sampled["eval_returns"]) == 3 and not sampled["recent_returns"]  # evaluated, not trained
 
 
@@ -230,7 +230,7 @@ def test_bad_model_and_checkpoint_files_are_refused_without_running_them(ppo, fl
 def test_model_for_another_env_is_refused(ppo):
     summary = ppo.train(ppo.Args(save_model=True, **TINY[ppo]))
     with pytest.raises(SystemExit) as exit_info:
-        ppo.train(ppo.Args(load_model=summary["model_path"], env_id="MountainCarContinuous-v0"))
+        ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], env_id="MountainCarContinuous-v0"))
     assert exit_info.value.code == 2
 
 

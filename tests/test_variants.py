@@ -119,7 +119,7 @@ def test_every_objective_trains(ppo, objective):
 def test_masked_log_probs_give_illegal_actions_zero_probability_and_zero_gradient():
     logits = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]], requires_grad=True)
     masks = torch.tensor([[True, False, True, False], [False, True, True, False]])
-    log_probs = ppo_discrete.masked_log_probs(logits, masks)
+    log_probs = ppo_discrete.masked_log_probs(logits, masks, [4])
     probs = log_probs.exp()
     assert (probs[~masks] == 0).all()
     torch.testing.assert_close(probs[0, [0, 2]], torch.softmax(torch.tensor([1.0, 3.0]), 0))
@@ -129,7 +129,7 @@ def test_masked_log_probs_give_illegal_actions_zero_probability_and_zero_gradien
     assert entropy[0].item() == pytest.approx(-(legal * legal.log()).sum().item())
     (entropy.sum() + log_probs[masks].sum()).backward()
     assert (logits.grad[~masks] == 0).all() and (logits.grad[masks] != 0).any()
-    kl = ppo_discrete.categorical_kl(log_probs.detach(), ppo_discrete.masked_log_probs(logits.detach() * 2, masks))
+    kl = ppo_discrete.categorical_kl(log_probs.detach(), ppo_discrete.masked_log_probs(logits.detach() * 2, masks, [4]))
     assert torch.isfinite(kl).all()
 
 
