@@ -170,10 +170,11 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
 
     return thunk
 
-def make_envs(args: Args, num_envs: int, video_dir: Optional[str] = None) -> gym.vector.SyncVectorEnv:
-    """num_envs envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84, 84) uint8 observations. With
-    video_dir, the first records."""
-    thunks = [make_env(args.env_id, args, video_dir if i == 0 else None) for i in range(num_envs)]
+def make_envs(args: Args, video_dir: Optional[str] = None, processes: int = 1) -> gym.vector.SyncVectorEnv:
+    """This process's num_envs/processes envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84, 84)
+    uint8 observations. With video_dir, the first records."""
+    video_dirs = [video_dir] + [None] * (args.num_envs // processes - 1)
+    thunks = [make_env(args.env_id, args, video) for video in video_dirs]
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -316,8 +317,8 @@ def make_batch(rollout: Rollout, advantages: np.ndarray, returns: np.ndarray, de
     actions = flat(rollout.actions)
     policy_log_probs = F.log_softmax(rollout.logits.flatten(0, 1), dim=-1)
     logprobs = policy_log_probs.gather(1, actions[:, None]).squeeze(1)
-    return Batch(flat(rollout.obs), actions, policy_log_probs, logprobs, flat(rollout.values), flat(advantages),
-                 flat(returns))
+    return Batch(flat(rollout.obs), actions, policy_log_probs, logprobs, flat(rollout.values),
+                 flat(advantages), flat(returns))
 
 def categorical_kl(old_log_probs: torch.Tensor, new_log_probs: torch.Tensor) -> torch.Tensor:
     """The exact KL[pi_old || pi] of each state: sum_a pi_old(a) (log pi_old(a) - log pi(a)), summed over
@@ -359,14 +360,6 @@ class Schedule(NamedTuple):
     ent_coef: float
     kl_beta: float
 
-def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
-    """The learning rate (and clip) schedule: initial at iteration 1, initial / num_iterations at the last."""
-    return initial * (1.0 - (iteration - 1.0) / num_iterations)
-
-def decayed_ent_coef(iteration: int, args: Args) -> float:
-    """The entropy coefficient: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
-    return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
-
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     """The PPO paper's rule after each update: halve beta if KL < d_targ / 1.5, double it if > 1.5 d_targ."""
     if kl < kl_target / 1.5:
@@ -376,12 +369,13 @@ def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     return kl_beta
 
 def iteration_schedule(iteration: int, num_iterations: int, args: Args, kl_beta: float) -> Schedule:
-    """The learning rate and clip decay linearly to 0 where annealed; the entropy coefficient decays."""
-    lr_factor = linear_decay(iteration, num_iterations, 1.0) if args.anneal_lr else 1.0
-    clip_coef = args.clip_coef
-    if args.anneal_clip:
-        clip_coef = linear_decay(iteration, num_iterations, args.clip_coef)
-    return Schedule(lr_factor, clip_coef, decayed_ent_coef(iteration, args), kl_beta)
+    """Where annealed, the learning rate and clip decay linearly: x1 at iteration 1, x1/num_iterations at the
+    last. The entropy coefficient is multiplied by ent_coef_decay after each update, down to ent_coef_min."""
+    remaining = 1.0 - (iteration - 1.0) / num_iterations
+    lr_factor = remaining if args.anneal_lr else 1.0
+    clip_coef = args.clip_coef * remaining if args.anneal_clip else args.clip_coef
+    ent_coef = max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
+    return Schedule(lr_factor, clip_coef, ent_coef, kl_beta)
 
 def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, schedule: Schedule):
     """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
@@ -443,9 +437,9 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
             loss, logs, logratio = loss_fn(agent, minibatch, args, schedule)
             totals = {name: totals.get(name, 0.0) + value for name, value in logs.items()}
             logratios.append(logratio)
-            if args.target_kl is not None:  # the approximate KL (estimator k3) of all processes over the target:
+            if args.target_kl is not None:  # the approximate KL (estimator k3) of all processes
                 if mean_over_processes(((logratio.exp() - 1) - logratio).mean()) > args.target_kl:
-                    break  # no step on this minibatch, nor on any later one
+                    break  # over the target: no step on this minibatch, nor on any later one
             optimizer.zero_grad()
             loss.backward()
             average_gradients(agent)
@@ -469,7 +463,7 @@ def train(args: Args, given: Optional[set] = None) -> dict:
     with Run.start(args, given) as run:
         args, device = run.args, run.device
         rng = np.random.default_rng(run.seed_sequence)  # each torchrun process its own
-        envs = make_envs(args, args.num_envs // run.world_size, run.video_dir)
+        envs = make_envs(args, run.video_dir, run.world_size)
         state = restart_episodes(envs, args, args.seed + run.rank * envs.num_envs)
         agent = make_agent(args, envs.single_action_space, device)
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
@@ -512,6 +506,8 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 def fail(message: str, code: int = 2):
     """One line on stderr (rank 0's under torchrun), then the exit code (2: bad input; say what to change)."""
     if os.environ.get("RANK", "0") == "0":
@@ -523,8 +519,8 @@ NO_LOGS = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None, clo
 class Run:
     """One process's harness: its flags (with --resume or --load-model, the file's), place under torchrun,
     directory, logs, checkpoints and stop signals. Around the training loop (`with Run.start(args) as run:`),
-    Ctrl-C and SIGTERM stop the run after the iteration (a signal to one process stops all), and an error keeps
-    the checkpoint of the last iteration done."""
+    Ctrl-C and SIGTERM stop the run after the iteration (a signal to one process stops all), and an error
+    keeps the checkpoint of the last iteration done."""
 
     def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, rank: int, world_size: int):
         self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
@@ -545,6 +541,11 @@ class Run:
     def global_step(self) -> int:
         return self.iteration * self.batch_size
 
+    @property
+    def path(self) -> Optional[str]:
+        """The file of --resume or --load-model."""
+        return self.args.resume or self.args.load_model
+
     @classmethod
     def start(cls, args: Args, given: Optional[set] = None) -> "Run":
         """Joins torchrun's process group; checks the flags (with --resume or --load-model: the file and its
@@ -559,8 +560,7 @@ class Run:
             fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}")
         checkpoint = None
         if args.resume or args.load_model:
-            flag = "--resume" if args.resume else "--load-model"
-            checkpoint = gather_from_ranks([load_data_file(args.resume or args.load_model, flag) if rank == 0 else None])[0]
+            checkpoint = gather_from_ranks([load_data_file(args) if rank == 0 else None])[0]
             args = resumed_args(args, checkpoint, given)
             if args.resume and len(checkpoint["ranks"]) != world_size:
                 fail(f"--resume {args.resume!r} was written by {len(checkpoint['ranks'])} process(es): "
@@ -572,10 +572,10 @@ class Run:
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):
-                fail("--resume goes on in the checkpoint's directory, which is not writable: make it so, or copy it")
+                fail("--resume goes on in the checkpoint's directory, which is not writable: make it so")
         else:
             suffix = "-eval" if args.load_model else ""
-            name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}__{int(time.time())}"
+            name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}"
             run_dir = gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
         run = cls(args, checkpoint, run_dir, rank, world_size)
         if rank == 0:
@@ -590,7 +590,7 @@ class Run:
 
     def __enter__(self) -> "Run":
         if threading.current_thread() is threading.main_thread():
-            self.handlers = {signum: signal.signal(signum, self.on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+            self.handlers = {signum: signal.signal(signum, self.on_signal) for signum in STOP_SIGNALS}
         return self
 
     def on_signal(self, signum, frame):
@@ -613,7 +613,7 @@ class Run:
         if isinstance(error, (Exception, KeyboardInterrupt)):
             if self.snapshot and self.args.checkpoint_every:
                 self.write(self.snapshot, "checkpoint.pt")
-            where = f"at step {self.global_step:,}: the logs keep every point so far, {self.last_checkpoint()}"
+            where = f"at step {self.global_step:,}: the logs keep every point, {self.last_checkpoint()}"
             if isinstance(error, EnvError):
                 fail(f"{error}; stopped {where}")
             print(f"{type(error).__name__} {where}", file=sys.stderr)
@@ -625,43 +625,44 @@ class Run:
         self.agent, self.optimizer, self.rng, self.envs, self.state = agent, optimizer, rng, envs, state
         if self.checkpoint is None:
             return 1, self.args.kl_beta
-        saved, path = self.checkpoint, self.args.resume
-        own = saved["ranks"][self.rank]  # this process's generators and running episodes
+        saved, path = self.checkpoint, self.path
+        own = saved["ranks"][self.rank]  # this process's generators
         self.load_agent(agent, envs.envs[0])
         check_optimizer(path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
-            for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
+            for parameter in agent.parameters():  # the optimizer's state must fit its parameters
                 for value in optimizer.state[parameter].values():
                     if value.dim() and value.shape != parameter.shape:
                         raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
             rng.bit_generator.state = own["generator"]
             torch.set_rng_state(own["torch"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-            fail(f"{path!r} does not fit this run: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+            fail(f"{path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
         self.start_step, self.start_time = self.global_step, time.time()
         self.recent_returns.extend(saved["recent_returns"])
-        restart_episodes(envs, self.args, self.args.seed + self.rank * envs.num_envs + self.global_step, state)
+        seed = self.args.seed + self.rank * envs.num_envs + self.global_step
+        restart_episodes(envs, self.args, seed, state)
         if self.rank == 0:  # the emulators' state is not saved: new games
             print(f"resuming {self.name} at step {self.global_step:,} (iteration {self.iteration + 1}); "
                   f"{self.args.env_id} cannot save its state: new episodes start")
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
     def load_agent(self, agent: nn.Module, env: gym.Env):
-        """The saved network's weights into agent, with the file's counters. Another env's spaces, or a network
-        that does not fit (one line naming the parameters and the flags that built the saved one) stop."""
-        path, weights, own = self.args.resume or self.args.load_model, self.checkpoint["agent"], agent.state_dict()
-        for kind, saved_space, space in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
-            if saved_space != space:  # a Dict's keys, their order and shapes too
-                fail(f"{path!r} does not fit: the env's {kind} space is not the saved run's: {space} for {saved_space}")
+        """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
+        network that does not fit (one line naming the parameters and the flags that built it), stop."""
+        path, weights, own = self.path, self.checkpoint["agent"], agent.state_dict()
+        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
+            if saved != now:  # a Dict's keys, their order and shapes too
+                fail(f"{path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
         unexpected = [name for name in weights if name not in own]
         misshaped = [f"{name} {tuple(weights[name].shape)} for {tuple(own[name].shape)}" for name in own
                      if name in weights and weights[name].shape != own[name].shape]
         if missing or unexpected or misshaped:
-            built = " ".join(f"--{name.replace('_', '-')} {self.checkpoint['args'].get(name)}" for name in NETWORK_FLAGS)
-            fail(f"{path!r} does not fit this script's network (saved with {built}): missing {missing or 'none'}, "
-                 f"unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
+            built = " ".join(f"{flag_name(name)} {getattr(self.args, name)}" for name in NETWORK_FLAGS)
+            fail(f"{path!r} does not fit this script's network (saved with {built}): missing "
+                 f"{missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
         agent.load_state_dict(weights)
         self.agent, self.iteration = agent, self.checkpoint["counters"]["iteration"]
 
@@ -685,11 +686,13 @@ class Run:
         schedule; prints the progress now and then."""
         bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
                if not math.isfinite(stats[name])]
-        bad += ["a network parameter" for parameter in self.agent.parameters() if not torch.isfinite(parameter).all()]
+        if not all(torch.isfinite(weight).all() for weight in self.agent.parameters()):
+            bad.append("a network parameter")
         if bad:
             fail(f"{bad[0]} went non-finite in the update ending at step {self.global_step:,}; stopped, "
                  f"{self.last_checkpoint()}", 3)
-        step, finished = self.global_step, sorted(gather_from_ranks(finished), key=lambda episode: episode.step)
+        step = self.global_step
+        finished = sorted(gather_from_ranks(finished), key=lambda episode: episode.step)  # every process's
         self.recent_returns.extend(float(episode.episode_return) for episode in finished)
         sps = int((step - self.start_step) / (time.time() - self.start_time))
         with self.logs_may_fail():
@@ -712,14 +715,15 @@ class Run:
     def checkpoint_data(self) -> tuple[Optional[dict], list]:
         """A copy of all the run needs to go on from the iteration just done, with every process's generators
         (on rank 0; None on the others), and every process's stop signals: one gather."""
-        own = dict(generator=self.rng.bit_generator.state, torch=torch.get_rng_state(), signals=self.received[:1])
+        own = dict(generator=self.rng.bit_generator.state, torch=torch.get_rng_state(),
+                   signals=self.received[:1])
         ranks = gather_from_ranks([own])
         signals = [signum for process in ranks for signum in process.pop("signals")]
         counters = dict(global_step=self.global_step, iteration=self.iteration, kl_beta=self.kl_beta)
         optimizer = dict(kind=type(self.optimizer).__name__, state_dict=self.optimizer.state_dict())
         data = dict(format=CHECKPOINT_FORMAT, args=vars(self.args), counters=counters, ranks=ranks,
-                    recent_returns=list(self.recent_returns), agent=self.agent.state_dict(), optimizer=optimizer,
-                    spaces=env_spaces(self.envs.envs[0]))
+                    recent_returns=list(self.recent_returns), agent=self.agent.state_dict(),
+                    optimizer=optimizer, spaces=env_spaces(self.envs.envs[0]))
         return None if self.rank else as_data(data), signals
 
     def write(self, data: dict, name: str):
@@ -751,8 +755,8 @@ class Run:
         try:
             yield
         except OSError as error:
-            print(f"warning: cannot write the logs in {self.dir} ({error.strerror or error}); the run goes on "
-                  f"without", file=sys.stderr)
+            print(f"warning: cannot write the logs in {self.dir} ({error.strerror or error}); the run goes "
+                  f"on without", file=sys.stderr)
             self.writer = NO_LOGS
 
     def finish(self) -> dict:
@@ -766,8 +770,9 @@ class Run:
                 print(f"model saved to {model_path}")
         launcher = "python" if self.world_size == 1 else f"torchrun --nproc_per_node {self.world_size} ..."
         if stopped and self.rank == 0:
-            print(f"stopped at step {self.global_step:,}; continue with: {launcher} {os.path.basename(__file__)} "
-                  f"--resume {os.path.join(self.dir, 'checkpoint.pt')}", file=sys.stderr)
+            checkpoint = os.path.join(self.dir, "checkpoint.pt")
+            print(f"stopped at step {self.global_step:,}; continue with: {launcher} "
+                  f"{os.path.basename(__file__)} --resume {checkpoint}", file=sys.stderr)
         elif self.rank == 0:
             if args.eval_episodes:
                 eval_returns = evaluate(self, self.agent, self.state)
@@ -784,6 +789,12 @@ class Run:
         return dict(agent=self.agent, model_path=model_path, eval_returns=eval_returns, run_dir=self.dir,
                     recent_returns=list(self.recent_returns), stopped=stopped)
 
+def flag_name(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+def first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error) else ""
+
 def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters
     (the learning rate aside, which the schedule sets)."""
@@ -795,11 +806,12 @@ def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     before = dict(kind=saved["kind"], groups=settings(saved["state_dict"]["param_groups"]))
     for key in ["kind", "groups"]:
         if now[key] != before[key]:
-            fail(f"{path!r} was trained with the optimizer {before['kind']} {before['groups']}; this script builds "
-                 f"{now['kind']} {now['groups']}: resume with the optimizer it was trained with")
+            fail(f"{path!r} was trained with the optimizer {before['kind']} {before['groups']}; this script "
+                 f"builds {now['kind']} {now['groups']}: resume with the optimizer it was trained with")
 
 def new_run_dir(name: str) -> str:
-    """Creates runs/{name}; a second run started in the same second gets a suffix, never the same dir."""
+    """Creates runs/{name}__{time}; a second run started in the same second gets a suffix of its own."""
+    name = f"{name}__{int(time.time())}"
     for suffix in range(1, 1000):
         path = os.path.join("runs", name if suffix == 1 else f"{name}_{suffix}")
         try:
@@ -846,9 +858,10 @@ def as_data(value):
         return value.clone()
     return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
 
-def load_data_file(path: str, flag: str) -> dict:
-    """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);
-    a damaged or foreign file is a one-line error."""
+def load_data_file(args: Args) -> dict:
+    """The file of --resume or --load-model, its records' checksums verified, read with weights_only=True
+    (never code); a damaged or foreign file is a one-line error."""
+    path, flag = args.resume or args.load_model, "--resume" if args.resume else "--load-model"
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: no such file")
     try:
@@ -859,11 +872,12 @@ def load_data_file(path: str, flag: str) -> dict:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
         fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
-             f"{str(error).splitlines()[0][:200]})")
+             f"{first_line(error)})")
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
-    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict, spaces=list)
+    parts = dict(args=dict, counters=dict, ranks=list, recent_returns=list, agent=dict, optimizer=dict,
+                 spaces=list)
     for name, kind in parts.items():
         if not isinstance(saved.get(name), kind):
             fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
@@ -875,14 +889,14 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     saved = checkpoint["args"]
     own = ["resume", "export_onnx"]
     if args.load_model:
-        own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track", "cuda",
-               "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
+        own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track",
+               "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
     for key in sorted(given - set(own)):
         if getattr(args, key) != saved.get(key):
             action = "--resume continues" if args.resume else "--load-model evaluates"
-            fail(f"{action} the saved run with its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
+            fail(f"{action} the saved run with its flags: drop {flag_name(key)} (saved: {saved.get(key)!r})")
     try:
         resumed = Args(**{**saved, **{key: getattr(args, key) for key in own}})
     except TypeError as error:
@@ -973,7 +987,7 @@ def check_env(args: Args):
     try:
         make_env(args.env_id, args)().reset(seed=args.seed)
     except Exception as error:  # a ROM that fails to load, ...
-        fail(f"cannot make --env-id {args.env_id!r}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        fail(f"cannot make --env-id {args.env_id!r}: {type(error).__name__}: {first_line(error)}")
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with

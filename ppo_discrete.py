@@ -120,7 +120,7 @@ class Args:
     hidden_sizes: tuple[int, ...] = (64, 64)
     """the hidden layer sizes of each MLP"""
     activation: str = "Tanh"
-    """the activation of the hidden layers: the name of any torch.nn activation (Tanh, ReLU, ELU, GELU, ...)"""
+    """the activation of the hidden layers: any torch.nn activation by name (Tanh, ReLU, ELU, GELU, ...)"""
     torch_threads: int = 1
     """CPU threads for torch (1: fastest for small networks, and lets runs side by side share the cores)"""
     save_model: bool = False
@@ -154,9 +154,8 @@ class MaskInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
 
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env; a Dict observation becomes one vector (its Box values, flattened in the space's
-    key order; an "action_mask" goes to info). With video_dir, records MP4s there (episodes 0, 1, 8, ... or
-    all)."""
+    """A thunk for one env; a Dict observation becomes one vector (its Box values in the space's key order; an
+    "action_mask" goes to info). With video_dir, records MP4s there (episodes 0, 1, 8, 27, ..., or all)."""
 
     def thunk():
         env = gym.make(env_id) if video_dir is None else gym.make(env_id, render_mode="rgb_array")
@@ -172,9 +171,8 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
     return thunk
 
 def make_envs(args: Args, video_dir: Optional[str] = None) -> gym.vector.SyncVectorEnv:
-    """num_envs envs (the first records videos with video_dir). SAME_STEP autoreset: a done step returns the
-    next episode's first observation and the true last one in info["final_obs"], so every stored step is a
-    real one. copy=False: step returns the envs' own buffer (the rollout copies it before the next step)."""
+    """num_envs envs, the first recording to video_dir. SAME_STEP autoreset: a done step returns the next
+    episode's first observation (the last one in info["final_obs"]), so every stored step is a real one."""
     thunks = [make_env(args.env_id, video_dir if i == 0 else None) for i in range(args.num_envs)]
     return gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -207,7 +205,8 @@ class Agent(nn.Module):
     """Actor (the logits of every action of every component, side by side) and critic (value): two MLPs by
     default, or one shared body with two heads. nvec: the number of actions of each component."""
 
-    def __init__(self, obs_dim: int, nvec: list[int], hidden_sizes=(64, 64), activation="Tanh", shared_body=False):
+    def __init__(self, obs_dim: int, nvec: list[int], hidden_sizes=(64, 64), activation="Tanh",
+                 shared_body=False):
         super().__init__()
         self.nvec = list(nvec)
         self.actor_body = mlp(obs_dim, hidden_sizes, activation)
@@ -254,7 +253,7 @@ class Rollout(NamedTuple):
 class Batch(NamedTuple):
     """A rollout flattened to (num_steps * num_envs, ...) tensors, with its advantages, for the update."""
     obs: torch.Tensor
-    actions: torch.Tensor  # (batch, components): each component's action as an index into the sum(nvec) logits
+    actions: torch.Tensor  # (batch, components): each component's action, an index into the logits
     masks: Optional[torch.Tensor]
     policy_log_probs: torch.Tensor  # (batch, sum(nvec)) log pi_old of every action, for the exact KL
     logprobs: torch.Tensor  # (batch,) log pi_old of the actions taken
@@ -285,14 +284,13 @@ def observation_and_mask(obs, info: dict, nvec: list[int], needs_mask: bool = Fa
         raise EnvError("the env's action mask leaves an action component with no legal action: allow one")
     return np.asarray(obs, dtype=np.float32), mask
 
-def component_argmax(scores: torch.Tensor, nvec: list[int]) -> torch.Tensor:
+def component_argmax(scores: np.ndarray, nvec: list[int]) -> np.ndarray:
     """The best action of each component: (..., sum(nvec)) -> (..., components)."""
-    return torch.stack([part.argmax(-1) for part in scores.split(nvec, -1)], -1)
+    return np.stack([part.argmax(-1) for part in np.split(scores, np.cumsum(nvec)[:-1], axis=-1)], -1)
 
 def sample_actions(logits: torch.Tensor, nvec: list[int], rng: np.random.Generator) -> np.ndarray:
     """One sample of each component's softmax(logits) (Gumbel-max): (..., sum(nvec)) -> (..., components)."""
-    noisy_logits = logits.cpu().numpy() + rng.gumbel(size=tuple(logits.shape))
-    return component_argmax(torch.from_numpy(noisy_logits), nvec).numpy()
+    return component_argmax(logits.cpu().numpy() + rng.gumbel(size=tuple(logits.shape)), nvec)
 
 def mask_logits(logits: torch.Tensor, masks) -> torch.Tensor:
     """The logits with MASKED_LOGIT for each illegal action (masks: True = legal, a tensor or an array of the
@@ -347,7 +345,8 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
     for (step, env), final_value in zip(truncated_at, bootstrap[num_envs:]):
         rewards[step, env] += args.gamma * final_value
     values = torch.stack(values).cpu().numpy()
-    return Rollout(obs, actions, masks, torch.stack(logits), values, rewards, dones, bootstrap[:num_envs]), finished
+    rollout = Rollout(obs, actions, masks, torch.stack(logits), values, rewards, dones, bootstrap[:num_envs])
+    return rollout, finished
 
 def compute_gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, next_value: np.ndarray,
                 gamma: float, gae_lambda: float) -> tuple[np.ndarray, np.ndarray]:
@@ -415,14 +414,6 @@ class Schedule(NamedTuple):
     ent_coef: float
     kl_beta: float
 
-def linear_decay(iteration: int, num_iterations: int, initial: float) -> float:
-    """The learning rate (and clip) schedule: initial at iteration 1, initial / num_iterations at the last."""
-    return initial * (1.0 - (iteration - 1.0) / num_iterations)
-
-def decayed_ent_coef(iteration: int, args: Args) -> float:
-    """The entropy coefficient: multiplied by ent_coef_decay after each update, down to ent_coef_min."""
-    return max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
-
 def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     """The PPO paper's rule after each update: halve beta if KL < d_targ / 1.5, double it if > 1.5 d_targ."""
     if kl < kl_target / 1.5:
@@ -432,12 +423,13 @@ def adapted_kl_beta(kl_beta: float, kl: float, kl_target: float) -> float:
     return kl_beta
 
 def iteration_schedule(iteration: int, num_iterations: int, args: Args, kl_beta: float) -> Schedule:
-    """The learning rate and clip decay linearly to 0 where annealed; the entropy coefficient decays."""
-    lr_factor = linear_decay(iteration, num_iterations, 1.0) if args.anneal_lr else 1.0
-    clip_coef = args.clip_coef
-    if args.anneal_clip:
-        clip_coef = linear_decay(iteration, num_iterations, args.clip_coef)
-    return Schedule(lr_factor, clip_coef, decayed_ent_coef(iteration, args), kl_beta)
+    """Where annealed, the learning rate and clip decay linearly: x1 at iteration 1, x1/num_iterations at the
+    last. The entropy coefficient is multiplied by ent_coef_decay after each update, down to ent_coef_min."""
+    remaining = 1.0 - (iteration - 1.0) / num_iterations
+    lr_factor = remaining if args.anneal_lr else 1.0
+    clip_coef = args.clip_coef * remaining if args.anneal_clip else args.clip_coef
+    ent_coef = max(args.ent_coef_min, args.ent_coef * args.ent_coef_decay ** (iteration - 1))
+    return Schedule(lr_factor, clip_coef, ent_coef, kl_beta)
 
 def ppo_loss(agent: nn.Module, minibatch: Batch, args: Args, schedule: Schedule):
     """The loss of a minibatch: policy loss - ent_coef * entropy + vf_coef * value loss. Returns it, the
@@ -484,7 +476,7 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
             totals = {name: totals.get(name, 0.0) + value for name, value in logs.items()}
             logratios.append(logratio)
             if args.target_kl is not None and ((logratio.exp() - 1) - logratio).mean() > args.target_kl:
-                break  # the approximate KL (estimator k3) is over the target: no step on this minibatch or later
+                break  # the approximate KL (estimator k3) over the target: no step on this minibatch or later
             optimizer.zero_grad()
             loss.backward()
             grad_norms.append(nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm))
@@ -550,6 +542,8 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 def fail(message: str, code: int = 2):
     """One line on stderr, then the exit code (2: bad input; say what to change)."""
     print(f"error: {message}", file=sys.stderr)
@@ -579,13 +573,18 @@ class Run:
     def global_step(self) -> int:
         return self.iteration * self.batch_size
 
+    @property
+    def path(self) -> Optional[str]:
+        """The file of --resume or --load-model."""
+        return self.args.resume or self.args.load_model
+
     @classmethod
     def start(cls, args: Args, given: Optional[set] = None) -> "Run":
         """Checks the flags (with --resume or --load-model: the file and its flags) and the env; makes the run
         directory, opens the logs, sets the seeds."""
         checkpoint = None
         if args.resume or args.load_model:
-            checkpoint = load_data_file(args.resume or args.load_model, "--resume" if args.resume else "--load-model")
+            checkpoint = load_data_file(args)
             args = resumed_args(args, checkpoint, given)
         check_args(args)
         if args.capture_video:
@@ -594,10 +593,10 @@ class Run:
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):
-                fail("--resume goes on in the checkpoint's directory, which is not writable: make it so, or copy it")
+                fail("--resume goes on in the checkpoint's directory, which is not writable: make it so")
         else:
             suffix = "-eval" if args.load_model else ""
-            run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}__{int(time.time())}")
+            run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}")
         run = cls(args, checkpoint, run_dir)
         run.writer = start_logging(run)
         random.seed(args.seed)
@@ -610,7 +609,7 @@ class Run:
 
     def __enter__(self) -> "Run":
         if threading.current_thread() is threading.main_thread():
-            self.handlers = {signum: signal.signal(signum, self.on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+            self.handlers = {signum: signal.signal(signum, self.on_signal) for signum in STOP_SIGNALS}
         return self
 
     def on_signal(self, signum, frame):
@@ -633,7 +632,7 @@ class Run:
         if isinstance(error, (Exception, KeyboardInterrupt)):
             if self.snapshot and self.args.checkpoint_every:
                 self.write(self.snapshot, "checkpoint.pt")
-            where = f"at step {self.global_step:,}: the logs keep every point so far, {self.last_checkpoint()}"
+            where = f"at step {self.global_step:,}: the logs keep every point, {self.last_checkpoint()}"
             if isinstance(error, EnvError):
                 fail(f"{error}; stopped {where}")
             print(f"{type(error).__name__} {where}", file=sys.stderr)
@@ -645,12 +644,12 @@ class Run:
         self.agent, self.optimizer, self.rng, self.envs, self.state = agent, optimizer, rng, envs, state
         if self.checkpoint is None:
             return 1, self.args.kl_beta
-        saved, path = self.checkpoint, self.args.resume
+        saved, path = self.checkpoint, self.path
         self.load_agent(agent, envs.envs[0])
         check_optimizer(path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
-            for parameter in agent.parameters():  # the optimizer's state must fit the parameters it belongs to
+            for parameter in agent.parameters():  # the optimizer's state must fit its parameters
                 for value in optimizer.state[parameter].values():
                     if value.dim() and value.shape != parameter.shape:
                         raise ValueError(f"optimizer state {tuple(value.shape)} for {tuple(parameter.shape)}")
@@ -660,7 +659,7 @@ class Run:
             if saved["envs"] is not None:
                 restore_env_states(envs, saved["envs"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-            fail(f"{path!r} does not fit this run: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+            fail(f"{path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
         self.start_step, self.start_time = self.global_step, time.time()
         self.recent_returns.extend(saved["recent_returns"])
         note = ""
@@ -671,20 +670,20 @@ class Run:
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
     def load_agent(self, agent: nn.Module, env: gym.Env):
-        """The saved network's weights into agent, with the file's counters. Another env's spaces, or a network
-        that does not fit (one line naming the parameters and the flags that built the saved one) stop."""
-        path, weights, own = self.args.resume or self.args.load_model, self.checkpoint["agent"], agent.state_dict()
-        for kind, saved_space, space in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
-            if saved_space != space:  # a Dict's keys, their order and shapes too
-                fail(f"{path!r} does not fit: the env's {kind} space is not the saved run's: {space} for {saved_space}")
+        """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
+        network that does not fit (one line naming the parameters and the flags that built it), stop."""
+        path, weights, own = self.path, self.checkpoint["agent"], agent.state_dict()
+        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
+            if saved != now:  # a Dict's keys, their order and shapes too
+                fail(f"{path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
         unexpected = [name for name in weights if name not in own]
         misshaped = [f"{name} {tuple(weights[name].shape)} for {tuple(own[name].shape)}" for name in own
                      if name in weights and weights[name].shape != own[name].shape]
         if missing or unexpected or misshaped:
-            built = " ".join(f"--{name.replace('_', '-')} {self.checkpoint['args'].get(name)}" for name in NETWORK_FLAGS)
-            fail(f"{path!r} does not fit this script's network (saved with {built}): missing {missing or 'none'}, "
-                 f"unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
+            built = " ".join(f"{flag_name(name)} {getattr(self.args, name)}" for name in NETWORK_FLAGS)
+            fail(f"{path!r} does not fit this script's network (saved with {built}): missing "
+                 f"{missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
         agent.load_state_dict(weights)
         self.agent, self.iteration = agent, self.checkpoint["counters"]["iteration"]
 
@@ -708,7 +707,8 @@ class Run:
         schedule; prints the progress now and then."""
         bad = [f"{name} ({stats[name]})" for name in ["policy_loss", "value_loss", "entropy", "grad_norm"]
                if not math.isfinite(stats[name])]
-        bad += ["a network parameter" for parameter in self.agent.parameters() if not torch.isfinite(parameter).all()]
+        if not all(torch.isfinite(weight).all() for weight in self.agent.parameters()):
+            bad.append("a network parameter")
         if bad:
             fail(f"{bad[0]} went non-finite in the update ending at step {self.global_step:,}; stopped, "
                  f"{self.last_checkpoint()}", 3)
@@ -738,8 +738,10 @@ class Run:
         optimizer = dict(kind=type(self.optimizer).__name__, state_dict=self.optimizer.state_dict())
         return as_data(dict(format=CHECKPOINT_FORMAT, args=vars(self.args), counters=counters,
                             generator=self.rng.bit_generator.state, torch=torch.get_rng_state(),
-                            envs=env_states(self.envs), state=self.state, recent_returns=list(self.recent_returns),
-                            agent=self.agent.state_dict(), optimizer=optimizer, spaces=env_spaces(self.envs.envs[0])))
+                            envs=env_states(self.envs), state=self.state,
+                            recent_returns=list(self.recent_returns),
+                            agent=self.agent.state_dict(), optimizer=optimizer,
+                            spaces=env_spaces(self.envs.envs[0])))
 
     def write(self, data: dict, name: str):
         """Writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
@@ -768,8 +770,8 @@ class Run:
         try:
             yield
         except OSError as error:
-            print(f"warning: cannot write the logs in {self.dir} ({error.strerror or error}); the run goes on "
-                  f"without", file=sys.stderr)
+            print(f"warning: cannot write the logs in {self.dir} ({error.strerror or error}); the run goes "
+                  f"on without", file=sys.stderr)
             self.writer = NO_LOGS
 
     def finish(self) -> dict:
@@ -797,6 +799,12 @@ class Run:
         return dict(agent=self.agent, model_path=model_path, eval_returns=eval_returns, run_dir=self.dir,
                     recent_returns=list(self.recent_returns), stopped=stopped)
 
+def flag_name(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+def first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0][:200] if str(error) else ""
+
 def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters
     (the learning rate aside, which the schedule sets)."""
@@ -808,11 +816,12 @@ def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     before = dict(kind=saved["kind"], groups=settings(saved["state_dict"]["param_groups"]))
     for key in ["kind", "groups"]:
         if now[key] != before[key]:
-            fail(f"{path!r} was trained with the optimizer {before['kind']} {before['groups']}; this script builds "
-                 f"{now['kind']} {now['groups']}: resume with the optimizer it was trained with")
+            fail(f"{path!r} was trained with the optimizer {before['kind']} {before['groups']}; this script "
+                 f"builds {now['kind']} {now['groups']}: resume with the optimizer it was trained with")
 
 def new_run_dir(name: str) -> str:
-    """Creates runs/{name}; a second run started in the same second gets a suffix, never the same dir."""
+    """Creates runs/{name}__{time}; a second run started in the same second gets a suffix of its own."""
+    name = f"{name}__{int(time.time())}"
     for suffix in range(1, 1000):
         path = os.path.join("runs", name if suffix == 1 else f"{name}_{suffix}")
         try:
@@ -866,9 +875,10 @@ def restore_data(target, saved: dict):
         else:
             setattr(target, name, value.numpy() if isinstance(value, torch.Tensor) else value)
 
-def load_data_file(path: str, flag: str) -> dict:
-    """A checkpoint or model, its records' checksums verified, read with weights_only=True (never code);
-    a damaged or foreign file is a one-line error."""
+def load_data_file(args: Args) -> dict:
+    """The file of --resume or --load-model, its records' checksums verified, read with weights_only=True
+    (never code); a damaged or foreign file is a one-line error."""
+    path, flag = args.resume or args.load_model, "--resume" if args.resume else "--load-model"
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: no such file")
     try:
@@ -879,12 +889,12 @@ def load_data_file(path: str, flag: str) -> dict:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, corrupt, or holding objects other than tensors and plain data
         fail(f"{flag} {path!r} is not a readable checkpoint or model ({type(error).__name__}: "
-             f"{str(error).splitlines()[0][:200]})")
+             f"{first_line(error)})")
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r})")
-    parts = dict(args=dict, counters=dict, generator=dict, torch=torch.Tensor, state=dict, recent_returns=list,
-                 agent=dict, optimizer=dict, spaces=list)
+    parts = dict(args=dict, counters=dict, generator=dict, torch=torch.Tensor, state=dict,
+                 recent_returns=list, agent=dict, optimizer=dict, spaces=list)
     for name, kind in parts.items():
         if not isinstance(saved.get(name), kind):
             fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
@@ -896,14 +906,14 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     saved = checkpoint["args"]
     own = ["resume", "export_onnx"]
     if args.load_model:
-        own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track", "cuda",
-               "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
+        own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track",
+               "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
     for key in sorted(given - set(own)):
         if getattr(args, key) != saved.get(key):
             action = "--resume continues" if args.resume else "--load-model evaluates"
-            fail(f"{action} the saved run with its own flags: drop --{key.replace('_', '-')} (saved: {saved.get(key)!r})")
+            fail(f"{action} the saved run with its flags: drop {flag_name(key)} (saved: {saved.get(key)!r})")
     try:
         resumed = Args(**{**saved, **{key: getattr(args, key) for key in own}})
     except TypeError as error:
@@ -925,23 +935,25 @@ def check_args(args: Args):
              ("in [0, 1]", lambda value: 0 <= value <= 1, ["gamma", "gae_lambda"]),
              ("> 0", lambda value: value > 0, ["learning_rate", "clip_coef", "max_grad_norm", "kl_target"]),
              (">= 0", lambda value: value >= 0,
-              ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads", "checkpoint_every"]),
+              ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads",
+               "checkpoint_every"]),
              ("in (0, 1]", lambda value: 0 < value <= 1, ["ent_coef_decay"]),
-             (f"at most {os.cpu_count()}, the cores here", lambda value: value <= os.cpu_count(), ["torch_threads"]),
+             (f"at most {os.cpu_count()}, the cores here", lambda value: value <= os.cpu_count(),
+              ["torch_threads"]),
              ("at most 4096", lambda value: value <= 4096, ["num_envs"]),
              ("in [0, 2**32)", lambda value: 0 <= value < 2**32, ["seed"]),
              ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"]),
              ("one or more positive integers", lambda sizes: sizes and min(sizes) > 0, ["hidden_sizes"])]
     for name, value in vars(args).items():  # nan and inf would pass some of the rules below
         if isinstance(value, float) and not math.isfinite(value):
-            fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+            fail(f"{flag_name(name)} must be a finite number, got {value}")
     for rule, holds, names in rules:
         for name in names:
             if not holds(getattr(args, name)):
-                fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+                fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
     activation = getattr(nn, args.activation, None)
-    if not (isinstance(activation, type) and issubclass(activation, nn.Module)) or args.activation[0].islower():
-        fail(f"--activation must name a torch.nn activation (Tanh, ReLU, ELU, GELU, ...), got {args.activation!r}")
+    if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
+        fail(f"--activation must name a torch.nn module (Tanh, ReLU, ELU, ...), got {args.activation!r}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
     sizes = args.hidden_sizes
     needs = [("--num-envs * --num-steps", 100 * args.num_envs * args.num_steps),  # over 100 bytes a step
@@ -977,13 +989,14 @@ def check_env(args: Args):
         env = make_env(args.env_id)()
         obs, _ = env.reset(seed=args.seed)
         if np.shape(obs) != env.observation_space.shape:
-            raise ValueError(f"an observation of shape {np.shape(obs)} for the space's {env.observation_space.shape}")
+            raise ValueError(f"an observation of shape {np.shape(obs)} for the space's "
+                             f"{env.observation_space.shape}")
         env.close()
     except Exception as error:  # unknown id, a module that does not import, a constructor that raises, ...
         hint = ""
         if args.env_id.startswith("ALE/"):
             hint = "; Atari games: use ppo_atari.py"
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        message = f"{type(error).__name__}: {first_line(error)}"
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
@@ -1033,7 +1046,7 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
             with torch.inference_mode():
                 logits = mask_logits(agent(torch.as_tensor(obs, device=run.device)[None])[0][0], mask)
             if args.eval_greedy:
-                actions = component_argmax(logits, agent.nvec).cpu().numpy()
+                actions = component_argmax(logits.cpu().numpy(), agent.nvec)
             else:
                 actions = sample_actions(logits, agent.nvec, rng)
             obs, reward, terminated, truncated, info = env.step(env_actions(actions, env.action_space))
@@ -1056,7 +1069,8 @@ class GreedyPolicy(nn.Module):
         self.register_buffer("start", torch.as_tensor(action_space.start))
 
     def forward(self, obs: torch.Tensor, action_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        actions = component_argmax(mask_logits(self.agent(obs)[0], action_mask), self.agent.nvec) + self.start
+        logits = mask_logits(self.agent(obs)[0], action_mask).split(self.agent.nvec, -1)
+        actions = torch.stack([component.argmax(-1) for component in logits], -1) + self.start
         return actions[:, 0] if self.discrete else actions
 
 def export_onnx(run: Run, agent: Agent, state: Optional[EnvState] = None):

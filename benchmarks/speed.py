@@ -92,7 +92,7 @@ def worker_raw(script: str, env_id: str, steps: int) -> float:
     Atari) stepping random actions, no network."""
     module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
-    envs = module.make_envs(args, "speed")
+    envs = module.make_envs(args)
     envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     for _ in range(steps // args.num_envs):

@@ -75,7 +75,7 @@ def test_preprocessing_against_frames_built_by_hand():
         expected_frames.append(cv2.resize(pooled, (84, 84), interpolation=cv2.INTER_AREA))
     env.close()
 
-    envs = ppo.make_envs(ppo.Args(num_envs=1, noop_max=0), 1)
+    envs = ppo.make_envs(ppo.Args(num_envs=1, noop_max=0))
     obs, _ = envs.reset(seed=0)
     expected_stack = [expected_frames[1]] * 4
     np.testing.assert_array_equal(obs[0], np.stack(expected_stack))
@@ -89,7 +89,7 @@ def test_preprocessing_against_frames_built_by_hand():
 def untrained_rollouts(args, rng_seed=0):
     """(rollout, ended games) of an untrained agent, one after another, in envs made from args and reset with
     seed 0; each rollout samples with a generator seeded rng_seed."""
-    envs = ppo.make_envs(args, args.num_envs)
+    envs = ppo.make_envs(args)
     state = ppo.restart_episodes(envs, args, seed=0)
     torch.manual_seed(0)
     agent = ppo.Agent(int(envs.single_action_space.n))
@@ -153,7 +153,7 @@ def test_a_saved_model_is_evaluated_with_its_own_protocol(capsys, tmp_path, monk
     protocol = dict(sticky_actions=True, noop_max=5, episodic_life=False)
     ppo.train(ppo.Args(total_timesteps=512, num_envs=2, num_steps=256, update_epochs=1, save_model=True, **protocol))
     (model_path,) = glob.glob("runs/*/ppo_atari.model")
-    model = ppo.load_data_file(model_path, "--load-model")
+    model = ppo.load_data_file(ppo.Args(load_model=model_path))
     args = ppo.resumed_args(ppo.Args(load_model=model_path, eval_episodes=1), model)
     assert {name: getattr(args, name) for name in protocol} == protocol  # not the command line's defaults
     capsys.readouterr()  # the training's output

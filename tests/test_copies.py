@@ -45,8 +45,8 @@ def test_shared_definitions_are_byte_identical(first, second):
 
 def test_a_drifted_copy_is_caught():
     atari = definitions("ppo_atari")
-    atari["linear_decay"] = atari["linear_decay"].replace("(iteration - 1.0)", "iteration")
-    assert drifted_copies("ppo_discrete", definitions("ppo_discrete"), "ppo_atari", atari) == ["linear_decay"]
+    atari["iteration_schedule"] = atari["iteration_schedule"].replace("(iteration - 1.0)", "iteration")
+    assert drifted_copies("ppo_discrete", definitions("ppo_discrete"), "ppo_atari", atari) == ["iteration_schedule"]
 
 
 def test_module_level_code_is_compared():

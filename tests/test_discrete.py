@@ -85,10 +85,12 @@ def test_clipped_value_loss_by_hand():
     assert plain.item() == pytest.approx(0.5 * (1.0 + 2.25) / 2)
 
 
-def test_learning_rate_anneals_linearly():
-    assert ppo.linear_decay(1, 4, 1.0) == 1.0
-    assert ppo.linear_decay(2, 4, 1.0) == 0.75
-    assert ppo.linear_decay(4, 4, 2.0) == pytest.approx(0.5)
+def test_learning_rate_and_clip_anneal_linearly():
+    annealed = ppo.Args(anneal_lr=True, anneal_clip=True, clip_coef=2.0)
+    assert [ppo.iteration_schedule(i, 4, annealed, 0.0).lr_factor for i in range(1, 5)] == [1.0, 0.75, 0.5, 0.25]
+    assert [ppo.iteration_schedule(i, 4, annealed, 0.0).clip_coef for i in range(1, 5)] == [2.0, 1.5, 1.0, 0.5]
+    constant = ppo.Args(anneal_lr=False, anneal_clip=False, clip_coef=2.0)
+    assert {ppo.iteration_schedule(i, 4, constant, 0.0)[:2] for i in range(1, 5)} == {(1.0, 2.0)}
 
 
 @pytest.mark.parametrize("shared_body", [False, True])

@@ -89,6 +89,9 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
         damaged["state_list.pt"] = ({**good, "state": []}, "'state' is missing or not a dict")
         damaged["generator.pt"] = ({**good, "generator": {"bit_generator": "MT"}}, "does not fit this run")
     optimizer = good["optimizer"]["state_dict"]
+    groups = [{**optimizer["param_groups"][0], "betas": (0.5, 0.5)}]  # Adam with other hyper-parameters
+    damaged["other_betas.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {
+        **optimizer, "param_groups": groups}}}, "'betas': [0.5, 0.5]")
     damaged["adam_size.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "state": {
         **optimizer["state"], 0: {**optimizer["state"][0], "exp_avg": torch.zeros(7)}}}}}, "optimizer state (7,)")
     for name, (content, message) in damaged.items():
@@ -142,7 +145,7 @@ def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp
         assert errors == [f"error: cannot write {checkpoint_path} (No space left on device); stopped, the last good "
                           f"checkpoint is {checkpoint_path}"]
         assert not glob.glob("runs/*/*.tmp")  # the partial file is removed, its space given back
-        checkpoint = ppo_discrete.load_data_file(checkpoint_path, "--resume")  # whole: its checksums hold
+        checkpoint = ppo_discrete.load_data_file(ppo_discrete.Args(resume=checkpoint_path))  # whole: checksums hold
         assert checkpoint["counters"]["global_step"] == 512
     finally:
         subprocess.run(["umount", "-l", str(disk)])

@@ -32,7 +32,7 @@ def test_the_action_mask_is_read_per_component():
 def test_each_component_samples_and_chooses_among_its_own_actions():
     nvec, rng = [3, 2], np.random.default_rng(0)
     logits = torch.tensor([[0.0, 5.0, 0.0, 9.0, 0.0]])  # component 0 prefers 1, component 1 prefers 0
-    assert ppo.component_argmax(logits, nvec).tolist() == [[1, 0]]
+    assert ppo.component_argmax(logits.numpy(), nvec).tolist() == [[1, 0]]
     samples = np.array([ppo.sample_actions(logits, nvec, rng)[0] for _ in range(2000)])
     assert samples[:, 0].max() <= 2 and samples[:, 1].max() <= 1
     np.testing.assert_allclose((samples[:, 0] == 1).mean(), np.exp(5) / (np.exp(5) + 2), atol=0.03)
@@ -103,4 +103,4 @@ def test_a_model_whose_observation_layout_differs_is_refused(capsys):
     torch.save(model, "other_layout.model")
     capsys.readouterr()  # the training's output
     error = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_layout.model")))
-    assert "observation space is not the saved run's" in error
+    assert "is for another env: its observation space is" in error

@@ -24,7 +24,7 @@ def trained_and_exported(ppo, **flags):
 
 def observations_from_the_env(ppo, args, count=256):
     """count observations (and info) from random play, as the env gives them (after the script's wrappers)."""
-    envs = ppo.make_envs(args, args.num_envs) if ppo is ppo_atari else ppo.make_envs(args)
+    envs = ppo.make_envs(args)
     obs, info = envs.reset(seed=5)
     seen, masks, rng = [], [], np.random.default_rng(0)
     while len(seen) * envs.num_envs < count:

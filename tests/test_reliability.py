@@ -73,7 +73,7 @@ def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_
         ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
     (path,) = [path for path in glob.glob("runs/*/checkpoint.pt") if os.path.dirname(path) != whole["run_dir"]]
     # the 7th update failed: the run stands at the 6th iteration (3,072 steps), whose checkpoint it wrote
-    assert f"RuntimeError at step 3,072: the logs keep every point so far, the last good checkpoint is {path}" \
+    assert f"RuntimeError at step 3,072: the logs keep every point, the last good checkpoint is {path}" \
         in capsys.readouterr().err
     assert torch.load(path, weights_only=True)["counters"]["iteration"] == 6  # not the periodic one of the 4th
     monkeypatch.setattr(ppo, "update", original)

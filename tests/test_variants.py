@@ -86,8 +86,8 @@ def test_adapted_kl_beta_follows_the_paper():
 def test_entropy_coefficient_decays_to_its_floor(ppo):
     args = ppo.Args(ent_coef=0.01, ent_coef_decay=0.5, ent_coef_min=0.002)
     expected = [0.01, 0.005, 0.0025, 0.002, 0.002]
-    assert [ppo.decayed_ent_coef(i, args) for i in range(1, 6)] == pytest.approx(expected)
-    assert ppo.decayed_ent_coef(7, ppo.Args(ent_coef=0.01)) == 0.01  # no decay by default
+    assert [ppo.iteration_schedule(i, 10, args, 0.0).ent_coef for i in range(1, 6)] == pytest.approx(expected)
+    assert ppo.iteration_schedule(7, 10, ppo.Args(ent_coef=0.01), 0.0).ent_coef == 0.01  # no decay by default
 
 
 @SCRIPTS
