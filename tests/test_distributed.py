@@ -90,7 +90,7 @@ def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
 def test_a_stopped_torchrun_resumes_with_every_process(tmp_path):
     """SIGTERM to torchrun: every rank stops at the same iteration, rank 0 checkpoints both ranks' generators,
     and the run goes on with 2 processes (python alone is refused)."""
-    settings = dict(SETTINGS, total_timesteps=40 * 128, num_steps=64, checkpoint_every=0)
+    settings = dict(SETTINGS, total_timesteps=16 * 128, num_steps=64, checkpoint_every=0)
     process = subprocess.Popen([*TORCHRUN, script_path(ppo), *flags(settings)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not glob.glob("runs/*/events.out.tfevents.*"):
@@ -107,7 +107,7 @@ def test_a_stopped_torchrun_resumes_with_every_process(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: --resume") and "2 process(es)" in result.stderr
     resumed = run([*TORCHRUN, script_path(ppo), f"--resume={checkpoint}", ])
-    assert resumed.stdout.count("resuming") == 1 and f"step {40 * 128:,} of" in resumed.stdout
+    assert resumed.stdout.count("resuming") == 1 and f"step {16 * 128:,} of" in resumed.stdout
 
 
 def test_envs_that_do_not_split_over_the_processes_are_an_error():
