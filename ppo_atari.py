@@ -552,9 +552,10 @@ class Run:
         flags) and the env; makes the run directory, opens the logs, sets the seeds."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size > 1:  # under torchrun: NCCL between GPUs, gloo between CPUs
-            if device_of(args).type == "cuda":
-                torch.cuda.set_device(device_of(args))
-            dist.init_process_group("nccl" if device_of(args).type == "cuda" else "gloo")
+            device = device_of(args)
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         rank = dist.get_rank() if world_size > 1 else 0
         if args.load_model and world_size > 1:
             fail(f"--load-model evaluates in one process: run it with python {os.path.basename(__file__)}")
@@ -941,11 +942,11 @@ def check_args(args: Args, world_size: int = 1):
              ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"])]
     for name, value in vars(args).items():  # nan and inf would pass some of the rules below
         if isinstance(value, float) and not math.isfinite(value):
-            fail(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+            fail(f"{flag_name(name)} must be a finite number, got {value}")
     for rule, holds, names in rules:
         for name in names:
             if not holds(getattr(args, name)):
-                fail(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+                fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
     needed = 100 * args.num_envs * args.num_steps  # over 100 bytes a step
     if needed > memory:
@@ -977,7 +978,7 @@ def check_atari_id(env_id: str):
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
-        fail(f"cannot make --env-id {env_id!r}: {str(error).splitlines()[0]} (Atari: ALE/Breakout-v5, ...)")
+        fail(f"cannot make --env-id {env_id!r}: {first_line(error)} (Atari: ALE/Breakout-v5, ...)")
     if not str(spec.entry_point).startswith("ale_py"):
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
 

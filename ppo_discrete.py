@@ -983,10 +983,8 @@ def check_env(args: Args):
     """Makes one env and resets it: an env that cannot be made, or whose spaces this script does not take, is
     a one-line error."""
     try:
-        env = gym.make(args.env_id)
-        check_spaces(args.env_id, env.observation_space, env.action_space)
-        env.close()
         env = make_env(args.env_id)()
+        check_spaces(args.env_id, env.unwrapped.observation_space, env.unwrapped.action_space)
         obs, _ = env.reset(seed=args.seed)
         if np.shape(obs) != env.observation_space.shape:
             raise ValueError(f"an observation of shape {np.shape(obs)} for the space's "
