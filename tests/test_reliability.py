@@ -143,7 +143,7 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo,
     while not glob.glob("runs/*/checkpoint.pt"):  # the first periodic checkpoint, then a random moment
         assert process.poll() is None, process.communicate()
         time.sleep(0.02)
-    time.sleep(random.uniform(0.0, 0.4))
+    time.sleep(random.Random(f"{ppo.__name__} {signum}").uniform(0.0, 0.4))  # the same moment every run
     assert process.poll() is None, "the run ended before the signal: make it longer"
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=60)
@@ -190,19 +190,21 @@ def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_
 
 @SCRIPTS
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch, capsys):
-    original, calls = ppo.update, []
+    """A nan in the gradients of iteration 6's first minibatch: the step makes every weight nan."""
+    original, calls = ppo.ppo_loss, []
 
-    def update_going_nan(*args, **kwargs):
-        stats = original(*args, **kwargs)
+    def loss_going_nan(agent, minibatch, args, schedule):
+        loss, logs, logratio = original(agent, minibatch, args, schedule)
         calls.append(1)
-        return {**stats, "value_loss": float("nan")} if len(calls) == 6 else stats
+        first_of_iteration_6 = len(calls) == 5 * args.num_minibatches * args.update_epochs + 1
+        return loss * float("nan") if first_of_iteration_6 else loss, logs, logratio
 
-    monkeypatch.setattr(ppo, "update", update_going_nan)
+    monkeypatch.setattr(ppo, "ppo_loss", loss_going_nan)
     with pytest.raises(SystemExit) as exit_info:
         ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 10 * 512, "checkpoint_every": 1024}))
     assert exit_info.value.code == 3
     error = capsys.readouterr().err
-    assert "value_loss (nan)" in error and "step 3,072" in error and "last good checkpoint" in error
+    assert "(nan) went non-finite in the update ending at step 3,072" in error and "last good checkpoint" in error
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 2048
 

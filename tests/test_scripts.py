@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -244,12 +245,23 @@ def test_bad_model_and_checkpoint_files_are_refused_without_running_them(ppo, fl
     assert out.returncode == 2 and "Traceback" not in out.stderr and not os.path.exists("pwned")
 
 
+OTHER_ENV = {ppo_discrete: "Acrobot-v1", ppo_continuous: "MountainCarContinuous-v0", ppo_atari: "ALE/Pong-v5"}
+
+
 @SCRIPTS
-def test_model_for_another_env_is_refused(ppo):
+def test_a_model_for_another_env_or_network_is_refused_naming_what_differs(ppo, capsys):
+    """A file whose env is another (as it says in its flags, but its spaces are the trained env's) is refused on
+    the spaces; one whose spaces match the other env is refused because the network does not fit them."""
     summary = ppo.train(ppo.Args(save_model=True, **TINY[ppo]))
-    with pytest.raises(SystemExit) as exit_info:
-        ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], env_id="MountainCarContinuous-v0"))
-    assert exit_info.value.code == 2
+    model = torch.load(summary["model_path"], weights_only=True)
+    model["args"]["env_id"] = OTHER_ENV[ppo]
+    torch.save(model, "other_env.model")
+    line = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_env.model")))
+    assert "is for another env: its" in line
+    model["spaces"] = ppo.env_spaces(gym.make(OTHER_ENV[ppo]))
+    torch.save(model, "other_env.model")
+    line = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_env.model")))
+    assert "does not fit this script's network" in line and "mis-shaped [" in line
 
 
 @SCRIPTS

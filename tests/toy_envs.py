@@ -219,3 +219,17 @@ for suffix, limit in [("", 10), ("NoTimeLimit", None)]:
                  kwargs={"continuous": True})
 gym.register("CartPoleWithExtraState-v0", entry_point=CartPoleWithExtraState, max_episode_steps=500)
 gym.register("CartPoleNoTimeLimit-v0", entry_point=CartPoleEnv)
+
+
+class CountingFramesEnv(CountingEnv):
+    """CountingEnv seen as Atari frames: a (4, 84, 84) uint8 stack whose every pixel is t."""
+
+    observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        return np.zeros((4, 84, 84), np.uint8), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return np.full((4, 84, 84), self.t, np.uint8), reward, terminated, truncated, info
