@@ -126,7 +126,16 @@ MUTANTS = [
            "log_std.cpu().numpy(), rng)", "tests/test_formulas.py -k gaussian"),
     Mutant("the rollout ignores the action mask", (DISCRETE,),
            "sample_actions(mask_logits(step_logits, state.mask), nvec, rng)", "sample_actions(step_logits, nvec, rng)",
-           "tests/test_multidiscrete.py -k own_actions"),
+           "tests/test_formulas.py -k legal"),
+    # the rollout's hand-off to the update
+    Mutant("the rollout's next value is the last stored step's", (DISCRETE,),
+           "torch.stack(logits), values, rewards, dones, bootstrap[:num_envs])",
+           "torch.stack(logits), values, rewards, dones, values[-1])", "tests/test_discrete_rollout.py"),
+    Mutant("ppo_continuous stores the clipped action, not the sample scored", (CONTINUOUS,),
+           "raw_obs, reward, terminated, truncated, info = envs.step(np.clip(actions[step], low, high))",
+           "actions[step] = np.clip(actions[step], low, high)\n"
+           "            raw_obs, reward, terminated, truncated, info = envs.step(actions[step])",
+           "tests/test_continuous.py -k clipped_actions"),
     # masks
     Mutant("an illegal action keeps some probability", (DISCRETE,), "MASKED_LOGIT = -1e8", "MASKED_LOGIT = -10.0",
            "tests/test_variants.py -k masked_log_probs"),

@@ -143,11 +143,12 @@ def test_shared_body_and_relu_train(tmp_path, monkeypatch):
     assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))["eval_returns"]
 
 
-def test_cartpole_is_solved_with_the_defaults(tmp_path, monkeypatch):
-    """The learning test: seed 1, CleanRL's defaults, 500k steps (about 35 s here)."""
+def test_cartpole_learns_with_the_defaults(tmp_path, monkeypatch):
+    """The learning test: seed 1, CleanRL's defaults but 100k steps (the mean of the last 100 episodes: 233,
+    284 and 269 with seeds 1-3; random play: 22; 500k steps solve it, benchmarks/README.md)."""
     monkeypatch.chdir(tmp_path)
-    summary = ppo.train(ppo.Args(seed=1))
-    assert len(summary["recent_returns"]) == 100 and np.mean(summary["recent_returns"]) >= 490
+    summary = ppo.train(ppo.Args(seed=1, total_timesteps=100_000))
+    assert len(summary["recent_returns"]) == 100 and np.mean(summary["recent_returns"]) >= 175
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3"])

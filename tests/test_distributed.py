@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import ppo_atari
+from tests.checks import one_line_error
 from tests.test_scripts import ROOT, TINY, in_tmp_dir, read_events, script_path  # noqa: F401  (in_tmp_dir: autouse)
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -34,18 +35,6 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 ppo = ppo_atari
 SETTINGS = TINY[ppo_atari]  # 2 envs in all: 1 a process
-
-
-def test_ranks_hold_identical_parameters_after_updates(tmp_path):
-    """Each rank steps its own envs on its own data; only the averaged gradient keeps the networks equal."""
-    run([*TORCHRUN, WORKER, "ppo_atari", str(tmp_path), *flags(SETTINGS)])
-    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    torch.manual_seed(ppo.Args.seed)  # the initial network of both ranks
-    initial = ppo.Agent(4).state_dict()
-    for name in rank0:
-        assert torch.equal(rank0[name], rank1[name]), name
-    assert all(rank0[name].shape == initial[name].shape for name in rank0)
-    assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # the updates did move them
 
 
 def test_the_update_averages_the_gradient_over_processes(monkeypatch):
@@ -110,10 +99,9 @@ def test_a_stopped_torchrun_resumes_with_every_process(tmp_path):
     assert resumed.stdout.count("resuming") == 1 and f"step {16 * 128:,} of" in resumed.stdout
 
 
-def test_envs_that_do_not_split_over_the_processes_are_an_error():
-    result = subprocess.run([*TORCHRUN, script_path(ppo), "--num-envs=3"], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "error: --num-envs 3 does not split evenly over 2 torchrun processes" in result.stderr
+def test_envs_that_do_not_split_over_the_processes_are_an_error(capsys):
+    line = one_line_error(capsys, lambda: ppo.check_args(ppo.Args(num_envs=3), world_size=2))
+    assert line == "error: --num-envs 3 does not split evenly over 2 torchrun processes"
 
 
 def test_without_torchrun_there_is_no_distributed_state(monkeypatch):
@@ -126,8 +114,9 @@ def test_without_torchrun_there_is_no_distributed_state(monkeypatch):
     assert not torch.distributed.is_initialized() and summary["recent_returns"]
 
 
-def test_two_nodes_join_through_the_master_address(tmp_path):
-    """The README's multi-node launch, with both nodes on this machine: rendezvous at 127.0.0.1."""
+def test_two_nodes_join_through_the_master_address_and_hold_identical_parameters(tmp_path):
+    """The README's multi-node launch, with both nodes on this machine (rendezvous at 127.0.0.1). Each rank steps
+    its own envs on its own data; only the averaged gradient keeps the networks equal."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -139,11 +128,17 @@ def test_two_nodes_join_through_the_master_address(tmp_path):
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
-    assert all(torch.equal(rank0[name], rank1[name]) for name in rank0)
+    torch.manual_seed(ppo.Args.seed)  # the initial network of both ranks
+    initial = ppo.Agent(4).state_dict()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert all(rank0[name].shape == initial[name].shape for name in rank0)
+    assert any(not torch.equal(rank0[name], initial[name]) for name in rank0)  # the updates did move them
 
 
 def test_evaluating_a_saved_model_under_torchrun_is_an_error(tmp_path):
-    model_path = ppo.train(ppo.Args(**SETTINGS, save_model=True))["model_path"]
-    result = subprocess.run([*TORCHRUN, script_path(ppo), f"--load-model={model_path}"], capture_output=True, text=True)
+    """Refused before the file is read (this one does not exist)."""
+    result = subprocess.run([*TORCHRUN, script_path(ppo), "--load-model=model_of_any_run.model"], capture_output=True,
+                            text=True)
     assert result.returncode != 0
     assert "error: --load-model evaluates in one process: run it with python ppo_atari.py" in result.stderr

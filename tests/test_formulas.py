@@ -11,6 +11,7 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 from tests.test_scripts import TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
+import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
 from tests.toy_envs import BoundedActionEnv, CountingEnv, CountingFramesEnv
 
 SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous, ppo_atari], ids=lambda m: m.__name__)
@@ -49,18 +50,18 @@ class StubAgent(torch.nn.Module):
 # ---- the total loss, term by term
 
 def old_and_new_policy(ppo, rng, n):
-    """A batch of n samples with old and new policies far enough apart that the clip acts, and what the new
-    policy gives; with the log-probs, entropy and KL of each sample computed in numpy."""
-    values, old_values, returns = rng.normal(size=(3, n))
-    advantages = rng.normal(size=n)
+    """A batch of n samples with old and new policies far enough apart that the clip acts, and a stub agent
+    giving the new policy; with the ratio, entropy and KL of each sample computed in numpy."""
+    values, old_values, returns, advantages = rng.normal(size=(4, n))
     if ppo is ppo_continuous:
         old_mean, mean = rng.normal(size=(2, n, 2))
         old_std, std = np.exp(rng.normal(scale=0.3, size=(2, n, 2)))
         actions = old_mean + old_std * rng.normal(size=(n, 2))
-        old_logprob, new_logprob = gaussian_log_prob(actions, old_mean, old_std), gaussian_log_prob(actions, mean, std)
+        old_logprob = gaussian_log_prob(actions, old_mean, old_std)
+        new_logprob = gaussian_log_prob(actions, mean, std)
         entropy = (0.5 + 0.5 * np.log(2 * np.pi) + np.log(std)).sum(-1)
         kl = gaussian_kl(old_mean, old_std, mean, std)
-        tensors = [torch.tensor(x, dtype=torch.float32) for x in [actions, old_mean, np.log(old_std), old_logprob]]
+        fields = dict(actions=actions, means=old_mean, log_stds=np.log(old_std))
         agent = StubAgent(mean, np.log(std), values)
     else:
         old_log_probs, new_log_probs = log_softmax(rng.normal(size=(2, n, 3)))
@@ -68,12 +69,15 @@ def old_and_new_policy(ppo, rng, n):
         old_logprob, new_logprob = old_log_probs[np.arange(n), actions], new_log_probs[np.arange(n), actions]
         entropy = -(np.exp(new_log_probs) * new_log_probs).sum(-1)
         kl = categorical_kl(old_log_probs, new_log_probs)
-        actions = actions[:, None] if ppo is ppo_discrete else actions
-        tensors = [torch.tensor(actions), *([None] if ppo is ppo_discrete else []),
-                   torch.tensor(old_log_probs, dtype=torch.float32), torch.tensor(old_logprob, dtype=torch.float32)]
+        if ppo is ppo_discrete:
+            actions = actions[:, None]  # (batch, components)
+        fields = dict(actions=actions, policy_log_probs=old_log_probs)
         agent = StubAgent(new_log_probs, values, nvec=[3])
-    rest = [torch.tensor(x, dtype=torch.float32) for x in [old_values, advantages, returns]]
-    batch = ppo.Batch(torch.zeros(n, 1), *tensors, *rest)
+    fields.update(obs=np.zeros((n, 1)), logprobs=old_logprob, values=old_values, advantages=advantages,
+                  returns=returns)
+    tensors = {name: torch.tensor(value, dtype=torch.int64 if name == "actions" and ppo is not ppo_continuous
+                                  else torch.float32) for name, value in fields.items()}
+    batch = ppo.Batch(**{name: tensors.get(name) for name in ppo.Batch._fields})  # masks: None
     by_hand = dict(ratio=np.exp(new_logprob - old_logprob), entropy=entropy, kl=kl, advantages=advantages,
                    values=values, old_values=old_values, returns=returns)
     return agent, batch, by_hand
@@ -139,7 +143,8 @@ def batch_of_indices(ppo, advantages: np.ndarray):
 @SCRIPTS
 @pytest.mark.parametrize("norm_adv", [True, False])
 def test_each_minibatch_advantages_are_normalized_on_their_own(ppo, norm_adv):
-    """Mean 0 and std 1 within each minibatch (numpy's std with ddof=1, as torch's), every sample once an epoch."""
+    """Mean 0 and std 1 within each minibatch (numpy's std with ddof=1, as torch's); every sample once an
+    epoch, in a new order each epoch."""
     raw = np.arange(64.0) ** 2  # far from normal: whole-batch statistics differ from any minibatch's
     recorder = Recorder(np.zeros(5))
     args = ppo.Args(num_minibatches=4, update_epochs=2, norm_adv=norm_adv)
@@ -151,7 +156,7 @@ def test_each_minibatch_advantages_are_normalized_on_their_own(ppo, norm_adv):
     epochs = [np.concatenate(rows[:4]), np.concatenate(rows[4:])]
     for order in epochs:
         np.testing.assert_array_equal(np.sort(order), np.arange(64))  # every sample once, none twice
-    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[0], np.arange(64))  # shuffled
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[0], np.arange(64))
     for minibatch, own_rows in zip(recorder.minibatches, rows):
         own = raw[own_rows]
         expected = (own - own.mean()) / (own.std(ddof=1) + 1e-8) if norm_adv else own
@@ -162,18 +167,19 @@ def test_each_minibatch_advantages_are_normalized_on_their_own(ppo, norm_adv):
 @pytest.mark.parametrize("gradient", [[3.0, -4.0, 12.0, 0.0, 84.0], [0.1, 0.0, -0.2, 0.05, 0.1]],
                          ids=["over", "under"])
 def test_the_step_takes_the_gradient_clipped_to_max_grad_norm_over_all_parameters(ppo, gradient):
-    """SGD with learning rate 1 moves the parameters by minus the clipped gradient: the whole gradient scaled to
-    norm max_grad_norm when over it (one norm over all parameters, not one per parameter), as it is when under."""
+    """SGD with learning rate 1 moves the parameters by minus the clipped gradient: the whole gradient scaled
+    to norm max_grad_norm when over it (one norm over all parameters, not one per parameter), as it is when
+    under. Two minibatches: a gradient left from the first would add to the second."""
     recorder = Recorder(gradient)
-    args = ppo.Args(num_minibatches=1, update_epochs=1, max_grad_norm=0.5)
+    args = ppo.Args(num_minibatches=2, update_epochs=1, max_grad_norm=0.5)
     optimizer = torch.optim.SGD(recorder.parameters(), lr=1.0)
-    stats = ppo.update(recorder, optimizer, batch_of_indices(ppo, np.zeros(8)), args, np.random.default_rng(0),
-                       recorder, ppo.Schedule(1.0, 0.2, 0.0, 0.0))
+    batch, schedule = batch_of_indices(ppo, np.zeros(8)), ppo.Schedule(1.0, 0.2, 0.0, 0.0)
+    stats = ppo.update(recorder, optimizer, batch, args, np.random.default_rng(0), recorder, schedule)
     gradient = np.array(gradient)
     norm = np.sqrt((gradient**2).sum())
     clipped = gradient * min(1.0, 0.5 / norm)
     step = torch.cat([recorder.first, recorder.second]).detach().numpy()
-    np.testing.assert_allclose(step, -clipped, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(step, -2 * clipped, rtol=1e-5, atol=1e-7)
     assert stats["grad_norm"] == pytest.approx(norm, rel=1e-5)  # the norm before clipping is logged
 
 
@@ -197,7 +203,16 @@ def test_the_rollout_samples_actions_with_the_policy_probabilities(ppo):
     else:
         rollout, _ = rollout_of(ppo, StubAgent(logits, [[0.0]]), [CountingFramesEnv] * 4, 1000)
     frequencies = np.bincount(rollout.actions.reshape(-1), minlength=3) / 4000
-    assert (np.abs(frequencies - probs) < 4 * np.sqrt(probs * (1 - probs) / 4000)).all(), frequencies  # 4 std errors
+    standard_errors = np.sqrt(probs * (1 - probs) / 4000)
+    assert (np.abs(frequencies - probs) < 4 * standard_errors).all(), frequencies
+
+
+def test_the_rollout_samples_legal_actions_only():
+    """ComboLock raises on an illegal action; uniform logits over all 7 would pick one every other step."""
+    agent = StubAgent(np.zeros((1, 7)), [0.0], nvec=[3, 4])
+    rollout, _ = rollout_of(ppo_discrete, agent, [ppo_discrete.make_env("ComboLock-v0")] * 2, 200)
+    legal = np.take_along_axis(rollout.masks, rollout.actions + [0, 3], axis=-1)  # each component's flag
+    assert rollout.masks is not None and legal.all()
 
 
 def test_the_rollout_samples_the_gaussian_of_the_policy_mean_and_std():
@@ -220,8 +235,8 @@ class ValueOfFrames(torch.nn.Module):
 
 
 def test_atari_truncation_bootstraps_and_termination_does_not():
-    """The step cut by the time limit gets sign(reward) + gamma * V(final frames); a terminated step, the clipped
-    reward alone. The stub's value is the stack's mean pixel: the step count t of the final frames."""
+    """The step cut by the time limit gets sign(reward) + gamma * V(final frames); a terminated step, the
+    clipped reward alone. The stub's value is the stack's mean pixel: the step count t of the final frames."""
     agent = ValueOfFrames()
     truncating = lambda: gym.wrappers.TimeLimit(CountingFramesEnv(episode_length=None), max_episode_steps=4)
     rollout, _ = rollout_of(ppo_atari, agent, [truncating], 6, gamma=0.9)

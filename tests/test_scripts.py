@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.checks import one_line_error
+from tests.checks import agent_and_its_own_batch, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGS = [
@@ -83,45 +83,34 @@ def test_losses_are_means_over_the_whole_update(ppo, monkeypatch):
     assert logged != pytest.approx(seen[-1].item(), rel=1e-3)
 
 
-def batch_of_the_old_policy(ppo, agent):
-    """512 random observations and actions, with the agent's own log-probabilities (its policy is the old one)."""
-    actions = torch.randint(0, 2, (512, 1)) if ppo is ppo_discrete else torch.randn(512, 2)
-    obs, zeros = torch.randn(512, 4), torch.zeros(512)
-    with torch.no_grad():
-        if ppo is ppo_discrete:
-            log_probs = torch.log_softmax(agent(obs)[0], -1)  # (512, 2)
-            return ppo.Batch(obs, actions, None, log_probs, log_probs[torch.arange(512), actions[:, 0]], zeros,
-                             torch.randn(512), torch.randn(512))
-        means, log_stds = (x.clone() for x in agent(obs)[:2])  # the old policy: not views of the parameters
-        return ppo.Batch(obs, actions, means, log_stds, ppo.gaussian_log_prob(actions, means, log_stds), zeros,
-                         torch.randn(512), torch.randn(512))
-
-
-@VECTOR_SCRIPTS
+@SCRIPTS
 def test_the_learning_rate_schedule_scales_every_parameter_group(ppo):
     """AdamW's usual set-up: no weight decay on biases, in a second group with its own learning rate."""
-    args = ppo.Args(num_envs=4, num_steps=128, update_epochs=1)
-    agent = ppo.Agent(4, [2]) if ppo is ppo_discrete else ppo.Agent(4, 2)
+    agent, batch, _ = agent_and_its_own_batch(ppo)
     weights = [p for name, p in agent.named_parameters() if name.endswith("weight")]
     others = [p for name, p in agent.named_parameters() if not name.endswith("weight")]
     optimizer = torch.optim.AdamW([dict(params=weights, lr=1e-3), dict(params=others, lr=4e-4, weight_decay=0.0)])
     for lr_factor in [0.5, 0.25]:
-        ppo.update(agent, optimizer, batch_of_the_old_policy(ppo, agent), args, np.random.default_rng(0), ppo.ppo_loss,
+        ppo.update(agent, optimizer, batch, ppo.Args(update_epochs=1), np.random.default_rng(0), ppo.ppo_loss,
                    ppo.Schedule(lr_factor, 0.2, 0.0, 0.0))
         assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([1e-3 * lr_factor, 4e-4 * lr_factor])
 
 
-@VECTOR_SCRIPTS
+@SCRIPTS
 def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
-    args = ppo.Args(num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4, target_kl=0.0, learning_rate=1e-2)
-    agent = ppo.Agent(4, [2]) if ppo is ppo_discrete else ppo.Agent(4, 2)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate)
-    batch = batch_of_the_old_policy(ppo, agent)
-    schedule = ppo.Schedule(1.0, args.clip_coef, args.ent_coef, args.kl_beta)
-    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)
-    # minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the update:
-    # CleanRL would finish the epoch (4 steps)
-    assert stats["gradient_steps"] == 1
+    """Minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the whole update, before
+    its step and without evaluating any later minibatch (CleanRL would finish the epoch: 4 steps)."""
+    agent, batch, _ = agent_and_its_own_batch(ppo)
+    args = ppo.Args(num_minibatches=4, update_epochs=4, target_kl=0.0)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=1e-2)
+    schedule, evaluated = ppo.Schedule(1.0, args.clip_coef, args.ent_coef, args.kl_beta), []
+
+    def counted_loss(*inputs):
+        evaluated.append(1)
+        return ppo.ppo_loss(*inputs)
+
+    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), counted_loss, schedule)
+    assert stats["gradient_steps"] == 1 and len(evaluated) == 2
     args.target_kl = None
     assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)["gradient_steps"] == 16
 

@@ -11,6 +11,7 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers MaskedTrading-v0)
+from tests.checks import agent_and_its_own_batch
 from tests.test_scripts import SCRIPTS, TINY, episode_curve, in_tmp_dir, read_events  # noqa: F401
 
 CATEGORICAL = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_atari], ids=lambda m: m.__name__)
@@ -107,30 +108,6 @@ def test_adaptive_kl_beta_clip_annealing_and_entropy_decay_are_logged(ppo):
     assert clip_coefs == pytest.approx([args.clip_coef * (1 - i / num_iterations) for i in range(num_iterations)])
     ent_coefs = [e.value for e in events.Scalars("charts/ent_coef")]
     assert ent_coefs == pytest.approx([0.01 * 0.5**i for i in range(num_iterations)])
-
-
-def agent_and_its_own_batch(ppo, n=64):
-    """An agent and a batch of its own policy (old = new) in which the actions that the advantages favour are
-    known: advantage +1 for action 0 (continuous: a first component above the mean), -1 for the others."""
-    torch.manual_seed(0)
-    agent = {ppo_discrete: lambda: ppo_discrete.Agent(4, [3]), ppo_continuous: lambda: ppo_continuous.Agent(4, 2),
-             ppo_atari: lambda: ppo_atari.Agent(3)}[ppo]()
-    obs = torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8) if ppo is ppo_atari else torch.randn(n, 4)
-    with torch.no_grad():
-        outputs = [output.clone() for output in agent(obs)]
-    if ppo is ppo_continuous:
-        means, log_stds, values = outputs
-        actions = means + log_stds.exp() * torch.randn(n, 2)
-        advantages = torch.where(actions[:, 0] > means[:, 0], 1.0, -1.0)
-        logprobs = ppo.gaussian_log_prob(actions, means, log_stds)
-        return agent, ppo.Batch(obs, actions, means, log_stds, logprobs, values, advantages, values), advantages
-    log_probs, values = torch.log_softmax(outputs[0], -1), outputs[1]
-    actions = torch.arange(n) % 3
-    advantages = torch.where(actions == 0, 1.0, -1.0)
-    logprobs = log_probs[torch.arange(n), actions]
-    if ppo is ppo_discrete:
-        return agent, ppo.Batch(obs, actions[:, None], None, log_probs, logprobs, values, advantages, values), advantages
-    return agent, ppo.Batch(obs, actions, log_probs, logprobs, values, advantages, values), advantages
 
 
 @SCRIPTS
