@@ -2,7 +2,8 @@
 The envs run in CleanRL's Atari wrappers, in CleanRL's order (FIRE after every lost life, too).
 charts/episodic_return is the raw score of a whole game. The algorithm comes first, in its order, down to
 train(); the harness (checks, run directory, logs, checkpoints and resume, torchrun's process group, stop
-signals, evaluation, export) follows the line "Harness", and train() reaches it through one object, the Run.
+signals, evaluation, export) follows the line "Operational parts", and train() reaches it through one object,
+the Run.
 Under torchrun, each of N processes steps num_envs/N envs; the update averages their gradients.
 
     python ppo_atari.py                                            # ALE/Breakout-v5, 10M steps, logs to runs/
@@ -502,7 +503,7 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 
 
 
-# ============================================= Harness =============================================
+# ==================================== Operational parts: the harness ====================================
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 

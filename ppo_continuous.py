@@ -2,7 +2,7 @@
 CleanRL's ppo_continuous_action.py (MuJoCo v5). Observations are normalized and rewards scaled by running
 statistics, saved with the model and frozen for evaluation. The algorithm comes first, in its order, down to
 train(); the harness (checks, run directory, logs, checkpoints and resume, stop signals, evaluation, export)
-follows the line "Harness", and train() reaches it through one object, the Run.
+follows the line "Operational parts", and train() reaches it through one object, the Run.
 
     python ppo_continuous.py                                  # HalfCheetah-v5, logs to runs/
     python ppo_continuous.py --env-id Hopper-v5 --help         # every flag, with its meaning
@@ -535,7 +535,7 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 
 
 
-# ============================================= Harness =============================================
+# ==================================== Operational parts: the harness ====================================
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 

@@ -1,7 +1,7 @@
 """PPO for discrete actions (CartPole, Acrobot, LunarLander, MultiDiscrete games...) in one file; flags and
 defaults as CleanRL's ppo.py. The algorithm comes first, in its order, down to train(); the harness (checks,
-run directory, logs, checkpoints and resume, stop signals, evaluation, export) follows the line "Harness",
-and train() reaches it through one object, the Run.
+run directory, logs, checkpoints and resume, stop signals, evaluation, export) follows the line "Operational
+parts", and train() reaches it through one object, the Run.
 
     python ppo_discrete.py                                   # CartPole-v1, logs to runs/
     python ppo_discrete.py --env-id LunarLander-v3 --help     # every flag, with its meaning
@@ -538,7 +538,7 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 
 
 
-# ============================================= Harness =============================================
+# ==================================== Operational parts: the harness ====================================
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 

@@ -1,5 +1,5 @@
 """Lines per part of each script, split by top-level definition (each with the blank line after it), in the
-order a script reads: what the algorithm takes first, then the parts below the line "Harness";
+order a script reads: what the algorithm takes first, then the parts below the line "Operational parts";
 then the barest form each script could take with every feature kept: its code alone (no docstring, comment
 or blank line), plus a one-line docstring for each Args field (every flag must have one) and a blank line
 before each top-level definition.
@@ -30,7 +30,7 @@ def parts(script: str) -> dict:
     starts = {node.name: min([node.lineno] + [d.lineno for d in node.decorator_list]) for node in nodes}
     line_count = {node.name: node.end_lineno - starts[node.name] + 2 for node in nodes}
     operational = next(number for number, line in enumerate(lines, 1)
-                       if line.startswith("# ") and "Harness" in line)
+                       if line.startswith("# ") and "Operational parts" in line)
     named = {part: names.split() for part, names in PARTS.items()}
     every_named = {name for names in named.values() for name in names}
     sizes = {"docstring, imports, constants": min(starts.values()) - 1,

@@ -143,6 +143,7 @@ def test_shared_body_and_relu_train(tmp_path, monkeypatch):
     assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))["eval_returns"]
 
 
+@pytest.mark.slow
 def test_cartpole_learns_with_the_defaults(tmp_path, monkeypatch):
     """The learning test: seed 1, CleanRL's defaults but 100k steps (the mean of the last 100 episodes: 233,
     284 and 269 with seeds 1-3; random play: 22; 500k steps solve it, benchmarks/README.md)."""

@@ -34,7 +34,7 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 ppo = ppo_atari
-SETTINGS = TINY[ppo_atari]  # 2 envs in all: 1 a process
+SETTINGS = dict(TINY[ppo_atari], total_timesteps=1024, num_steps=256)  # 2 envs in all: 1 a process
 
 
 def test_the_update_averages_the_gradient_over_processes(monkeypatch):
@@ -58,6 +58,7 @@ def test_the_update_averages_the_gradient_over_processes(monkeypatch):
         torch.testing.assert_close(parameter.grad, (own + other) / 2)
 
 
+@pytest.mark.slow
 def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
     settings = dict(SETTINGS, total_timesteps=4096, save_model=True, checkpoint_every=2048)
     result = run([*TORCHRUN, script_path(ppo), *flags(settings)])
@@ -76,6 +77,7 @@ def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
     assert b"|processes|2|" in hyperparameters and b"|num_envs|2|" in hyperparameters
 
 
+@pytest.mark.slow
 def test_a_stopped_torchrun_resumes_with_every_process(tmp_path):
     """SIGTERM to torchrun: every rank stops at the same iteration, rank 0 checkpoints both ranks' generators,
     and the run goes on with 2 processes (python alone is refused)."""
@@ -114,6 +116,7 @@ def test_without_torchrun_there_is_no_distributed_state(monkeypatch):
     assert not torch.distributed.is_initialized() and summary["recent_returns"]
 
 
+@pytest.mark.slow
 def test_two_nodes_join_through_the_master_address_and_hold_identical_parameters(tmp_path):
     """The README's multi-node launch, with both nodes on this machine (rendezvous at 127.0.0.1). Each rank steps
     its own envs on its own data; only the averaged gradient keeps the networks equal."""

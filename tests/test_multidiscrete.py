@@ -11,6 +11,7 @@ from tests.checks import one_line_error
 from tests.test_scripts import in_tmp_dir  # noqa: F401  (autouse: runs/ in the test's directory)
 
 
+@pytest.mark.slow
 def test_combo_lock_is_learned_to_the_optimum_without_an_illegal_action():
     # the env raises on an illegal action: finishing training and both evaluations proves none was taken
     args = dict(env_id="ComboLock-v0", total_timesteps=24_576, eval_episodes=20, save_model=True)

@@ -81,6 +81,7 @@ def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
 
 
+@pytest.mark.slow
 def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
     settings = dict(SMALL[ppo_atari], total_timesteps=4 * 512, checkpoint_every=1024)
     whole = ppo_atari.train(ppo_atari.Args(**settings, save_model=True))
@@ -134,6 +135,7 @@ def start(ppo, flags, cwd=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ppo,signum", [(ppo_discrete, signal.SIGINT), (ppo_discrete, signal.SIGTERM),
                                         (ppo_continuous, signal.SIGKILL)],
                          ids=["discrete-SIGINT", "discrete-SIGTERM", "continuous-SIGKILL"])

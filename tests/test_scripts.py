@@ -29,7 +29,7 @@ TINY = {
     ppo_discrete: dict(env_id="CartPole-v1", total_timesteps=1024, num_envs=4, num_steps=128),
     ppo_continuous: dict(env_id="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256, num_minibatches=4,
                          update_epochs=2),
-    ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=1024, num_envs=2, num_steps=256, num_minibatches=4,
+    ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=512, num_envs=2, num_steps=128, num_minibatches=4,
                     update_epochs=1),
 }
 VECTOR_SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__)
@@ -115,6 +115,7 @@ def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)["gradient_steps"] == 16
 
 
+@pytest.mark.slow
 @SCRIPTS
 def test_same_seed_same_returns_bit_for_bit(ppo):
     args = {**TINY[ppo], "total_timesteps": 2 * TINY[ppo]["total_timesteps"]}
@@ -126,6 +127,7 @@ def test_same_seed_same_returns_bit_for_bit(ppo):
     assert episode_curve(ppo.train(ppo.Args(seed=8, **args))["run_dir"]) != episode_curve(first["run_dir"])
 
 
+@pytest.mark.slow
 @SCRIPTS
 def test_save_load_evaluate_and_record_video(ppo):
     summary = ppo.train(ppo.Args(save_model=True, eval_episodes=2, capture_video=True, **TINY[ppo]))
