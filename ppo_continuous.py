@@ -16,7 +16,9 @@ signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop qui
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib
+import fcntl
 import importlib.util
+import io
 import logging
 import math
 import random
@@ -595,6 +597,7 @@ class Run:
             suffix = "-eval" if args.load_model else ""
             run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}")
         run = cls(args, checkpoint, run_dir)
+        run.lock = lock_run_dir(run_dir)
         run.writer = start_logging(run)
         random.seed(args.seed)
         np.random.seed(args.seed)
@@ -626,9 +629,11 @@ class Run:
             self.envs.close()
         with self.logs_may_fail():  # an error or Ctrl-C keeps every point logged so far
             self.writer.flush()
+        if isinstance(error, (Exception, KeyboardInterrupt)) and self.snapshot and self.args.checkpoint_every:
+            self.write(self.snapshot, "checkpoint.pt")
+        if error is not None:  # the run directory is free again, for --resume
+            self.lock.close()
         if isinstance(error, (Exception, KeyboardInterrupt)):
-            if self.snapshot and self.args.checkpoint_every:
-                self.write(self.snapshot, "checkpoint.pt")
             where = f"at step {self.global_step:,}: the logs keep every point, {self.last_checkpoint()}"
             if isinstance(error, EnvError):
                 fail(f"{error}; stopped {where}")
@@ -744,16 +749,18 @@ class Run:
         """Writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
         with self.logs_may_fail():  # every point up to the checkpoint is on disk before it
             self.writer.flush()
-        path = os.path.join(self.dir, name)
+        path, serialized = os.path.join(self.dir, name), io.BytesIO()
+        torch.save(data, serialized)  # in memory first: a disk that fills mid-write is then a plain OSError
+        temporary = f"{path}.{os.getpid()}.tmp"
         try:
-            with open(f"{path}.tmp", "wb") as f:
-                torch.save(data, f)
+            with open(temporary, "wb") as f:
+                f.write(serialized.getbuffer())
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(f"{path}.tmp", path)
+            os.replace(temporary, path)
         except OSError as error:  # a full disk, a read-only one: stop, keeping the last whole checkpoint
             with contextlib.suppress(OSError):
-                os.remove(f"{path}.tmp")
+                os.remove(temporary)
             fail(f"cannot write {path} ({error.strerror or error}); stopped, {self.last_checkpoint()}", 1)
 
     def last_checkpoint(self) -> str:
@@ -789,6 +796,7 @@ class Run:
                 export_onnx(self, self.agent, self.state)
         with self.logs_may_fail():
             self.writer.close()
+        self.lock.close()
         if args.track:
             import wandb
 
@@ -829,6 +837,24 @@ def new_run_dir(name: str) -> str:
         except OSError as error:
             fail(f"cannot create the directory {path}: {error.strerror}; run from a writable directory")
 
+def lock_run_dir(run_dir: str):
+    """Holds run_dir's lock for the run's life (released when the process ends, however it ends): a second run
+    in the same directory, two --resume of one checkpoint at once, is refused."""
+    try:
+        lock = open(os.path.join(run_dir, "run.lock"), "a")
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fail(f"{run_dir} is in use by another run (two --resume of one checkpoint?): let it end or stop it")
+    except OSError as error:
+        fail(f"cannot lock the run directory {run_dir}: {error.strerror}")
+    return lock
+
+def quiet_log_thread(hook_args):
+    """TensorBoard's writer thread dies on a full disk; its error comes back from the writer's next call, which
+    logs_may_fail says in one line: no traceback from the thread itself."""
+    if type(hook_args.thread).__name__ != "_AsyncWriterThread":
+        threading.__excepthook__(hook_args)
+
 def start_logging(run: Run):
     """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
     args = run.args
@@ -837,9 +863,15 @@ def start_logging(run: Run):
             import wandb
         except ImportError:
             fail("--track needs wandb: pip install wandb, or drop --track")
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
+        try:
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                       config=vars(args), name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
+        except Exception as error:  # a bad project or entity, no network without WANDB_MODE=offline
+            fail(f"--track: W&B did not start ({type(error).__name__}: {first_line(error)}); check "
+                 f"--wandb-project-name and --wandb-entity, or drop --track")
     from torch.utils.tensorboard import SummaryWriter
+
+    threading.excepthook = quiet_log_thread
 
     purge_step = run.checkpoint and run.checkpoint["counters"]["global_step"] + 1
     writer = SummaryWriter(run.dir, purge_step=purge_step)
@@ -877,7 +909,7 @@ def load_data_file(args: Args) -> dict:
     (never code); a damaged or foreign file is a one-line error."""
     path, flag = args.resume or args.load_model, "--resume" if args.resume else "--load-model"
     if not os.path.isfile(path):
-        fail(f"{flag} {path!r}: no such file")
+        fail(f"{flag} {path!r}: {what_is_not_a_file(path)}; give a checkpoint.pt or a .model file")
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()  # the first record whose CRC-32 does not match, if any
@@ -896,6 +928,13 @@ def load_data_file(args: Args) -> dict:
         if not isinstance(saved.get(name), kind):
             fail(f"{flag} {path!r} is damaged: its {name!r} is missing or not a {kind.__name__}")
     return saved
+
+def what_is_not_a_file(path: str) -> str:
+    if os.path.isdir(path):
+        return "a directory"
+    if os.path.exists(path):
+        return "not a regular file (a device, a FIFO or a socket)"
+    return "a link that leads nowhere (or in a loop)" if os.path.islink(path) else "no such file"
 
 def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
     """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
@@ -924,6 +963,10 @@ def check_video_support():
         import moviepy  # noqa: F401  (RecordVideo writes MP4s with it)
     except ImportError:
         fail("--capture-video needs moviepy: pip install moviepy, or drop --capture-video")
+    with contextlib.suppress(OSError):
+        os.makedirs("videos", exist_ok=True)
+    if not (os.path.isdir("videos") and os.access("videos", os.W_OK)):
+        fail("--capture-video writes under videos/, which cannot be written here: run from a writable folder")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
     os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
 
@@ -966,6 +1009,10 @@ def check_args(args: Args):
         fail(f"--exp-name must be a non-empty name without {os.sep!r}, got {args.exp_name!r}")
     if args.export_onnx and not all(map(importlib.util.find_spec, ["onnx", "onnxscript"])):
         fail("--export-onnx needs onnx and onnxscript: pip install onnx onnxscript, or drop --export-onnx")
+    folder = os.path.dirname(os.path.abspath(args.export_onnx or "."))
+    if args.export_onnx and (os.path.isdir(args.export_onnx) or not os.access(folder, os.W_OK)):
+        fail(f"--export-onnx {args.export_onnx!r}: no file can be written there (a directory, or a folder that "
+             f"is missing or not writable); name a file in a writable folder")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     batch_size = args.num_envs * args.num_steps

@@ -131,19 +131,23 @@ def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp
         monkeypatch.chdir(disk)
         write_checkpoint = ppo_discrete.Run.write
 
-        def write_then_fill_the_disk(*args):
-            write_checkpoint(*args)
+        def write_then_fill_the_disk(run, data, name):
+            write_checkpoint(run, data, name)
             with contextlib.suppress(OSError), open(disk / "filler", "ab") as f:
                 f.write(bytes(8 * 2**20))  # more than the disk holds: it is full afterwards
+            filled = os.path.getsize(disk / "filler")  # then room for half a checkpoint: the next write starts
+            os.truncate(disk / "filler", filled - os.path.getsize(os.path.join(run.dir, name)) // 2)
 
         monkeypatch.setattr(ppo_discrete.Run, "write", write_then_fill_the_disk)
         with pytest.raises(SystemExit) as exit_info:
             ppo_discrete.train(ppo_discrete.Args(total_timesteps=2048, checkpoint_every=512))
         assert exit_info.value.code == 1
-        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        stderr = capsys.readouterr().err
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
         assert errors == [f"error: cannot write {checkpoint_path} (No space left on device); stopped, the last good "
                           f"checkpoint is {checkpoint_path}"]
+        assert "Traceback" not in stderr  # nor from TensorBoard's writer thread on the full disk
         assert not glob.glob("runs/*/*.tmp")  # the partial file is removed, its space given back
         checkpoint = ppo_discrete.load_data_file(ppo_discrete.Args(resume=checkpoint_path))  # whole: checksums hold
         assert checkpoint["counters"]["global_step"] == 512

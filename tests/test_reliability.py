@@ -1,6 +1,7 @@
 """Checkpoints, exact resume, clean stops on signals, NaN stops, safe checkpoint loading, bad input
 (ppo_discrete.py and ppo_continuous.py)."""
 
+import fcntl
 import glob
 import os
 import random
@@ -17,6 +18,7 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers the custom envs)
+from tests.checks import one_line_error
 from tests.test_scripts import ROOT, SCRIPTS, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
 # 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
@@ -224,16 +226,19 @@ def test_resume_refuses_flags_that_differ_from_the_checkpoint(ppo, capsys):
 @SCRIPTS
 def test_checkpoint_writes_are_atomic(ppo, monkeypatch):
     """A write that dies half-way leaves the previous checkpoint whole."""
-    original, writes = torch.save, []
+    writes = []
 
-    def dies_at_the_second_write(obj, f):
-        writes.append(1)
-        if len(writes) == 2:
-            f.write(b"PK\x03\x04 half")
-            raise OSError("disk full")
-        original(obj, f)
+    def open_dying_at_the_second_write(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)
+        if mode == "wb":  # a checkpoint's temporary file
+            writes.append(1)
+            if len(writes) == 2:
+                f.write(b"PK\x03\x04 half")
+                f.close()
+                raise OSError(28, "No space left on device")
+        return f
 
-    monkeypatch.setattr(torch, "save", dies_at_the_second_write)
+    monkeypatch.setattr(ppo, "open", open_dying_at_the_second_write, raising=False)  # the script's own open()
     with pytest.raises(SystemExit) as exit_info:  # one line, exit code 1 (tests/test_faults.py: a real full disk)
         ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 1024}))
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
@@ -263,6 +268,8 @@ def test_checkpoint_writes_are_atomic(ppo, monkeypatch):
     (dict(torch_threads=-2), "--torch-threads must be >= 0"),
     (dict(exp_name="a/b"), "--exp-name must be a non-empty name"),
     (dict(load_model="m.model", resume="c.pt"), "give one of them"),
+    (dict(export_onnx="missing/policy.onnx"), "--export-onnx 'missing/policy.onnx': no file can be written there"),
+    (dict(export_onnx="."), "--export-onnx '.': no file can be written there"),
 ])
 @SCRIPTS
 def test_every_impossible_flag_is_a_one_line_error(ppo, flags, message, capsys):
@@ -280,6 +287,32 @@ def test_an_unwritable_run_directory_is_a_one_line_error(ppo, tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py")], capture_output=True, text=True,
                          cwd=tmp_path)
     assert out.returncode == 2 and "cannot create the directory runs/" in out.stderr and "Traceback" not in out.stderr
+
+
+@SCRIPTS
+def test_paths_that_are_not_files_are_named_and_outputs_are_checked_before_training(ppo, tmp_path, capsys):
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    for path, what in [(tmp_path, "a directory"), ("/dev/null", "not a regular file"), (tmp_path / "fifo", "not a "
+                       "regular file"), (tmp_path / "loop", "a link that leads nowhere"), ("nothing.pt", "no such file")]:
+        for flag in ["resume", "load_model"]:
+            line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**{flag: str(path)})))
+            assert f"--{flag.replace('_', '-')} {str(path)!r}: {what}" in line
+    (tmp_path / "videos").write_text("a file where the videos/ directory should be")  # the test's own directory
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(capture_video=True)))
+    assert "--capture-video writes under videos/, which cannot be written here" in line and not os.path.exists("runs")
+
+
+@SCRIPTS
+def test_a_second_run_in_a_run_directory_in_use_is_refused(ppo, capsys):
+    """Two --resume of one checkpoint at once: the second refuses in one line while the first holds the lock."""
+    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 2048, "checkpoint_every": 1024}))
+    checkpoint_path = os.path.join(summary["run_dir"], "checkpoint.pt")
+    with open(os.path.join(summary["run_dir"], "run.lock"), "a") as lock:  # as the first run holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        line = one_line_error(capsys, lambda: ppo.train(ppo.Args(resume=checkpoint_path)))
+        assert "is in use by another run" in line
+    assert ppo.train(ppo.Args(resume=checkpoint_path))["run_dir"] == os.path.abspath(summary["run_dir"])  # now free
 
 
 @SCRIPTS

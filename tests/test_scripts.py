@@ -154,6 +154,11 @@ def test_track_with_wandb_offline(ppo, monkeypatch):
     summary = ppo.train(ppo.Args(track=True, **TINY[ppo]))
     wandb_dir = os.path.join(summary["run_dir"], "wandb")
     assert any(name.startswith("offline-run") for name in os.listdir(wandb_dir))
+    out = subprocess.run([sys.executable, script_path(ppo), "--track", "--wandb-project-name", "bad/name"],  # W&B refuses
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --track: W&B did not start (UsageError: Invalid "
+                                                          "project name 'bad/name'")
 
 
 def field_docstrings(path):
