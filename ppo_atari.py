@@ -293,6 +293,8 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
         # V(next obs), and V(final obs) of the truncated games, in one forward pass
         final_obs = np.array(final_obs, dtype=np.uint8).reshape(-1, *state.obs.shape[1:])
         _, bootstrap = agent(torch.as_tensor(np.concatenate([state.obs, final_obs]), device=device))
+    if not np.isfinite(rewards).all():  # before V(final obs) joins them
+        raise EnvError("the env gave a reward that is nan or inf: fix the env")
     bootstrap = bootstrap.cpu().numpy()
     for (step, env), final_value in zip(truncated_at, bootstrap[num_envs:]):
         rewards[step, env] += args.gamma * final_value
@@ -994,7 +996,7 @@ def check_args(args: Args, world_size: int = 1):
             if not holds(getattr(args, name)):
                 fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
-    needed = 100 * args.num_envs * args.num_steps  # over 100 bytes a step
+    needed = (2 * 4 * 84 * 84 + 100) * args.num_envs * args.num_steps  # a step's frames, and their shuffled copy
     if needed > memory:
         fail(f"--num-envs * --num-steps would need over {needed / 2**30:.0f} GiB; this machine has "
              f"{memory / 2**30:.0f}")

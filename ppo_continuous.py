@@ -348,6 +348,9 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
         final_obs = np.array(final_obs, dtype=np.float32).reshape(-1, state.obs.shape[1])
         _, _, bootstrap = agent(torch.as_tensor(np.concatenate([state.obs, final_obs]), device=device))
         means, log_stds = torch.stack(means), torch.stack(log_stds)  # inference tensors: no graph to agent
+    for what, array in [("an observation", obs), ("a reward", rewards)]:  # before V(final obs) joins them
+        if not np.isfinite(array).all():
+            raise EnvError(f"the env gave {what} that is nan or inf: fix the env (or clip it in a wrapper)")
     bootstrap = bootstrap.cpu().numpy()
     for (step, env), final_value in zip(truncated_at, bootstrap[num_envs:]):
         rewards[step, env] += args.gamma * final_value

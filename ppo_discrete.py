@@ -343,6 +343,9 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
         # V(next obs), and V(final obs) of the truncated episodes, in one forward pass
         final_obs = np.array(final_obs, dtype=np.float32).reshape(-1, state.obs.shape[1])
         _, bootstrap = agent(torch.as_tensor(np.concatenate([state.obs, final_obs]), device=device))
+    for what, array in [("an observation", obs), ("a reward", rewards)]:  # before V(final obs) joins them
+        if not np.isfinite(array).all():
+            raise EnvError(f"the env gave {what} that is nan or inf: fix the env (or clip it in a wrapper)")
     bootstrap = bootstrap.cpu().numpy()
     for (step, env), final_value in zip(truncated_at, bootstrap[num_envs:]):
         rewards[step, env] += args.gamma * final_value

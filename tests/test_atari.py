@@ -5,6 +5,7 @@ with a saved model."""
 import contextlib
 import glob
 import itertools
+import os
 
 import cv2
 import gymnasium as gym
@@ -185,3 +186,11 @@ def test_bf16_trunk_stays_close_to_float32_and_fp32_is_exact():
     assert (log_probs_bf16 - log_probs).abs().max() < 1e-3  # ratios of 1 +- 0.001 from precision alone
     assert ppo.use_bf16("fp32", torch.device("cpu")) is False and ppo.use_bf16("bf16", torch.device("cpu")) is True
     assert ppo.use_bf16("auto", torch.device("cpu")) is False  # bf16 on shared CPU cores crawls
+
+
+def test_a_rollout_beyond_memory_is_refused_before_anything_runs(capsys):
+    """A step stores 4 frames of 84x84 bytes (and the update a shuffled copy): counted so, not at 100 bytes."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    num_steps = memory // (8 * 4 * 84 * 84) + 1  # the frames of 8 envs alone fill the memory
+    line = one_line_error(capsys, lambda: ppo.check_args(ppo.Args(num_envs=8, num_steps=num_steps)))
+    assert "--num-envs * --num-steps would need over" in line

@@ -50,6 +50,18 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
               (ppo_continuous, "MultiDiscreteActions-v0", "needs Box actions")]
 
 
+NON_FINITE = [(ppo, f"NonFinite{what.title()}{suffix}-v0", what) for ppo, suffix in [(ppo_discrete, ""),
+              (ppo_continuous, "Continuous")] for what in ["reward", "observation"]]
+
+
+@pytest.mark.parametrize("ppo,env_id,what", NON_FINITE, ids=[env_id for _, env_id, _ in NON_FINITE])
+def test_a_nan_from_the_env_is_named_as_the_envs(ppo, env_id, what, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.train(ppo.Args(env_id=env_id, total_timesteps=512, num_envs=2, num_steps=256, num_minibatches=4))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and last.startswith("error: the env gave a") and f"{what} that is nan" in last
+
+
 @pytest.mark.parametrize("ppo,env_id,message", ENV_FAULTS, ids=[f"{p.__name__}-{e}" for p, e, _ in ENV_FAULTS])
 def test_envs_that_fail_are_one_line_errors(ppo, env_id, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_id=env_id)))

@@ -233,3 +233,26 @@ class CountingFramesEnv(CountingEnv):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         return np.full((4, 84, 84), self.t, np.uint8), reward, terminated, truncated, info
+
+
+class NonFiniteEnv(CountingEnv):
+    """CountingEnv (2 actions, or a Box of 1) whose reward, or observation, is nan at its 5th step."""
+
+    def __init__(self, what="reward", continuous=False):
+        super().__init__(episode_length=20)
+        self.what = what
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32) if continuous else gym.spaces.Discrete(2)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(0)
+        if self.t == 5 and self.what == "reward":
+            reward = float("nan")
+        if self.t == 5 and self.what == "observation":
+            obs[0] = np.nan
+        return obs, reward, terminated, truncated, info
+
+
+for what in ["reward", "observation"]:
+    gym.register(f"NonFinite{what.title()}-v0", entry_point=NonFiniteEnv, kwargs={"what": what})
+    gym.register(f"NonFinite{what.title()}Continuous-v0", entry_point=NonFiniteEnv,
+                 kwargs={"what": what, "continuous": True})
