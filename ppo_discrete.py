@@ -547,7 +547,7 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
 
 def fail(message: str, code: int = 2):
     """One line on stderr, then the exit code (2: bad input; say what to change)."""
@@ -619,12 +619,13 @@ class Run:
         return self
 
     def on_signal(self, signum, frame):
-        """Ctrl-C or SIGTERM: stop after this iteration; a second Ctrl-C: at once."""
+        """Ctrl-C, SIGTERM or SIGHUP: stop after this iteration; a second Ctrl-C: at once."""
         if self.received and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
-              file=sys.stderr)
+        with contextlib.suppress(OSError):  # a closed terminal takes no more output
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
+                  file=sys.stderr)
 
     def __exit__(self, kind, error, traceback):
         """Puts the signal handlers back, closes the envs, writes out the logs; after an error or a second

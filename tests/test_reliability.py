@@ -194,6 +194,24 @@ def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_
 
 
 @SCRIPTS
+def test_a_closed_terminal_stops_the_run_as_sigterm_does(ppo, monkeypatch):
+    """SIGHUP during iteration 2: the run stops after it, with its checkpoint, and says how to resume."""
+    original, calls = ppo.update, []
+
+    def update_then_hang_up(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGHUP)
+        return original(*args)
+
+    monkeypatch.setattr(ppo, "update", update_then_hang_up)
+    summary = ppo.train(ppo.Args(**SMALL[ppo]))
+    assert summary["stopped"] == signal.SIGHUP
+    (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 1024
+
+
+@SCRIPTS
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch, capsys):
     """A nan in the gradients of iteration 6's first minibatch: the step makes every weight nan."""
     original, calls = ppo.ppo_loss, []
