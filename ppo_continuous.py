@@ -588,6 +588,7 @@ class Run:
         if args.resume or args.load_model:
             checkpoint = load_data_file(args)
             args = resumed_args(args, checkpoint, given)
+            check_saved(args, checkpoint)
         check_args(args)
         if args.capture_video:
             check_video_support()
@@ -939,6 +940,29 @@ def what_is_not_a_file(path: str) -> str:
     if os.path.exists(path):
         return "not a regular file (a device, a FIFO or a socket)"
     return "a link that leads nowhere (or in a loop)" if os.path.islink(path) else "no such file"
+
+def check_saved(args: Args, saved: dict):
+    """What a checkpoint or model holds beyond its parts' types, before any of it is used: its flags through
+    check_args, counters present and consistent with them, recent returns and weights finite."""
+    path = args.resume or args.load_model
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):
+            check_args(args)
+    except SystemExit:
+        fail(f"{path!r} holds flags this run cannot take: {message.getvalue().strip().removeprefix('error: ')}")
+    counters, batch_size = saved["counters"], args.num_envs * args.num_steps
+    iteration, kl_beta = counters.get("iteration"), counters.get("kl_beta")
+    if not (type(iteration) is int and 0 <= iteration <= args.total_timesteps // batch_size
+            and counters.get("global_step") == iteration * batch_size
+            and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
+        fail(f"{path!r} is damaged: its counters {counters} do not fit its flags")
+    returns = saved["recent_returns"]
+    if len(returns) > 100 or not all(type(value) in (int, float) and math.isfinite(value) for value in returns):
+        fail(f"{path!r} is damaged: its recent returns are not up to 100 finite numbers")
+    for name, weight in saved["agent"].items():
+        if not (isinstance(weight, torch.Tensor) and torch.isfinite(weight).all()):
+            fail(f"{path!r} is damaged: its weight {name!r} is not a tensor of finite numbers")
 
 def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
     """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,6 +107,16 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
         **optimizer, "param_groups": groups}}}, "'betas': [0.5, 0.5]")
     damaged["adam_size.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "state": {
         **optimizer["state"], 0: {**optimizer["state"][0], "exp_avg": torch.zeros(7)}}}}}, "optimizer state (7,)")
+    counters = good["counters"]
+    for name, changed in dict(far_iteration={"iteration": 10**9}, negative_step={"global_step": -512},
+                              nan_beta={"kl_beta": float("nan")}).items():
+        damaged[f"{name}.pt"] = ({**good, "counters": {**counters, **changed}}, "its counters {")
+    damaged["no_iteration.pt"] = ({**good, "counters": {"global_step": 0, "kl_beta": 1.0}}, "its counters {")
+    damaged["nan_weight.pt"] = ({**good, "agent": {**good["agent"], first_weight: good["agent"][first_weight] * np.nan}},
+                                f"its weight '{first_weight}' is not a tensor of finite numbers")
+    damaged["text_returns.pt"] = ({**good, "recent_returns": ["a"]}, "its recent returns are not")
+    damaged["zero_steps.pt"] = ({**good, "args": {**good["args"], "total_timesteps": 0}},
+                                "holds flags this run cannot take: --total-timesteps must be a positive integer")
     for name, (content, message) in damaged.items():
         if isinstance(content, bytes):
             open(name, "wb").write(content)
