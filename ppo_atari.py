@@ -851,8 +851,8 @@ def lock_run_dir(run_dir: str):
     return lock
 
 def quiet_log_thread(hook_args):
-    """TensorBoard's writer thread dies on a full disk; its error comes back from the writer's next call, which
-    logs_may_fail says in one line: no traceback from the thread itself."""
+    """TensorBoard's writer thread dies on a full disk; its error comes back from the writer's next call,
+    which logs_may_fail says in one line: no traceback from the thread itself."""
     if type(hook_args.thread).__name__ != "_AsyncWriterThread":
         threading.__excepthook__(hook_args)
 
@@ -939,7 +939,8 @@ def check_saved(args: Args, saved: dict):
         with contextlib.redirect_stderr(message):
             check_args(args)
     except SystemExit:
-        fail(f"{path!r} holds flags this run cannot take: {message.getvalue().strip().removeprefix('error: ')}")
+        reason = message.getvalue().strip().removeprefix("error: ")
+        fail(f"{path!r} holds flags this run cannot take: {reason}")
     counters, batch_size = saved["counters"], args.num_envs * args.num_steps
     iteration, kl_beta = counters.get("iteration"), counters.get("kl_beta")
     if not (type(iteration) is int and 0 <= iteration <= args.total_timesteps // batch_size
@@ -947,7 +948,8 @@ def check_saved(args: Args, saved: dict):
             and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
         fail(f"{path!r} is damaged: its counters {counters} do not fit its flags")
     returns = saved["recent_returns"]
-    if len(returns) > 100 or not all(type(value) in (int, float) and math.isfinite(value) for value in returns):
+    numbers = [type(value) in (int, float) and math.isfinite(value) for value in returns]
+    if len(returns) > 100 or not all(numbers):
         fail(f"{path!r} is damaged: its recent returns are not up to 100 finite numbers")
     for name, weight in saved["agent"].items():
         if not (isinstance(weight, torch.Tensor) and torch.isfinite(weight).all()):
@@ -1021,7 +1023,7 @@ def check_args(args: Args, world_size: int = 1):
             if not holds(getattr(args, name)):
                 fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
-    needed = (2 * 4 * 84 * 84 + 100) * args.num_envs * args.num_steps  # a step's frames, and their shuffled copy
+    needed = (2 * 4 * 84 * 84 + 100) * args.num_envs * args.num_steps  # its frames and their shuffled copy
     if needed > memory:
         fail(f"--num-envs * --num-steps would need over {needed / 2**30:.0f} GiB; this machine has "
              f"{memory / 2**30:.0f}")
@@ -1033,8 +1035,8 @@ def check_args(args: Args, world_size: int = 1):
         fail("--export-onnx needs onnx and onnxscript: pip install onnx onnxscript, or drop --export-onnx")
     folder = os.path.dirname(os.path.abspath(args.export_onnx or "."))
     if args.export_onnx and (os.path.isdir(args.export_onnx) or not os.access(folder, os.W_OK)):
-        fail(f"--export-onnx {args.export_onnx!r}: no file can be written there (a directory, or a folder that "
-             f"is missing or not writable); name a file in a writable folder")
+        fail(f"--export-onnx {args.export_onnx!r}: no file can be written there (a directory, or a folder "
+             f"that is missing or not writable); name a file in a writable folder")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     process_batch = args.num_envs * args.num_steps // world_size  # each torchrun process's share

@@ -858,8 +858,8 @@ def lock_run_dir(run_dir: str):
     return lock
 
 def quiet_log_thread(hook_args):
-    """TensorBoard's writer thread dies on a full disk; its error comes back from the writer's next call, which
-    logs_may_fail says in one line: no traceback from the thread itself."""
+    """TensorBoard's writer thread dies on a full disk; its error comes back from the writer's next call,
+    which logs_may_fail says in one line: no traceback from the thread itself."""
     if type(hook_args.thread).__name__ != "_AsyncWriterThread":
         threading.__excepthook__(hook_args)
 
@@ -953,7 +953,8 @@ def check_saved(args: Args, saved: dict):
         with contextlib.redirect_stderr(message):
             check_args(args)
     except SystemExit:
-        fail(f"{path!r} holds flags this run cannot take: {message.getvalue().strip().removeprefix('error: ')}")
+        reason = message.getvalue().strip().removeprefix("error: ")
+        fail(f"{path!r} holds flags this run cannot take: {reason}")
     counters, batch_size = saved["counters"], args.num_envs * args.num_steps
     iteration, kl_beta = counters.get("iteration"), counters.get("kl_beta")
     if not (type(iteration) is int and 0 <= iteration <= args.total_timesteps // batch_size
@@ -961,7 +962,8 @@ def check_saved(args: Args, saved: dict):
             and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
         fail(f"{path!r} is damaged: its counters {counters} do not fit its flags")
     returns = saved["recent_returns"]
-    if len(returns) > 100 or not all(type(value) in (int, float) and math.isfinite(value) for value in returns):
+    numbers = [type(value) in (int, float) and math.isfinite(value) for value in returns]
+    if len(returns) > 100 or not all(numbers):
         fail(f"{path!r} is damaged: its recent returns are not up to 100 finite numbers")
     for name, weight in saved["agent"].items():
         if not (isinstance(weight, torch.Tensor) and torch.isfinite(weight).all()):
@@ -1027,11 +1029,10 @@ def check_args(args: Args):
         fail(f"--activation must name a torch.nn module (Tanh, ReLU, ELU, ...), got {args.activation!r}")
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
     sizes = args.hidden_sizes
-    needs = [("--num-envs * --num-steps", 100 * args.num_envs * args.num_steps),  # over 100 bytes a step
-             ("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))]  # 2 MLPs: 14 floats each
-    for flags, needed in needs:
-        if needed > memory:
-            fail(f"{flags} would need over {needed / 2**30:.0f} GiB; this machine has {memory / 2**30:.0f}")
+    needed = 56 * sum(a * b for a, b in zip(sizes, sizes[1:]))  # 2 MLPs: 14 floats a weight each
+    if needed > memory:
+        fail(f"--hidden-sizes would need over {needed / 2**30:.0f} GiB; this machine has "
+             f"{memory / 2**30:.0f}")
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
@@ -1040,8 +1041,8 @@ def check_args(args: Args):
         fail("--export-onnx needs onnx and onnxscript: pip install onnx onnxscript, or drop --export-onnx")
     folder = os.path.dirname(os.path.abspath(args.export_onnx or "."))
     if args.export_onnx and (os.path.isdir(args.export_onnx) or not os.access(folder, os.W_OK)):
-        fail(f"--export-onnx {args.export_onnx!r}: no file can be written there (a directory, or a folder that "
-             f"is missing or not writable); name a file in a writable folder")
+        fail(f"--export-onnx {args.export_onnx!r}: no file can be written there (a directory, or a folder "
+             f"that is missing or not writable); name a file in a writable folder")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     batch_size = args.num_envs * args.num_steps
@@ -1064,6 +1065,8 @@ def check_env(args: Args):
         if np.shape(obs) != env.observation_space.shape:
             raise ValueError(f"an observation of shape {np.shape(obs)} for the space's "
                              f"{env.observation_space.shape}")
+        obs_size = gym.spaces.flatdim(env.observation_space)
+        action_size = gym.spaces.flatdim(env.action_space)  # the logits of Discrete actions
         env.close()
     except Exception as error:  # unknown id, a module that does not import, a constructor that raises, ...
         hint = ""
@@ -1071,6 +1074,13 @@ def check_env(args: Args):
             hint = "; Atari games: use ppo_atari.py"
         message = f"{type(error).__name__}: {first_line(error)}"
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
+    if obs_size == 0:
+        fail(f"{args.env_id}'s observations hold no values (a space of size 0): give them some")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
+    needed = (8 * obs_size + 24 * action_size + 64) * args.num_envs * args.num_steps  # the rollout, the batch
+    if needed > memory:  # and its shuffled copy: float32 observations and action values, logits or log-stds
+        fail(f"--num-envs * --num-steps would need over {needed / 2**30:.0f} GiB for {args.env_id}'s "
+             f"observations and actions; this machine has {memory / 2**30:.0f}")
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
     actions = f"{env_id} has {action_space} actions; ppo_discrete.py takes"

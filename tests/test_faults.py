@@ -31,10 +31,17 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     cases = [(dict(**{name: value}), f"--{name.replace('_', '-')} must be a finite number")
              for name in float_fields(ppo) for value in (float("nan"), float("inf"), -float("inf"))]
     cases += [(dict(torch_threads=100_000), "--torch-threads must be at most"),
-              (dict(num_envs=1_000_000), "--num-envs must be at most 4096"),
-              (dict(num_steps=10**12, total_timesteps=10**13), "--num-envs * --num-steps would need over")]
-    if ppo is not ppo_atari:
+              (dict(num_envs=1_000_000), "--num-envs must be at most 4096")]
+    huge_rollout = dict(num_steps=10**12, total_timesteps=10**13)
+    if ppo is ppo_atari:
+        cases.append((huge_rollout, "--num-envs * --num-steps would need over"))
+    else:  # counted from the env's spaces, when the env is made
         cases.append((dict(hidden_sizes=(10**6, 10**6)), "--hidden-sizes would need over"))
+        line = one_line_error(capsys, lambda: ppo.check_env(ppo.Args(**huge_rollout)))
+        assert "--num-envs * --num-steps would need over" in line and "observations and actions" in line
+        env_id = "EmptyObservation-v0" if ppo is ppo_discrete else "EmptyObservationContinuous-v0"
+        line = one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_id=env_id)))
+        assert f"{env_id}'s observations hold no values" in line
     assert len(cases) > 3 * 10
     for overrides, message in cases:
         assert message in one_line_error(capsys, lambda: ppo.check_args(ppo.Args(**overrides))), overrides

@@ -256,3 +256,24 @@ for what in ["reward", "observation"]:
     gym.register(f"NonFinite{what.title()}-v0", entry_point=NonFiniteEnv, kwargs={"what": what})
     gym.register(f"NonFinite{what.title()}Continuous-v0", entry_point=NonFiniteEnv,
                  kwargs={"what": what, "continuous": True})
+
+
+class EmptyObservationEnv(gym.Env):
+    """Observations of size 0 (a Box of shape (0,)): nothing to learn from. 2 actions, or a Box of 1."""
+
+    observation_space = gym.spaces.Box(-1, 1, (0,), np.float32)
+
+    def __init__(self, continuous=False):
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32) if continuous else gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(0, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(0, np.float32), 1.0, False, False, {}
+
+
+gym.register("EmptyObservation-v0", entry_point=EmptyObservationEnv, max_episode_steps=10)
+gym.register("EmptyObservationContinuous-v0", entry_point=EmptyObservationEnv, max_episode_steps=10,
+             kwargs={"continuous": True})
