@@ -546,10 +546,13 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
 
+class Failed(SystemExit):
+    """The exit of fail(), whose line is printed already."""
+
 def fail(message: str, code: int = 2):
     """One line on stderr, then the exit code (2: bad input; say what to change)."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
+    raise Failed(code)
 
 NO_LOGS = SimpleNamespace(add_scalar=lambda *args: None, flush=lambda: None, close=lambda: None)
 
@@ -617,28 +620,29 @@ class Run:
         return self
 
     def on_signal(self, signum, frame):
-        """Ctrl-C, SIGTERM or SIGHUP: stop after this iteration; a second Ctrl-C: at once."""
-        if self.received and signum == signal.SIGINT:
+        """Ctrl-C, SIGTERM or SIGHUP: stop after this iteration; a second signal: at once."""
+        if self.received:  # a second signal, or an env that hangs: at once
             raise KeyboardInterrupt
         self.received.append(signum)
         with contextlib.suppress(OSError):  # a closed terminal takes no more output
-            print(f"\n{signal.Signals(signum).name}: stopping after this iteration (Ctrl-C again: at once)",
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again: at once)",
                   file=sys.stderr)
 
     def __exit__(self, kind, error, traceback):
         """Puts the signal handlers back, closes the envs, writes out the logs; after an error or a second
-        Ctrl-C, writes the checkpoint of the last iteration done and says where the run stands."""
+        signal, writes the checkpoint of the last iteration done and says where the run stands."""
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
         if self.envs is not None:
             self.envs.close()
         with self.logs_may_fail():  # an error or Ctrl-C keeps every point logged so far
             self.writer.flush()
-        if isinstance(error, (Exception, KeyboardInterrupt)) and self.snapshot and self.args.checkpoint_every:
+        unexpected = error is not None and not isinstance(error, Failed)  # an env's SystemExit too
+        if unexpected and self.snapshot and self.args.checkpoint_every:
             self.write(self.snapshot, "checkpoint.pt")
         if error is not None:  # the run directory is free again, for --resume
             self.lock.close()
-        if isinstance(error, (Exception, KeyboardInterrupt)):
+        if unexpected:
             where = f"at step {self.global_step:,}: the logs keep every point, {self.last_checkpoint()}"
             if isinstance(error, EnvError):
                 fail(f"{error}; stopped {where}")

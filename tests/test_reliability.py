@@ -193,6 +193,38 @@ def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_
     assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] < SMALL[ppo]["total_timesteps"]
 
 
+FAULT_FLAGS = ["--num-envs", "1", "--num-steps", "128", "--total-timesteps", "1024", "--checkpoint-every", "1024"]
+
+
+def test_an_env_that_exits_mid_run_keeps_the_last_iteration_and_its_exit_code(monkeypatch):
+    """SystemExit(5) from the env at step 300: the checkpoint of iteration 2, one line, exit code 5."""
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # the toy envs, from the test's own directory
+    process = start(ppo_discrete, ["--env-id", "tests.toy_envs:ExitsMidRun-v0", *FAULT_FLAGS])
+    _, stderr = process.communicate(timeout=120)
+    (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+    assert process.returncode == 5 and stderr.strip().splitlines() == [
+        f"SystemExit at step 256: the logs keep every point, the last good checkpoint is {checkpoint_path}"]
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 256
+
+
+def test_a_second_signal_stops_a_run_whose_env_hangs(monkeypatch):
+    """SIGTERM while the env hangs in its step: the run says it will stop after the iteration; a second SIGTERM
+    stops it at once, with the checkpoint of the last iteration done (exit 130, as a second Ctrl-C)."""
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    process = start(ppo_discrete, ["--env-id", "tests.toy_envs:HangsMidRun-v0", *FAULT_FLAGS])
+    while not os.path.exists("hanging"):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+    assert process.returncode == 130 and "SIGTERM: stopping after this iteration" in stderr
+    assert "KeyboardInterrupt at step 256: the logs keep every point, the last good checkpoint is" in stderr
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 256
+
+
 @SCRIPTS
 def test_a_closed_terminal_stops_the_run_as_sigterm_does(ppo, monkeypatch):
     """SIGHUP during iteration 2: the run stops after it, with its checkpoint, and says how to resume."""

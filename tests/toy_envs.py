@@ -1,6 +1,8 @@
 """Tiny envs with known dynamics for the tests. Importing this module registers them, so a subprocess
 can use them by id: --env-id tests.toy_envs:ImageObs-v0."""
 
+import time
+
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.classic_control import CartPoleEnv
@@ -277,3 +279,26 @@ class EmptyObservationEnv(gym.Env):
 gym.register("EmptyObservation-v0", entry_point=EmptyObservationEnv, max_episode_steps=10)
 gym.register("EmptyObservationContinuous-v0", entry_point=EmptyObservationEnv, max_episode_steps=10,
              kwargs={"continuous": True})
+
+
+class FaultMidRunEnv(CountingEnv):
+    """CountingEnv that, at its 300th step, raises SystemExit(5) ("exit"), or hangs ("hang") after creating the
+    file "hanging" in the working directory."""
+
+    def __init__(self, fault):
+        super().__init__(episode_length=20)
+        self.fault, self.steps = fault, 0
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == 300 and self.fault == "exit":
+            raise SystemExit(5)
+        if self.steps == 300:
+            open("hanging", "w").close()
+            while True:
+                time.sleep(1)
+        return super().step(action)
+
+
+gym.register("ExitsMidRun-v0", entry_point=FaultMidRunEnv, kwargs={"fault": "exit"})
+gym.register("HangsMidRun-v0", entry_point=FaultMidRunEnv, kwargs={"fault": "hang"})
