@@ -792,10 +792,14 @@ class Run:
             print(f"stopped at step {self.global_step:,}; continue with: {launcher} "
                   f"{os.path.basename(__file__)} --resume {checkpoint}", file=sys.stderr)
         elif self.rank == 0:
-            if args.eval_episodes:
-                eval_returns = evaluate(self, self.agent, self.state)
-            if args.export_onnx:
-                export_onnx(self, self.agent, self.state)
+            with self:  # a stop signal ends the evaluation after its game, and is said
+                if args.eval_episodes:
+                    eval_returns = evaluate(self, self.agent, self.state)
+                if args.export_onnx and not self.received:
+                    export_onnx(self, self.agent, self.state)
+            if self.received:
+                stopped = signal.Signals(self.received[0])
+                print(f"{stopped.name}: stopped after {len(eval_returns)} evaluation games", file=sys.stderr)
         with self.logs_may_fail():
             self.writer.close()
         if self.lock:
@@ -1089,6 +1093,8 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
             returns.append(float(info["episode"]["r"]))
             with run.logs_may_fail():
                 run.writer.add_scalar("eval/episodic_return", returns[-1], len(returns) - 1)
+            if run.received:  # a stop signal: the games done are kept
+                break
         if (terminated or truncated) and len(returns) < args.eval_episodes:  # a lost life, or a game over
             obs, _ = env.reset()
     env.close()

@@ -802,10 +802,14 @@ class Run:
             print(f"stopped at step {self.global_step:,}; continue with: python {os.path.basename(__file__)} "
                   f"--resume {os.path.join(self.dir, 'checkpoint.pt')}", file=sys.stderr)
         else:
-            if args.eval_episodes:
-                eval_returns = evaluate(self, self.agent, self.state)
-            if args.export_onnx:
-                export_onnx(self, self.agent, self.state)
+            with self:  # a stop signal ends the evaluation after its episode, and is said
+                if args.eval_episodes:
+                    eval_returns = evaluate(self, self.agent, self.state)
+                if args.export_onnx and not self.received:
+                    export_onnx(self, self.agent, self.state)
+            if self.received:
+                stopped = signal.Signals(self.received[0])
+                print(f"{stopped.name}: stopped after {len(eval_returns)} evaluation episodes", file=sys.stderr)
         with self.logs_may_fail():
             self.writer.close()
         self.lock.close()
@@ -1140,6 +1144,8 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
             returns[-1], done = returns[-1] + float(reward), terminated or truncated
         with run.logs_may_fail():
             run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
+        if run.received:  # a stop signal: the episodes done are kept
+            break
     env.close()
     print(f"eval ({'greedy' if args.eval_greedy else 'sampled'}, {len(returns)} episodes): mean return "
           f"{np.mean(returns):.2f} +- {np.std(returns):.2f}" + (f", videos in {video_dir}" * bool(video_dir)))

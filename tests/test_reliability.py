@@ -19,7 +19,7 @@ import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers the custom envs)
 from tests.checks import one_line_error
-from tests.test_scripts import ROOT, SCRIPTS, episode_curve, in_tmp_dir, read_events  # noqa: F401
+from tests.test_scripts import ROOT, SCRIPTS, TINY, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
 # 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
 SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
@@ -223,6 +223,21 @@ def test_a_second_signal_stops_a_run_whose_env_hangs(monkeypatch):
     assert process.returncode == 130 and "SIGTERM: stopping after this iteration" in stderr
     assert "KeyboardInterrupt at step 256: the logs keep every point, the last good checkpoint is" in stderr
     assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 256
+
+
+@SCRIPTS
+def test_sigterm_during_the_final_evaluation_is_said_and_keeps_the_episodes_done(ppo, monkeypatch, capsys):
+    original = ppo.evaluate
+
+    def evaluate_after_a_signal(*args):
+        signal.raise_signal(signal.SIGTERM)  # lands as the evaluation starts
+        return original(*args)
+
+    monkeypatch.setattr(ppo, "evaluate", evaluate_after_a_signal)
+    summary = ppo.train(ppo.Args(**{**TINY[ppo], "eval_episodes": 3, "save_model": True}))
+    assert summary["stopped"] == signal.SIGTERM and len(summary["eval_returns"]) == 1 and summary["model_path"]
+    unit = "games" if ppo is ppo_atari else "episodes"
+    assert f"SIGTERM: stopped after 1 evaluation {unit}" in capsys.readouterr().err
 
 
 @SCRIPTS
