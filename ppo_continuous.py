@@ -806,7 +806,8 @@ class Run:
                     export_onnx(self, self.agent, self.state)
             if self.received:
                 stopped = signal.Signals(self.received[0])
-                print(f"{stopped.name}: stopped after {len(eval_returns)} evaluation episodes", file=sys.stderr)
+                print(f"{stopped.name}: stopped after {len(eval_returns)} evaluation episodes",
+                      file=sys.stderr)
         with self.logs_may_fail():
             self.writer.close()
         self.lock.close()
