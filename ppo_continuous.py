@@ -951,13 +951,13 @@ def what_is_not_a_file(path: str) -> str:
     return "a link that leads nowhere (or in a loop)" if os.path.islink(path) else "no such file"
 
 def check_saved(args: Args, saved: dict):
-    """What a checkpoint or model holds beyond its parts' types, before any of it is used: its flags through
-    check_args, counters present and consistent with them, recent returns and weights finite."""
+    """What a checkpoint or model holds beyond its parts' types, before any of it is used: its own flags
+    through check_args, counters present and consistent with the flags, recent returns and weights finite."""
     path = args.resume or args.load_model
     message = io.StringIO()
     try:
         with contextlib.redirect_stderr(message):
-            check_args(args)
+            check_args(Args(**saved["args"]))  # as saved: the flags given now are checked as flags
     except SystemExit:
         reason = message.getvalue().strip().removeprefix("error: ")
         fail(f"{path!r} holds flags this run cannot take: {reason}")

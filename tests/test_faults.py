@@ -133,6 +133,13 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
     assert len(glob.glob("runs/*")) == 1  # no run directory, no training for any of them
 
 
+def test_a_bad_flag_given_with_load_model_is_blamed_on_the_flag_not_the_file(capsys):
+    summary = ppo_discrete.train(ppo_discrete.Args(total_timesteps=512, save_model=True))
+    line = one_line_error(capsys, lambda: ppo_discrete.evaluate_saved_model(ppo_discrete.Args(
+        load_model=summary["model_path"], eval_episodes=-1)))
+    assert line == "error: --eval-episodes must be >= 0, got -1"
+
+
 def test_resume_refuses_a_given_flag_even_when_it_equals_its_default(capsys, monkeypatch):
     ppo_discrete.train(ppo_discrete.Args(total_timesteps=1024, checkpoint_every=512))
     (path,) = glob.glob("runs/*/checkpoint.pt")
