@@ -26,6 +26,18 @@ def one_line_error(capsys, run) -> str:
     return lines[0]
 
 
+class StubAgent(torch.nn.Module):
+    """Gives fixed outputs, row i to observation i (or the same row to every observation, if one row)."""
+
+    def __init__(self, *outputs, nvec=None):
+        super().__init__()
+        self.outputs = [torch.as_tensor(np.asarray(output, np.float32)) for output in outputs]
+        self.nvec = nvec
+
+    def forward(self, obs):
+        return tuple(output.expand(len(obs), *output.shape[1:]) for output in self.outputs)
+
+
 def agent_and_its_own_batch(ppo, n=64):
     """An agent and a batch of its own policy (old = new) in which the actions that the advantages favour are
     known: advantage +1 for action 0 (continuous: a first component above the mean), -1 for the others."""

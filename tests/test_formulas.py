@@ -10,6 +10,7 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
+from tests.checks import StubAgent
 from tests.test_scripts import TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
 import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
 from tests.toy_envs import BoundedActionEnv, CountingEnv, CountingFramesEnv
@@ -33,18 +34,6 @@ def gaussian_kl(old_mean, old_std, mean, std) -> np.ndarray:
 
 def categorical_kl(old_log_probs, new_log_probs) -> np.ndarray:
     return (np.exp(old_log_probs) * (old_log_probs - new_log_probs)).sum(-1)
-
-
-class StubAgent(torch.nn.Module):
-    """Gives fixed outputs, row i to observation i (or the same row to every observation, if one row)."""
-
-    def __init__(self, *outputs, nvec=None):
-        super().__init__()
-        self.outputs = [torch.as_tensor(np.asarray(output, np.float32)) for output in outputs]
-        self.nvec = nvec
-
-    def forward(self, obs):
-        return tuple(output.expand(len(obs), *output.shape[1:]) for output in self.outputs)
 
 
 # ---- the total loss, term by term

@@ -7,7 +7,7 @@ import torch
 
 import ppo_discrete as ppo
 import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
-from tests.checks import one_line_error
+from tests.checks import StubAgent, one_line_error
 from tests.test_scripts import in_tmp_dir  # noqa: F401  (autouse: runs/ in the test's directory)
 
 
@@ -70,22 +70,12 @@ def test_components_probabilities_entropy_kl_and_loss_by_hand():
                            nvec, torch.device("cpu"))
     np.testing.assert_allclose(batch.logprobs.numpy(), old_logprob, rtol=1e-5)
     args = ppo.Args(objective="kl-fixed", clip_vloss=False)
-    loss, logs, _ = ppo.ppo_loss(StubAgent(new_flat, nvec), batch, args, ppo.Schedule(1.0, 0.2, 0.01, 0.7))
+    loss, logs, _ = ppo.ppo_loss(StubAgent(new_flat, np.zeros(2), nvec=nvec), batch, args, ppo.Schedule(1.0, 0.2, 0.01, 0.7))
     assert logs["entropy"].item() == pytest.approx(entropy, rel=1e-5)
     new_log_probs = ppo.masked_log_probs(torch.from_numpy(new_flat), batch.masks, nvec)
     assert ppo.categorical_kl(batch.policy_log_probs, new_log_probs).mean().item() == pytest.approx(kl, rel=1e-4)
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
     assert (new_log_probs.exp()[~batch.masks] == 0).all()  # illegal actions: probability 0
-
-
-class StubAgent:
-    """Gives fixed logits (and zero values) for any observation."""
-
-    def __init__(self, logits, nvec):
-        self.logits, self.nvec = torch.from_numpy(logits), nvec
-
-    def __call__(self, obs):
-        return self.logits, torch.zeros(len(self.logits))
 
 
 def test_a_component_without_a_legal_action_is_an_env_error():
