@@ -21,6 +21,7 @@ import io
 import logging
 import math
 import random
+import re
 import sys
 import threading
 import time
@@ -825,7 +826,9 @@ def flag_name(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 def first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0][:200] if str(error) else ""
+    """The first sentence of an error's message (of its first line), whole, without terminal colour codes."""
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
+    return re.split(r"(?<=\.)\s", lines[0], maxsplit=1)[0] if lines else ""
 
 def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters

@@ -228,7 +228,9 @@ def test_bad_model_and_checkpoint_files_are_refused_without_running_them(ppo, fl
         pickle.dump({"format": ppo.CHECKPOINT_FORMAT, "payload": RunsCode()}, f)
     other = ppo_continuous if ppo is ppo_discrete else ppo_discrete  # a file of another script
     torch.save({"format": other.CHECKPOINT_FORMAT}, tmp_path / "other_script.pt")
+    torch.save({"format": ppo.CHECKPOINT_FORMAT, "payload": RunsCode()}, tmp_path / "zipped_code.pt")
     cases = {"truncated.pt": "not a readable checkpoint or model", "code.pt": "not a readable checkpoint or model",
+             "zipped_code.pt": "not a readable checkpoint or model (UnpicklingError: Weights only load failed.)",
              "other_script.pt": f"not a {ppo.__name__}.py checkpoint or model", "missing.pt": "no such file"}
     for name, message in cases.items():
         with pytest.raises(SystemExit) as exit_info:
