@@ -1012,6 +1012,13 @@ def gather_from_ranks(items: list) -> list:
     dist.all_gather_object(per_rank, items)
     return [item for rank_items in per_rank for item in rank_items]
 
+def check_memory(flags: str, needed: int, purpose: str = ""):
+    """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        fail(f"{flags} would need over {needed / 2**30:.0f} GiB{purpose}; this machine has "
+             f"{memory / 2**30:.0f}")
+
 def check_args(args: Args, world_size: int = 1):
     rules = [("a positive integer", lambda value: value > 0,
               ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"]),
@@ -1033,11 +1040,8 @@ def check_args(args: Args, world_size: int = 1):
         for name in names:
             if not holds(getattr(args, name)):
                 fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
-    needed = (2 * 4 * 84 * 84 + 100) * args.num_envs * args.num_steps  # its frames and their shuffled copy
-    if needed > memory:
-        fail(f"--num-envs * --num-steps would need over {needed / 2**30:.0f} GiB; this machine has "
-             f"{memory / 2**30:.0f}")
+    frames = 2 * 4 * 84 * 84 + 100  # a step's bytes: its frames and their shuffled copy
+    check_memory("--num-envs * --num-steps", frames * args.num_envs * args.num_steps)
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:

@@ -1012,6 +1012,13 @@ def check_video_support():
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
     os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
 
+def check_memory(flags: str, needed: int, purpose: str = ""):
+    """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        fail(f"{flags} would need over {needed / 2**30:.0f} GiB{purpose}; this machine has "
+             f"{memory / 2**30:.0f}")
+
 def check_args(args: Args):
     rules = [("a positive integer", lambda value: value > 0,
               ["total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs"]),
@@ -1038,12 +1045,8 @@ def check_args(args: Args):
     activation = getattr(nn, args.activation, None)
     if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
         fail(f"--activation must name a torch.nn module (Tanh, ReLU, ELU, ...), got {args.activation!r}")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
     sizes = args.hidden_sizes
-    needed = 56 * sum(a * b for a, b in zip(sizes, sizes[1:]))  # 2 MLPs: 14 floats a weight each
-    if needed > memory:
-        fail(f"--hidden-sizes would need over {needed / 2**30:.0f} GiB; this machine has "
-             f"{memory / 2**30:.0f}")
+    check_memory("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))  # 2 MLPs, 56 bytes a weight
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
@@ -1087,11 +1090,10 @@ def check_env(args: Args):
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
     if obs_size == 0:
         fail(f"{args.env_id}'s observations hold no values (a space of size 0): give them some")
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
-    needed = (8 * obs_size + 24 * action_size + 64) * args.num_envs * args.num_steps  # the rollout, the batch
-    if needed > memory:  # and its shuffled copy: float32 observations and action values, logits or log-stds
-        fail(f"--num-envs * --num-steps would need over {needed / 2**30:.0f} GiB for {args.env_id}'s "
-             f"observations and actions; this machine has {memory / 2**30:.0f}")
+    # a step's bytes in the rollout, the batch and its shuffled copy: float32 observations and action values
+    step = 8 * obs_size + 24 * action_size + 64
+    check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,
+                 f" for {args.env_id}'s observations and actions")
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
     if isinstance(action_space, gym.spaces.Discrete):
