@@ -1,5 +1,6 @@
 """Checks shared by the tests of several scripts."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -60,3 +61,14 @@ def agent_and_its_own_batch(ppo, n=64):
     if ppo is ppo_discrete:
         return agent, ppo.Batch(obs, actions[:, None], None, log_probs, logprobs, values, advantages, values), advantages
     return agent, ppo.Batch(obs, actions, log_probs, logprobs, values, advantages, values), advantages
+
+
+def rollout_of(ppo, agent, env_fns, num_steps, **flags):
+    """One rollout of agent in a vector env of env_fns, as make_envs builds it (SAME_STEP autoreset, the envs' own
+    observation buffers); returns the rollout, the episodes that ended, and the state handed to the next rollout."""
+    envs = gym.vector.SyncVectorEnv(env_fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    args = ppo.Args(num_envs=len(env_fns), num_steps=num_steps, **flags)
+    state = ppo.restart_episodes(envs, args, seed=0)
+    rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
+    envs.close()
+    return rollout, finished, state

@@ -6,20 +6,15 @@ import numpy as np
 import torch
 
 import ppo_discrete as ppo
+from tests.checks import rollout_of
 from tests.toy_envs import CountingEnv
 
 
-def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9, seed=0):
-    # as make_envs: step hands back the envs' own observation buffer, overwritten at the next step
-    envs = gym.vector.SyncVectorEnv(env_fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs, info = envs.reset(seed=seed)
-    torch.manual_seed(seed)
+def rollout(env_fns, num_steps, bootstrap_truncation=True, gamma=0.9):
+    torch.manual_seed(0)
     agent = ppo.Agent(2, [3])
-    state = ppo.EnvState(*ppo.observation_and_mask(obs, info, [3]), np.zeros(len(obs)),
-                         np.zeros(len(obs), np.int64))
-    args = ppo.Args(num_steps=num_steps, gamma=gamma, bootstrap_truncation=bootstrap_truncation)
-    data, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(seed), torch.device("cpu"))
-    envs.close()
+    data, finished, state = rollout_of(ppo, agent, env_fns, num_steps, gamma=gamma,
+                                       bootstrap_truncation=bootstrap_truncation)
     return agent, (data, state.obs, finished)
 
 

@@ -10,13 +10,12 @@ import torch
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.checks import StubAgent
+from tests.checks import StubAgent, rollout_of
 from tests.test_scripts import TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
 import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
 from tests.toy_envs import BoundedActionEnv, CountingEnv, CountingFramesEnv
 
 SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous, ppo_atari], ids=lambda m: m.__name__)
-CPU = torch.device("cpu")
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -174,23 +173,14 @@ def test_the_step_takes_the_gradient_clipped_to_max_grad_norm_over_all_parameter
 
 # ---- the rollout samples from the policy that the agent gives
 
-def rollout_of(ppo, agent, env_fns, num_steps, **flags):
-    envs = gym.vector.SyncVectorEnv(env_fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    args = ppo.Args(num_envs=len(env_fns), num_steps=num_steps, **flags)
-    state = ppo.restart_episodes(envs, args, seed=0)
-    rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), CPU)
-    envs.close()
-    return rollout, finished
-
-
 @pytest.mark.parametrize("ppo", [ppo_discrete, ppo_atari], ids=lambda m: m.__name__)
 def test_the_rollout_samples_actions_with_the_policy_probabilities(ppo):
     logits = np.array([[1.0, 0.0, -1.0]])
     probs = np.exp(log_softmax(logits[0]))
     if ppo is ppo_discrete:
-        rollout, _ = rollout_of(ppo, StubAgent(logits, [[0.0]], nvec=[3]), [CountingEnv] * 4, 1000)
+        rollout, *_ = rollout_of(ppo, StubAgent(logits, [[0.0]], nvec=[3]), [CountingEnv] * 4, 1000)
     else:
-        rollout, _ = rollout_of(ppo, StubAgent(logits, [[0.0]]), [CountingFramesEnv] * 4, 1000)
+        rollout, *_ = rollout_of(ppo, StubAgent(logits, [[0.0]]), [CountingFramesEnv] * 4, 1000)
     frequencies = np.bincount(rollout.actions.reshape(-1), minlength=3) / 4000
     standard_errors = np.sqrt(probs * (1 - probs) / 4000)
     assert (np.abs(frequencies - probs) < 4 * standard_errors).all(), frequencies
@@ -199,7 +189,7 @@ def test_the_rollout_samples_actions_with_the_policy_probabilities(ppo):
 def test_the_rollout_samples_legal_actions_only():
     """ComboLock raises on an illegal action; uniform logits over all 7 would pick one every other step."""
     agent = StubAgent(np.zeros((1, 7)), [0.0], nvec=[3, 4])
-    rollout, _ = rollout_of(ppo_discrete, agent, [ppo_discrete.make_env("ComboLock-v0")] * 2, 200)
+    rollout, *_ = rollout_of(ppo_discrete, agent, [ppo_discrete.make_env("ComboLock-v0")] * 2, 200)
     legal = np.take_along_axis(rollout.masks, rollout.actions + [0, 3], axis=-1)  # each component's flag
     assert rollout.masks is not None and legal.all()
 
@@ -210,7 +200,7 @@ def test_the_rollout_samples_the_gaussian_of_the_policy_mean_and_std():
     mean, std = np.array([0.3, -0.5]), np.array([0.6, 1.4])
     agent = StubAgent(mean[None], np.log(std)[None], [0.0])
     make = lambda: gym.wrappers.TimeLimit(BoundedActionEnv(), 50)
-    rollout, _ = rollout_of(ppo_continuous, agent, [make] * 4, 1000, norm_obs=False, norm_reward=False)
+    rollout, *_ = rollout_of(ppo_continuous, agent, [make] * 4, 1000, norm_obs=False, norm_reward=False)
     actions = rollout.actions.reshape(-1, 2)
     assert (np.abs(actions.mean(0) - mean) < 4 * std / np.sqrt(4000)).all(), actions.mean(0)
     assert (np.abs(actions.std(0) - std) < 4 * std / np.sqrt(2 * 4000)).all(), actions.std(0)
@@ -228,12 +218,12 @@ def test_atari_truncation_bootstraps_and_termination_does_not():
     clipped reward alone. The stub's value is the stack's mean pixel: the step count t of the final frames."""
     agent = ValueOfFrames()
     truncating = lambda: gym.wrappers.TimeLimit(CountingFramesEnv(episode_length=None), max_episode_steps=4)
-    rollout, _ = rollout_of(ppo_atari, agent, [truncating], 6, gamma=0.9)
+    rollout, *_ = rollout_of(ppo_atari, agent, [truncating], 6, gamma=0.9)
     np.testing.assert_allclose(rollout.rewards[:, 0], [1, 1, 1, 1 + 0.9 * 4, 1, 1])
     np.testing.assert_array_equal(rollout.dones[:, 0], [0, 0, 0, 1, 0, 0])
-    rollout, _ = rollout_of(ppo_atari, agent, [truncating], 6, gamma=0.9, bootstrap_truncation=False)
+    rollout, *_ = rollout_of(ppo_atari, agent, [truncating], 6, gamma=0.9, bootstrap_truncation=False)
     np.testing.assert_allclose(rollout.rewards[:, 0], [1, 1, 1, 1, 1, 1])
-    rollout, _ = rollout_of(ppo_atari, agent, [lambda: CountingFramesEnv(episode_length=4)], 6, gamma=0.9)
+    rollout, *_ = rollout_of(ppo_atari, agent, [lambda: CountingFramesEnv(episode_length=4)], 6, gamma=0.9)
     np.testing.assert_allclose(rollout.rewards[:, 0], [1, 1, 1, 1, 1, 1])
     np.testing.assert_array_equal(rollout.dones[:, 0], [0, 0, 0, 1, 0, 0])
 
