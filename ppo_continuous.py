@@ -46,10 +46,41 @@ from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 CHECKPOINT_FORMAT = "ppo_continuous/5"  # written into every checkpoint and saved model, checked on load
 NETWORK_FLAGS = ["hidden_sizes", "activation"]  # the flags that shape the Agent
 
+# --preset NAME: where its values come from, and the flags it sets; the flags given override them.
+# rl-zoo3's PPO (hyperparams/ppo.yml, SB3) adapted: a constant learning rate, no value clipping, batch_size as
+# num_minibatches = num_envs * num_steps / batch_size, policy_kwargs as flags (but ortho_init=False and gSDE).
+ZOO_MUJOCO = dict(anneal_lr=False, clip_vloss=False, num_steps=512, log_std_init=-2.0, activation="ReLU",
+                  hidden_sizes=(256, 256))
+PRESETS = {
+    "halfcheetah": ("rl-zoo3's tuned HalfCheetah-v3", dict(
+        ZOO_MUJOCO, env_id="HalfCheetah-v5", num_minibatches=8, update_epochs=20, gamma=0.98, gae_lambda=0.92,
+        learning_rate=2.0633e-5, ent_coef=0.000401762, clip_coef=0.1, max_grad_norm=0.8, vf_coef=0.58096)),
+    "hopper": ("rl-zoo3's tuned Hopper-v3", dict(
+        ZOO_MUJOCO, env_id="Hopper-v5", num_minibatches=16, update_epochs=5, gamma=0.999, gae_lambda=0.99,
+        learning_rate=9.80828e-5, ent_coef=0.00229519, clip_coef=0.2, max_grad_norm=0.7, vf_coef=0.835671)),
+    "walker2d": ("rl-zoo3's tuned Walker2d-v3", dict(
+        anneal_lr=False, clip_vloss=False, env_id="Walker2d-v5", num_steps=512, num_minibatches=16,
+        update_epochs=20, gamma=0.99, gae_lambda=0.95, learning_rate=5.05041e-5, ent_coef=0.000585045,
+        clip_coef=0.1, max_grad_norm=1.0, vf_coef=0.871923)),
+    "ant": ("rl-zoo3's Ant-v3 (SB3's defaults)", dict(anneal_lr=False, clip_vloss=False, env_id="Ant-v5")),
+    "swimmer": ("rl-zoo3's Swimmer-v3 (SB3's defaults, gamma 0.9999)", dict(
+        anneal_lr=False, clip_vloss=False, env_id="Swimmer-v5", gamma=0.9999)),
+    "lunarlander": ("rl-zoo3's LunarLanderContinuous-v2", dict(
+        anneal_lr=False, clip_vloss=False, norm_obs=False, norm_reward=False,
+        env_id="LunarLanderContinuous-v3", num_envs=16, num_steps=1024, num_minibatches=256, update_epochs=4,
+        gamma=0.999, gae_lambda=0.98, ent_coef=0.01)),
+    "pendulum": ("rl-zoo3's tuned Pendulum-v1, 100k steps (without its gSDE)", dict(
+        anneal_lr=False, clip_vloss=False, norm_obs=False, norm_reward=False, env_id="Pendulum-v1",
+        total_timesteps=100_000, num_envs=4, num_steps=1024, num_minibatches=64, update_epochs=10, gamma=0.9,
+        learning_rate=1e-3)),
+}
+
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run name)"""
+    preset: Optional[Literal[tuple(PRESETS)]] = None
+    """named flags for one env (PRESETS, above Args; listed atop --help); the flags given override them"""
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
@@ -131,6 +162,8 @@ class Args:
     """the hidden layer sizes of each MLP"""
     activation: str = "Tanh"
     """the activation of the hidden layers: any torch.nn activation by name (Tanh, ReLU, ELU, GELU, ...)"""
+    log_std_init: float = 0.0
+    """the initial log-std of the Gaussian policy (0: std 1)"""
     torch_threads: int = 1
     """CPU threads for torch (1: fastest for small networks, and lets runs side by side share the cores)"""
     save_model: bool = False
@@ -188,11 +221,12 @@ def mlp(in_size: int, hidden_sizes, activation: str) -> nn.Sequential:
 class Agent(nn.Module):
     """Gaussian actor (mean from an MLP, state-independent learned log-std) and a separate critic MLP."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes=(64, 64), activation="Tanh"):
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes=(64, 64), activation="Tanh",
+                 log_std_init=0.0):
         super().__init__()
         self.actor_mean = nn.Sequential(mlp(obs_dim, hidden_sizes, activation),
                                         layer_init(nn.Linear(hidden_sizes[-1], action_dim), gain=0.01))
-        self.actor_logstd = nn.Parameter(torch.zeros(action_dim))
+        self.actor_logstd = nn.Parameter(torch.full((action_dim,), log_std_init))
         self.critic = nn.Sequential(mlp(obs_dim, hidden_sizes, activation),
                                     layer_init(nn.Linear(hidden_sizes[-1], 1), gain=1.0))
 
@@ -202,7 +236,8 @@ class Agent(nn.Module):
         return mean, self.actor_logstd.expand_as(mean), self.critic(obs).squeeze(-1)
 
 def make_agent(args: Args, observation_space: gym.Space, action_space: gym.Space) -> Agent:
-    return Agent(observation_space.shape[0], action_space.shape[0], args.hidden_sizes, args.activation)
+    return Agent(observation_space.shape[0], action_space.shape[0], args.hidden_sizes, args.activation,
+                 args.log_std_init)
 
 @dataclass
 class RunningMeanStd:
@@ -1046,7 +1081,7 @@ def check_args(args: Args):
     if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
         fail(f"--activation must name a torch.nn module (Tanh, ReLU, ELU, ...), got {args.activation!r}")
     sizes = args.hidden_sizes
-    check_memory("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))  # 2 MLPs, 56 bytes a weight
+    check_memory("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))  # 2 MLPs, 56 B a weight
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
@@ -1213,12 +1248,22 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
             setattr(run.state, name, RunningMeanStd(**{key: value.numpy() for key, value in saved.items()}))
     return run.finish()
 
+def parse_args() -> Args:
+    """The flags given, over the values of the --preset named, over Args' defaults."""
+    listing = "; ".join(f"{name}: {source}" for name, (source, _) in PRESETS.items())
+    description = f"--preset NAME sets the flags for one env, and the flags given override them. {listing}."
+    args = tyro.cli(Args, description=description)
+    if args.preset is None:
+        return args
+    preset = Args(preset=args.preset, **PRESETS[args.preset][1])
+    return tyro.cli(Args, description=description, default=preset)
+
 def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
     try:
         named = {arg[2:].split("=")[0].replace("-", "_") for arg in sys.argv[1:] if arg.startswith("--")}
         given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}
-        args = tyro.cli(Args)
+        args = parse_args()
         summary = evaluate_saved_model(args, given) if args.load_model else train(args, given)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

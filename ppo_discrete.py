@@ -44,11 +44,29 @@ CHECKPOINT_FORMAT = "ppo_discrete/5"  # written into every checkpoint and saved 
 NETWORK_FLAGS = ["hidden_sizes", "activation", "shared_body"]  # the flags that shape the Agent
 MASKED_LOGIT = -1e8  # the logit of an illegal action: its probability exp(-1e8 - ...) is exactly 0 in float32
 
+# --preset NAME: where its values come from, and the flags it sets; the flags given override them.
+# rl-zoo3's PPO (hyperparams/ppo.yml, SB3) adapted: a constant learning rate, no value clipping, batch_size as
+# num_minibatches = num_envs * num_steps / batch_size; without rl-zoo3's observation normalization.
+PRESETS = {
+    "lunarlander": ("rl-zoo3's LunarLander-v2, wider layers", dict(
+        env_id="LunarLander-v3", total_timesteps=1_000_000, num_envs=16, num_steps=1024, num_minibatches=256,
+        update_epochs=4, gamma=0.999, gae_lambda=0.98, learning_rate=3e-4, clip_vloss=False,
+        hidden_sizes=(256, 256))),
+    "acrobot": ("rl-zoo3's Acrobot-v1", dict(
+        anneal_lr=False, clip_vloss=False, env_id="Acrobot-v1", total_timesteps=1_000_000, num_envs=16,
+        num_steps=256, num_minibatches=64, gae_lambda=0.94, ent_coef=0.0, learning_rate=3e-4)),
+    "mountaincar": ("rl-zoo3's MountainCar-v0", dict(
+        anneal_lr=False, clip_vloss=False, env_id="MountainCar-v0", total_timesteps=1_000_000, num_envs=16,
+        num_steps=16, num_minibatches=4, gae_lambda=0.98, ent_coef=0.0, learning_rate=3e-4)),
+}
+
 
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment (part of the run name)"""
+    preset: Optional[Literal[tuple(PRESETS)]] = None
+    """named flags for one env (PRESETS, above Args; listed atop --help); the flags given override them"""
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
@@ -1047,7 +1065,7 @@ def check_args(args: Args):
     if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
         fail(f"--activation must name a torch.nn module (Tanh, ReLU, ELU, ...), got {args.activation!r}")
     sizes = args.hidden_sizes
-    check_memory("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))  # 2 MLPs, 56 bytes a weight
+    check_memory("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))  # 2 MLPs, 56 B a weight
     if args.ent_coef_min > args.ent_coef:
         fail(f"--ent-coef-min {args.ent_coef_min} > --ent-coef {args.ent_coef}: the floor must be lower")
     if not args.exp_name or os.sep in args.exp_name:
@@ -1201,12 +1219,22 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     env.close()
     return run.finish()
 
+def parse_args() -> Args:
+    """The flags given, over the values of the --preset named, over Args' defaults."""
+    listing = "; ".join(f"{name}: {source}" for name, (source, _) in PRESETS.items())
+    description = f"--preset NAME sets the flags for one env, and the flags given override them. {listing}."
+    args = tyro.cli(Args, description=description)
+    if args.preset is None:
+        return args
+    preset = Args(preset=args.preset, **PRESETS[args.preset][1])
+    return tyro.cli(Args, description=description, default=preset)
+
 def main():
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
     try:
         named = {arg[2:].split("=")[0].replace("-", "_") for arg in sys.argv[1:] if arg.startswith("--")}
         given = {name for name in named | {name[3:] for name in named} if name in Args.__dataclass_fields__}
-        args = tyro.cli(Args)
+        args = parse_args()
         summary = evaluate_saved_model(args, given) if args.load_model else train(args, given)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -24,7 +24,7 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s"]
+FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s", "phase"]  # phase: train, or eval (greedy)
 
 
 def launcher(nproc: int) -> list[str]:
@@ -54,9 +54,11 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: st
         if keep_runs:
             os.makedirs(keep_runs, exist_ok=True)
             shutil.move(run_dir, os.path.join(keep_runs, os.path.basename(run_dir)))
+        tags = {"train": "charts/episodic_return", "eval": "eval/episodic_return"}
         return [
-            dict(env=env_id, seed=seed, step=e.step, episodic_return=e.value, wall_clock_s=round(e.wall_time - start, 3))
-            for e in events.Scalars("charts/episodic_return")
+            dict(env=env_id, seed=seed, step=e.step, episodic_return=e.value, wall_clock_s=round(e.wall_time - start, 3),
+                 phase=phase)
+            for phase, tag in tags.items() if tag in events.Tags()["scalars"] for e in events.Scalars(tag)
         ]
 
 
@@ -75,6 +77,8 @@ def read_runs(csv_path: str) -> dict:
     by_run = defaultdict(list)
     with open(csv_path) as f:
         for row in csv.DictReader(f):
+            if row.get("phase", "train") != "train":
+                continue
             by_run[(row["env"], int(row["seed"]))].append(row)
     return by_run
 

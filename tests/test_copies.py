@@ -14,9 +14,11 @@ SCRIPTS = ["ppo_discrete", "ppo_continuous", "ppo_atari"]
 OWN = {"Args", "make_env", "Agent", "make_agent", "EnvState", "Rollout", "Batch", "restart_episodes", "sample_actions",
        "collect_rollout", "make_batch", "ppo_loss", "policy_kl", "train", "check_args", "check_spaces", "env_states",
        "restore_env_states", "check_video_support", "evaluate", "GreedyPolicy", "export_onnx", "evaluate_saved_model",
-       "CHECKPOINT_FORMAT", "NETWORK_FLAGS"}
-# ppo_atari.py alone runs under torchrun: its harness and its update are its own
-OWN_IN = {"ppo_atari": {"Run", "fail", "update", "make_envs", "check_env", "load_data_file", "start_logging", "NO_LOGS"}}
+       "CHECKPOINT_FORMAT", "NETWORK_FLAGS", "PRESETS"}
+# ppo_atari.py alone runs under torchrun: its harness and its update are its own; it has no --preset (its
+# defaults are CleanRL's Atari settings), so its main is its own
+OWN_IN = {"ppo_atari": {"Run", "fail", "update", "make_envs", "check_env", "load_data_file", "start_logging", "NO_LOGS",
+                         "main"}}
 
 
 def definitions(script: str) -> dict:
