@@ -19,6 +19,7 @@ line; a value with spaces gives several words, as in "hidden_sizes=choice:64 64,
 """
 
 import argparse
+import ast
 import math
 import os
 import random
@@ -157,7 +158,8 @@ def main():
     parser.add_argument("--env-id", required=True)
     parser.add_argument("--total-timesteps", type=int, required=True, help="the budget of each run")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="one run per seed in each trial")
-    parser.add_argument("--n-trials", type=int, default=20, help="the trials this process runs")
+    parser.add_argument("--n-trials", type=int, default=20, help="the trials this process runs (0: only report the "
+                        "study's best trial and write its CSV)")
     parser.add_argument("--n-jobs", type=int, default=1, help="trials run at once in this process")
     parser.add_argument("--last", type=int, default=100, help="the objective: the mean of each run's last N returns")
     parser.add_argument("--space", action="append", default=[], metavar="FLAG=KIND:ARGS",
@@ -179,17 +181,23 @@ def main():
         raise SystemExit(2) from None
 
 
+def script_flags(path: str) -> set:
+    """The fields of the script's Args, read from its source (importing it would take seconds)."""
+    (args_class,) = [node for node in ast.parse(open(path).read()).body
+                     if isinstance(node, ast.ClassDef) and node.name == "Args"]
+    return {node.target.id for node in args_class.body if isinstance(node, ast.AnnAssign)}
+
+
 def run_study(args, fixed_flags: list[str]):
-    sys.path.insert(0, ROOT)
-    flags = set(__import__(args.script[: -len(".py")]).Args.__dataclass_fields__)
+    flags = script_flags(os.path.join(ROOT, args.script))
     default_space = {} if args.only_space else {key: spec for key, spec in SPACES[args.script].items()}
     given = parse_space(args.space, flags)
     space = {**parse_space([f"{key}={spec}" for key, spec in default_space.items() if key not in given], flags),
              **given}
     if not space:
         raise Refused("the search space is empty: give --space FLAG=KIND:ARGS")
-    if args.total_timesteps <= 0 or args.n_trials <= 0 or args.n_jobs <= 0 or args.last <= 0 or not args.seeds:
-        raise Refused("--total-timesteps, --n-trials, --n-jobs, --last and --seeds must be positive")
+    if min(args.total_timesteps, args.n_jobs, args.last, args.n_trials + 1) <= 0 or not args.seeds:
+        raise Refused("--total-timesteps, --n-jobs, --last and --seeds must be positive, --n-trials not negative")
     fixed = ["--env-id", args.env_id, "--total-timesteps", str(args.total_timesteps), *fixed_flags]
     study_name = args.study or f"{args.script[: -len('.py')]}_{args.env_id.replace('/', '-')}"
     out_dir = os.path.join(ROOT, "benchmarks", "results", "tune")

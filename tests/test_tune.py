@@ -26,14 +26,19 @@ def trials(tmp_path):
     return optuna.load_study(study_name="ppo_discrete_CartPole-v1", storage=f"sqlite:///{tmp_path}/study.db").trials
 
 
-def test_a_short_study_ends_with_a_best_command_that_runs(tmp_path):
-    out = tune(tmp_path, *SPACE, "--n-trials", "2", "--", "--num-steps", "64")
-    assert out.returncode == 0, out.stderr
+def test_two_processes_share_a_study_that_ends_with_a_best_command_that_runs(tmp_path):
+    command = [*TUNE, "--storage", f"sqlite:///{tmp_path}/study.db", *SPACE, "--n-trials", "1", "--", "--num-steps", "64"]
+    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]  # the second joins the study the first creates, or the other way round
+    outputs = [process.communicate() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
     done = trials(tmp_path)
+    assert sorted(trial.number for trial in done) == [0, 1]
     assert [trial.state for trial in done] == [optuna.trial.TrialState.COMPLETE] * 2
+    report = tune(tmp_path, *SPACE, "--n-trials", "0", "--", "--num-steps", "64")  # the whole study's best
     with open(tmp_path / "study_trials.csv") as f:
         assert [float(row["value"]) for row in csv.DictReader(f)] == [trial.value for trial in done]
-    best = out.stdout.strip().splitlines()[-1]
+    best = report.stdout.strip().splitlines()[-1]
     assert best.startswith("python ppo_discrete.py --env-id CartPole-v1 --total-timesteps 1024 --num-steps 64 ")
     best_params = max(done, key=lambda trial: trial.value).params
     assert f"--learning-rate {best_params['learning_rate']} --hidden-sizes {best_params['hidden_sizes']}" in best
@@ -51,22 +56,11 @@ def test_a_trial_below_the_median_is_pruned_and_its_run_stopped(tmp_path):
         params={"learning_rate": 1e-3}, distributions={"learning_rate": distribution}, value=500.0,
         intermediate_values={step: 500.0 for step in range(100, 40_001, 100)}))  # wherever the tuner reports
     out = tune(tmp_path, "--space", "learning_rate=log:1e-4:1e-2", "--n-trials", "1", "--startup-trials", "1",
-               "--warmup-steps", "0", "--total-timesteps", "40000")
+               "--warmup-steps", "0", "--total-timesteps", "40000", "--", "--num-steps", "2048")  # printed at 8,192
     assert out.returncode == 0, out.stderr
     pruned = trials(tmp_path)[1]
     assert pruned.state == optuna.trial.TrialState.PRUNED, out.stdout
     assert max(pruned.intermediate_values) < 20_000  # stopped long before its 40,000 steps
-
-
-def test_a_second_process_joins_the_same_sqlite_study(tmp_path):
-    processes = [subprocess.Popen([*TUNE, "--storage", f"sqlite:///{tmp_path}/study.db", *SPACE, "--n-trials", "1"],
-                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-    outputs = [process.communicate() for process in processes]
-    assert [process.returncode for process in processes] == [0, 0], outputs
-    done = trials(tmp_path)
-    assert sorted(trial.number for trial in done) == [0, 1]
-    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in done)
 
 
 @pytest.mark.parametrize("entry, message", [
