@@ -260,23 +260,23 @@ def test_a_closed_terminal_stops_the_run_as_sigterm_does(ppo, monkeypatch):
 
 @SCRIPTS
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch, capsys):
-    """A nan in the gradients of iteration 6's first minibatch: the step makes every weight nan."""
+    """A nan in the gradients of iteration 4's first minibatch: the step makes every weight nan."""
     original, calls = ppo.ppo_loss, []
 
     def loss_going_nan(agent, minibatch, args, schedule):
         loss, logs, logratio = original(agent, minibatch, args, schedule)
         calls.append(1)
-        first_of_iteration_6 = len(calls) == 5 * args.num_minibatches * args.update_epochs + 1
-        return loss * float("nan") if first_of_iteration_6 else loss, logs, logratio
+        first_of_iteration_4 = len(calls) == 3 * args.num_minibatches * args.update_epochs + 1
+        return loss * float("nan") if first_of_iteration_4 else loss, logs, logratio
 
     monkeypatch.setattr(ppo, "ppo_loss", loss_going_nan)
     with pytest.raises(SystemExit) as exit_info:
-        ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 10 * 512, "checkpoint_every": 1024}))
+        ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 6 * 512, "checkpoint_every": 1024}))
     assert exit_info.value.code == 3
     error = capsys.readouterr().err
-    assert "(nan) went non-finite in the update ending at step 3,072" in error and "last good checkpoint" in error
+    assert "(nan) went non-finite in the update ending at step 2,048" in error and "last good checkpoint" in error
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
-    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 2048
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 1024
 
 
 @SCRIPTS
@@ -371,7 +371,7 @@ def test_paths_that_are_not_files_are_named_and_outputs_are_checked_before_train
 @SCRIPTS
 def test_a_second_run_in_a_run_directory_in_use_is_refused(ppo, capsys):
     """Two --resume of one checkpoint at once: the second refuses in one line while the first holds the lock."""
-    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 2048, "checkpoint_every": 1024}))
+    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 1024, "checkpoint_every": 512}))
     checkpoint_path = os.path.join(summary["run_dir"], "checkpoint.pt")
     with open(os.path.join(summary["run_dir"], "run.lock"), "a") as lock:  # as the first run holds it
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

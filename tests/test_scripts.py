@@ -118,7 +118,7 @@ def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
 @pytest.mark.slow
 @SCRIPTS
 def test_same_seed_same_returns_bit_for_bit(ppo):
-    args = {**TINY[ppo], "total_timesteps": 2 * TINY[ppo]["total_timesteps"]}
+    args = TINY[ppo]  # two iterations: the second rollout follows an update
     first = ppo.train(ppo.Args(seed=7, save_model=True, **args))
     second = ppo.train(ppo.Args(seed=7, save_model=True, **args))
     assert episode_curve(first["run_dir"]) == episode_curve(second["run_dir"])
@@ -143,8 +143,8 @@ def test_save_load_evaluate_and_record_video(ppo):
                           "--env-id", TINY[ppo]["env_id"]], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(summary['eval_returns']):.2f}" in out.stdout
-    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=3, eval_greedy=False))
-    assert len(sampled["eval_returns"]) == 3 and not sampled["recent_returns"]  # evaluated, not trained
+    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=False))
+    assert len(sampled["eval_returns"]) == 1 and not sampled["recent_returns"]  # evaluated, not trained
 
 
 @pytest.mark.parametrize("ppo", [ppo_discrete])  # start_logging, which runs W&B, is the same in the three scripts
