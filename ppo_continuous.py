@@ -1163,12 +1163,20 @@ def saves_state(env: gym.Env) -> bool:
     return own_mujoco or type(env) in (PendulumEnv, Continuous_MountainCarEnv)
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
+    if len(states) != len(envs.envs):
+        raise ValueError(f"{len(states)} env states for {len(envs.envs)} envs")
     for env, state in zip(envs.envs, states):
-        if isinstance(env.unwrapped, MujocoEnv):
-            mujoco.mj_setState(env.unwrapped.model, env.unwrapped.data, state["physics"].numpy(),
-                               mujoco.mjtState.mjSTATE_INTEGRATION)
+        physics, unwrapped = state["physics"].numpy(), env.unwrapped
+        if isinstance(unwrapped, MujocoEnv):
+            shape = (mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION),)
         else:
-            env.unwrapped.state = state["physics"].numpy()
+            shape = np.shape(unwrapped.state)
+        if physics.shape != shape or not np.isfinite(physics).all():
+            raise ValueError(f"an env state of shape {physics.shape} where {shape} finite numbers belong")
+        if isinstance(unwrapped, MujocoEnv):
+            mujoco.mj_setState(unwrapped.model, unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        else:
+            unwrapped.state = physics
         env.unwrapped.np_random.bit_generator.state = state["random"]
         if state["elapsed_steps"] is not None:
             env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])

@@ -46,8 +46,8 @@ MASKED_LOGIT = -1e8  # the logit of an illegal action: its probability exp(-1e8 
 
 # --preset NAME: where its values come from, and the flags it sets; the flags given override them.
 # rl-zoo3's PPO (hyperparams/ppo.yml, SB3) adapted: a constant learning rate, no value clipping, batch_size as
-# num_minibatches = num_envs * num_steps / batch_size; without rl-zoo3's observation normalization. lunarlander
-# is the setting measured before presets existed (its learning rate annealed).
+# num_minibatches = num_envs * num_steps / batch_size; without rl-zoo3's observation normalization.
+# lunarlander is the setting measured before presets existed (its learning rate annealed).
 PRESETS = {
     "lunarlander": ("rl-zoo3's LunarLander-v2, wider layers", dict(
         env_id="LunarLander-v3", total_timesteps=1_000_000, num_envs=16, num_steps=1024, num_minibatches=256,
@@ -1142,8 +1142,13 @@ def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
                  if env.has_wrapper_attr("_elapsed_steps") else None) for env in envs.envs]
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
+    if len(states) != len(envs.envs):
+        raise ValueError(f"{len(states)} env states for {len(envs.envs)} envs")
     for env, state in zip(envs.envs, states):
-        env.unwrapped.state = state["physics"].numpy()
+        physics, shape = state["physics"].numpy(), np.shape(env.unwrapped.state)
+        if physics.shape != shape or not np.isfinite(physics).all():
+            raise ValueError(f"an env state of shape {physics.shape} where {shape} finite numbers belong")
+        env.unwrapped.state = physics
         env.unwrapped.np_random.bit_generator.state = state["random"]
         if isinstance(env.unwrapped, CartPoleEnv):
             env.unwrapped.steps_beyond_terminated = state["steps_beyond_terminated"]

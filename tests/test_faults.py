@@ -108,6 +108,11 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
     else:
         damaged["state_list.pt"] = ({**good, "state": []}, "'state' is missing or not a dict")
         damaged["generator.pt"] = ({**good, "generator": {"bit_generator": "MT"}}, "does not fit this run")
+        physics = good["envs"][0]["physics"]
+        for name, bad in dict(long_env_state=torch.zeros(len(physics) + 1), nan_env_state=physics * np.nan).items():
+            states = [{**good["envs"][0], "physics": bad}, *good["envs"][1:]]
+            damaged[f"{name}.pt"] = ({**good, "envs": states}, "does not fit this run: ValueError: an env state")
+        damaged["few_env_states.pt"] = ({**good, "envs": good["envs"][:1]}, f"1 env states for {len(good['envs'])}")
     optimizer = good["optimizer"]["state_dict"]
     groups = [{**optimizer["param_groups"][0], "betas": (0.5, 0.5)}]  # Adam with other hyper-parameters
     damaged["other_betas.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {
