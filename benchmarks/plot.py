@@ -23,14 +23,16 @@ import numpy as np  # noqa: E402
 
 
 def load_runs(paths: list[str]) -> dict:
-    """{env: {seed: (steps, returns)}} with episodes in step order."""
-    runs = defaultdict(lambda: defaultdict(lambda: ([], [])))
+    """{env: {flags: {seed: (steps, returns)}}} of the training episodes, in step order; flags: the CSV's `flags`
+    column (benchmarks/presets.py) or "" where it has none."""
+    runs = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: ([], []))))
     for path in paths:
         with open(path) as f:
             for row in csv.DictReader(f):
-                steps, returns = runs[row["env"]][int(row["seed"])]
-                steps.append(int(row["step"]))
-                returns.append(float(row["episodic_return"]))
+                if row.get("phase", "train") == "train":
+                    steps, returns = runs[row["env"]][row.get("flags") or ""][int(row["seed"])]
+                    steps.append(int(row["step"]))
+                    returns.append(float(row["episodic_return"]))
     return runs
 
 
@@ -132,18 +134,19 @@ def main():
 
     runs = load_runs(args.csvs)
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
-    for ax, (env, seeds) in zip(axes[0], runs.items()):
-        first = max(min(steps) for steps, _ in seeds.values())  # from where every seed has an episode
-        grid = np.linspace(first, max(max(steps) for steps, _ in seeds.values()), 200)
-        curves = np.stack([smoothed_on_grid(steps, returns, grid, args.window) for steps, returns in seeds.values()])
-        mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
-        ax.plot(grid, mean, label=f"mean of {len(seeds)} seeds")
-        ax.fill_between(grid, mean - std, mean + std, alpha=0.25, label="± std")
+    for ax, (env, by_flags) in zip(axes[0], runs.items()):
+        for flags, seeds in by_flags.items():
+            first = max(min(steps) for steps, _ in seeds.values())  # from where every seed has an episode
+            grid = np.linspace(first, max(max(steps) for steps, _ in seeds.values()), 200)
+            curves = np.stack([smoothed_on_grid(steps, returns, grid, args.window) for steps, returns in seeds.values()])
+            mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
+            ax.plot(grid, mean, label=f"{flags + ', ' if flags else ''}mean of {len(seeds)} seeds")
+            ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(f"episodic return (last {args.window} episodes)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", title="shaded: ± std")
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
