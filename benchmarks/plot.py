@@ -58,16 +58,16 @@ NORMALIZE = {
 }
 
 
-def final_scores(paths: list[str], last: int = 100) -> dict:
+def final_scores(paths: list[str], last: int = 100, label: str = None) -> dict:
     """{flags: {env: [each seed's mean of its last `last` training episodes]}}; flags: the CSV's `flags`
-    column (benchmarks/presets.py), else the CSV's file name."""
+    column (benchmarks/presets.py), else `label`, else the CSV's file name."""
     episodes = defaultdict(list)
     for path in paths:
         with open(path) as f:
             for row in csv.DictReader(f):
                 if row.get("phase", "train") == "train":
-                    label = row.get("flags") or os.path.basename(path)[: -len(".csv")]
-                    episodes[(label, row["env"], int(row["seed"]))].append((int(row["step"]), float(row["episodic_return"])))
+                    flags = row.get("flags") or label or os.path.basename(path)[: -len(".csv")]
+                    episodes[(flags, row["env"], int(row["seed"]))].append((int(row["step"]), float(row["episodic_return"])))
     scores = defaultdict(lambda: defaultdict(list))
     for (label, env, seed), rows in sorted(episodes.items()):
         scores[label][env].append(np.mean([value for _, value in sorted(rows)[-last:]]))
@@ -88,9 +88,9 @@ def normalized(env: str, values) -> np.ndarray:
     return (np.asarray(values) - low) / (high - low)
 
 
-def aggregate(paths: list[str], out: str):
+def aggregate(paths: list[str], out: str, label: str = None):
     """Prints the per-env and across-env tables and writes the performance profiles to out."""
-    scores = final_scores(paths)
+    scores = final_scores(paths, label=label)
     print("| env | flags | seeds | final score, per seed | IQM [95% CI] |")
     print("|---|---|---|---|---|")
     for label, by_env in scores.items():
@@ -128,9 +128,11 @@ def main():
     parser.add_argument("--window", type=int, default=20, help="episodes averaged into each point of a seed's curve")
     parser.add_argument("--title", default="")
     parser.add_argument("--aggregate", action="store_true", help="IQM and intervals, and performance profiles to --out")
+    parser.add_argument("--label", help="with --aggregate: the name of the runs of CSVs without a flags column "
+                        "(default: each CSV's file name)")
     args = parser.parse_args()
     if args.aggregate:
-        return aggregate(args.csvs, args.out)
+        return aggregate(args.csvs, args.out, args.label)
 
     runs = load_runs(args.csvs)
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
