@@ -56,9 +56,6 @@ PRESETS = {
     "acrobot": ("rl-zoo3's Acrobot-v1", dict(
         anneal_lr=False, clip_vloss=False, env_id="Acrobot-v1", total_timesteps=1_000_000, num_envs=16,
         num_steps=256, num_minibatches=64, gae_lambda=0.94, ent_coef=0.0, learning_rate=3e-4)),
-    "mountaincar": ("rl-zoo3's MountainCar-v0", dict(
-        anneal_lr=False, clip_vloss=False, env_id="MountainCar-v0", total_timesteps=1_000_000, num_envs=16,
-        num_steps=16, num_minibatches=4, gae_lambda=0.98, ent_coef=0.0, learning_rate=3e-4)),
 }
 
 

@@ -1,6 +1,6 @@
 """Preset benchmark: each --preset of a script against the script's default flags, on the same env, budget and
-seeds, one run at a time, each followed by a greedy evaluation of the final model (--eval-episodes 10). Writes
-benchmarks/results/presets/{script}_{preset}.csv (learning.py's columns and `flags`: preset or default).
+seeds, one run at a time, each followed by a greedy evaluation of the final model (--eval-episodes 10). Appends
+to benchmarks/results/presets/{script}_{preset}.csv (learning.py's columns and `flags`: preset or default).
 
     python benchmarks/presets.py --script ppo_continuous.py --presets pendulum swimmer --seeds 1 2 3
     python benchmarks/presets.py --summarize benchmarks/results/presets/*.csv
@@ -26,17 +26,22 @@ def preset_flags(script: str, preset: str) -> dict:
     return module.PRESETS[preset][1]
 
 
-def run_preset(script: str, preset: str, seeds: list[int]) -> str:
-    """Per seed, the preset then the default flags at the preset's env and budget; returns the CSV's path."""
+def run_preset(script: str, preset: str, seeds: list[int], which: list[str]) -> str:
+    """Per seed, the preset then the default flags at the preset's env and budget (those of `which`); returns
+    the CSV's path."""
     flags = preset_flags(script, preset)
     budget = ["--total-timesteps", str(flags["total_timesteps"])] if "total_timesteps" in flags else []
     path = os.path.join(OUT_DIR, f"{script[: -len('.py')]}_{preset}.csv")
     os.makedirs(OUT_DIR, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*FIELDS, "flags"])
-        writer.writeheader()
+        if new:
+            writer.writeheader()
         for seed in seeds:
             for name, extra in [("preset", ["--preset", preset]), ("default", budget)]:
+                if name not in which:
+                    continue
                 rows = run_one(script, flags["env_id"], seed, [*extra, "--eval-episodes", "10", "--checkpoint-every", "0"])
                 writer.writerows({**row, "flags": name} for row in rows)
                 f.flush()
@@ -66,9 +71,11 @@ def main():
     parser.add_argument("--script", default="ppo_continuous.py")
     parser.add_argument("--presets", nargs="+", default=[])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--flags", nargs="+", choices=["preset", "default"], default=["preset", "default"],
+                        help="which of the two to run")
     parser.add_argument("--summarize", nargs="+", metavar="CSV", help="only print the table of existing CSVs")
     args = parser.parse_args()
-    paths = args.summarize or [run_preset(args.script, preset, args.seeds) for preset in args.presets]
+    paths = args.summarize or [run_preset(args.script, preset, args.seeds, args.flags) for preset in args.presets]
     summarize(paths)
 
 
