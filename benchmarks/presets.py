@@ -1,6 +1,7 @@
-"""Preset benchmark: each --preset of a script against the script's default flags, on the same env, budget and
-seeds, one run at a time, each followed by a greedy evaluation of the final model (--eval-episodes 10). Appends
-to benchmarks/results/presets/{script}_{preset}.csv (learning.py's columns and `flags`: preset or default).
+"""Preset benchmark: each --preset of a script against the script's default flags, on the same env, budget
+and seeds, one run at a time, each followed by a greedy evaluation of the final model (--eval-episodes 10).
+Appends to benchmarks/results/presets/{script}_{preset}.csv (learning.py's columns and `flags`: preset or
+default).
 
     python benchmarks/presets.py --script ppo_continuous.py --presets pendulum swimmer --seeds 1 2 3
     python benchmarks/presets.py --summarize benchmarks/results/presets/*.csv
@@ -42,7 +43,12 @@ def run_preset(script: str, preset: str, seeds: list[int], which: list[str]) -> 
             for name, extra in [("preset", ["--preset", preset]), ("default", budget)]:
                 if name not in which:
                     continue
-                rows = run_one(script, flags["env_id"], seed, [*extra, "--eval-episodes", "10", "--checkpoint-every", "0"])
+                rows = run_one(
+                    script,
+                    flags["env_id"],
+                    seed,
+                    [*extra, "--eval-episodes", "10", "--checkpoint-every", "0"],
+                )
                 writer.writerows({**row, "flags": name} for row in rows)
                 f.flush()
     return path
@@ -51,31 +57,48 @@ def run_preset(script: str, preset: str, seeds: list[int], which: list[str]) -> 
 def summarize(paths: list[str], last: int = 100):
     """A markdown table: per preset CSV, per flags, the mean of the last `last` training episodes and the mean
     greedy evaluation return of each seed."""
-    print(f"| env | flags | seeds | last {last} training episodes, per seed (mean) | greedy eval, 10 episodes, per seed (mean) |")
+    print(f"| env | flags | seeds | last {last} training episodes, per seed (mean) "
+          "| greedy eval, 10 episodes, per seed (mean) |")
     print("|---|---|---|---|---|")
     for path in paths:
         runs = defaultdict(lambda: defaultdict(list))
         with open(path) as f:
             for row in csv.DictReader(f):
-                runs[(row["env"], row["flags"], row["phase"])][int(row["seed"])].append(float(row["episodic_return"]))
-        for env, flags in sorted({(env, flags) for env, flags, _ in runs}, key=lambda k: (k[0], k[1] != "preset")):
+                runs[(row["env"], row["flags"], row["phase"])][int(row["seed"])].append(
+                    float(row["episodic_return"])
+                )
+        for env, flags in sorted(
+            {(env, flags) for env, flags, _ in runs}, key=lambda k: (k[0], k[1] != "preset")
+        ):
             train = {seed: np.mean(r[-last:]) for seed, r in runs[(env, flags, "train")].items()}
             evals = {seed: np.mean(r) for seed, r in runs[(env, flags, "eval")].items()}
-            print(f"| {env} | {flags} | {', '.join(map(str, train))} | "
-                  f"{' / '.join(f'{x:.1f}' for x in train.values())} ({np.mean(list(train.values())):.1f}) | "
-                  f"{' / '.join(f'{x:.1f}' for x in evals.values())} ({np.mean(list(evals.values()) or [np.nan]):.1f}) |")
+            print(
+                f"| {env} | {flags} | {', '.join(map(str, train))} | "
+                f"{' / '.join(f'{x:.1f}' for x in train.values())} ({np.mean(list(train.values())):.1f}) | "
+                f"{' / '.join(f'{x:.1f}' for x in evals.values())} "
+                f"({np.mean(list(evals.values()) or [np.nan]):.1f}) |"
+            )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--script", default="ppo_continuous.py")
     parser.add_argument("--presets", nargs="+", default=[])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--flags", nargs="+", choices=["preset", "default"], default=["preset", "default"],
-                        help="which of the two to run")
+    parser.add_argument(
+        "--flags",
+        nargs="+",
+        choices=["preset", "default"],
+        default=["preset", "default"],
+        help="which of the two to run",
+    )
     parser.add_argument("--summarize", nargs="+", metavar="CSV", help="only print the table of existing CSVs")
     args = parser.parse_args()
-    paths = args.summarize or [run_preset(args.script, preset, args.seeds, args.flags) for preset in args.presets]
+    paths = args.summarize or [
+        run_preset(args.script, preset, args.seeds, args.flags) for preset in args.presets
+    ]
     summarize(paths)
 
 

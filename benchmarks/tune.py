@@ -1,7 +1,7 @@
-"""Hyper-parameter tuning: an Optuna study over a script's flags. Each trial trains the script with sampled flags
-once per seed, one run after another; the objective is the mean over seeds of the mean of each run's last
---last episodic returns. A TPE sampler picks the flags; a median pruner, fed the runs' episodic returns as they
-are printed, stops trials that fall below the median of the trials before them at the same step.
+"""Hyper-parameter tuning: an Optuna study over a script's flags. Each trial trains the script with sampled
+flags once per seed, one run after another; the objective is the mean over seeds of the mean of each run's
+last --last episodic returns. A TPE sampler picks the flags; a median pruner, fed the runs' episodic returns
+as they are printed, stops trials that fall below the median of the trials before them at the same step.
 
     python benchmarks/tune.py ppo_discrete.py --env-id CartPole-v1 --total-timesteps 100000 --n-trials 50
     python benchmarks/tune.py ppo_continuous.py --env-id Hopper-v5 --space learning_rate=log:1e-5:1e-3 \\
@@ -45,12 +45,22 @@ COMMON_SPACE = {
     "vf_coef": "float:0.1:1",
 }
 SPACES = {
-    "ppo_discrete.py": {**COMMON_SPACE, "num_steps": "choice:32,64,128,256,512,1024",
-                        "hidden_sizes": "choice:64 64,256 256", "activation": "choice:Tanh,ReLU"},
-    "ppo_continuous.py": {**COMMON_SPACE, "num_steps": "choice:256,512,1024,2048,4096",
-                          "hidden_sizes": "choice:64 64,256 256", "activation": "choice:Tanh,ReLU",
-                          "log_std_init": "float:-3:0"},
-    "ppo_atari.py": {key: COMMON_SPACE[key] for key in ["learning_rate", "clip_coef", "ent_coef", "update_epochs"]},
+    "ppo_discrete.py": {
+        **COMMON_SPACE,
+        "num_steps": "choice:32,64,128,256,512,1024",
+        "hidden_sizes": "choice:64 64,256 256",
+        "activation": "choice:Tanh,ReLU",
+    },
+    "ppo_continuous.py": {
+        **COMMON_SPACE,
+        "num_steps": "choice:256,512,1024,2048,4096",
+        "hidden_sizes": "choice:64 64,256 256",
+        "activation": "choice:Tanh,ReLU",
+        "log_std_init": "float:-3:0",
+    },
+    "ppo_atari.py": {
+        key: COMMON_SPACE[key] for key in ["learning_rate", "clip_coef", "ent_coef", "update_epochs"]
+    },
 }
 REPORTS_PER_RUN = 10  # the pruner sees each run's mean return at 10 evenly spaced steps
 
@@ -72,11 +82,15 @@ def parse_space(entries: list[str], flags: set) -> dict:
             space[name] = (kind, rest.split(","))
             continue
         if kind not in ("log", "float", "int") or rest.count(":") != 1:
-            raise Refused(f"--space {entry!r}: write FLAG=log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or choice:A,B,...")
+            raise Refused(
+                f"--space {entry!r}: write FLAG=log:LOW:HIGH, float:LOW:HIGH, int:LOW:HIGH or choice:A,B,..."
+            )
         try:
             low, high = (int(x) if kind == "int" else float(x) for x in rest.split(":"))
         except ValueError:
-            raise Refused(f"--space {entry!r}: LOW and HIGH must be {'integers' if kind == 'int' else 'numbers'}") from None
+            raise Refused(
+                f"--space {entry!r}: LOW and HIGH must be {'integers' if kind == 'int' else 'numbers'}"
+            ) from None
         if not (math.isfinite(low) and math.isfinite(high) and low < high and (kind != "log" or low > 0)):
             raise Refused(f"--space {entry!r}: needs LOW < HIGH{', both above 0' if kind == 'log' else ''}")
         space[name] = (kind, [low, high])
@@ -102,9 +116,15 @@ def train_once(command: list[str], trial: optuna.Trial, first_step: int, total: 
     from first_step); returns its episodic returns, or raises TrialPruned (the run is stopped)."""
     report_every = max(total // REPORTS_PER_RUN, 1)
     next_report = report_every
-    with tempfile.TemporaryDirectory() as workdir:
-        process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    with tempfile.TemporaryDirectory() as workdir, open(os.path.join(workdir, "stderr"), "w+") as stderr:
+        process = subprocess.Popen(  # stderr to a file: a full pipe nobody reads would block the run
+            command,
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         for line in process.stdout:
             if not line.startswith("step ") or "mean return" not in line:
                 continue
@@ -118,7 +138,8 @@ def train_once(command: list[str], trial: optuna.Trial, first_step: int, total: 
                     process.wait()
                     raise optuna.TrialPruned(f"pruned at step {first_step + next_report - report_every:,}")
         if process.wait() != 0:
-            lines = process.stderr.read().strip().splitlines() or ["no message"]
+            stderr.seek(0)
+            lines = stderr.read().strip().splitlines() or ["no message"]
             raise RuntimeError(f"a run failed (exit {process.returncode}): {lines[-1]}")
         _, events = read_the_run(workdir)
         return [event.value for event in events.Scalars("charts/episodic_return")]
@@ -126,19 +147,26 @@ def train_once(command: list[str], trial: optuna.Trial, first_step: int, total: 
 
 def make_objective(args, space: dict, fixed: list[str]):
     def objective(trial: optuna.Trial) -> float:
-        command = [sys.executable, os.path.join(ROOT, args.script), *fixed, "--checkpoint-every", "0",
-                   *sample(trial, space)]
+        command = [
+            sys.executable,
+            os.path.join(ROOT, args.script),
+            *fixed,
+            "--checkpoint-every",
+            "0",
+            *sample(trial, space),
+        ]
         scores = []
         for index, seed in enumerate(args.seeds):
             try:
-                returns = train_once([*command, "--seed", str(seed)], trial, index * args.total_timesteps,
-                                     args.total_timesteps)
+                returns = train_once(
+                    [*command, "--seed", str(seed)], trial, index * args.total_timesteps, args.total_timesteps
+                )
                 if not returns:
                     raise RuntimeError(f"seed {seed} ended no episode: raise --total-timesteps")
             except RuntimeError as error:
                 trial.set_user_attr("error", str(error))
                 raise
-            scores.append(sum(returns[-args.last:]) / len(returns[-args.last:]))
+            scores.append(sum(returns[-args.last :]) / len(returns[-args.last :]))
         trial.set_user_attr("seed_scores", scores)
         return sum(scores) / len(scores)
 
@@ -152,30 +180,51 @@ def best_command(args, study: optuna.Study, fixed: list[str]) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="after --: fixed flags passed to every run")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="after --: fixed flags passed to every run",
+    )
     parser.add_argument("script", choices=sorted(SPACES), help="the training script")
     parser.add_argument("--env-id", required=True)
     parser.add_argument("--total-timesteps", type=int, required=True, help="the budget of each run")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="one run per seed in each trial")
-    parser.add_argument("--n-trials", type=int, default=20, help="the trials this process runs (0: only report the "
-                        "study's best trial and write its CSV)")
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        default=20,
+        help="the trials this process runs (0: only report the study's best trial and write its CSV)",
+    )
     parser.add_argument("--n-jobs", type=int, default=1, help="trials run at once in this process")
-    parser.add_argument("--last", type=int, default=100, help="the objective: the mean of each run's last N returns")
-    parser.add_argument("--space", action="append", default=[], metavar="FLAG=KIND:ARGS",
-                        help="a search space entry, added to the script's or replacing one of its entries")
+    parser.add_argument(
+        "--last", type=int, default=100, help="the objective: the mean of each run's last N returns"
+    )
+    parser.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="FLAG=KIND:ARGS",
+        help="a search space entry, added to the script's or replacing one of its entries",
+    )
     parser.add_argument("--only-space", action="store_true", help="search only the --space entries given")
     parser.add_argument("--study", help="the study's name (default: script and env)")
-    parser.add_argument("--storage", help="an Optuna storage URL (default: a SQLite file under benchmarks/results/tune)")
-    parser.add_argument("--csv", help="where to write the trials (default: beside the SQLite file, or in the cwd)")
+    parser.add_argument(
+        "--storage", help="an Optuna storage URL (default: a SQLite file under benchmarks/results/tune)"
+    )
+    parser.add_argument(
+        "--csv", help="where to write the trials (default: beside the SQLite file, or in the cwd)"
+    )
     parser.add_argument("--startup-trials", type=int, default=5, help="trials completed before any is pruned")
-    parser.add_argument("--warmup-steps", type=int, help="steps of a trial before it may be pruned (default: "
-                        "half of its first run)")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        help="steps of a trial before it may be pruned (default: half of its first run)",
+    )
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
     try:
-        run_study(args, fixed_flags=argv[cut + 1:])
+        run_study(args, fixed_flags=argv[cut + 1 :])
     except Refused as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -183,8 +232,11 @@ def main():
 
 def script_flags(path: str) -> set:
     """The fields of the script's Args, read from its source (importing it would take seconds)."""
-    (args_class,) = [node for node in ast.parse(open(path).read()).body
-                     if isinstance(node, ast.ClassDef) and node.name == "Args"]
+    (args_class,) = [
+        node
+        for node in ast.parse(open(path).read()).body
+        if isinstance(node, ast.ClassDef) and node.name == "Args"
+    ]
     return {node.target.id for node in args_class.body if isinstance(node, ast.AnnAssign)}
 
 
@@ -192,35 +244,53 @@ def run_study(args, fixed_flags: list[str]):
     flags = script_flags(os.path.join(ROOT, args.script))
     default_space = {} if args.only_space else {key: spec for key, spec in SPACES[args.script].items()}
     given = parse_space(args.space, flags)
-    space = {**parse_space([f"{key}={spec}" for key, spec in default_space.items() if key not in given], flags),
-             **given}
+    space = {
+        **parse_space([f"{key}={spec}" for key, spec in default_space.items() if key not in given], flags),
+        **given,
+    }
     if not space:
         raise Refused("the search space is empty: give --space FLAG=KIND:ARGS")
     if min(args.total_timesteps, args.n_jobs, args.last, args.n_trials + 1) <= 0 or not args.seeds:
-        raise Refused("--total-timesteps, --n-jobs, --last and --seeds must be positive, --n-trials not negative")
+        raise Refused(
+            "--total-timesteps, --n-jobs, --last and --seeds must be positive, --n-trials not negative"
+        )
     fixed = ["--env-id", args.env_id, "--total-timesteps", str(args.total_timesteps), *fixed_flags]
     study_name = args.study or f"{args.script[: -len('.py')]}_{args.env_id.replace('/', '-')}"
     out_dir = os.path.join(ROOT, "benchmarks", "results", "tune")
     storage = args.storage or f"sqlite:///{os.path.join(out_dir, study_name)}.db"
     if not args.storage:
         os.makedirs(out_dir, exist_ok=True)
-    csv_path = args.csv or (storage[len("sqlite:///"):-len(".db")] + "_trials.csv" if storage.startswith("sqlite:///")
-                            and storage.endswith(".db") else f"{study_name}_trials.csv")
+    csv_path = args.csv or (
+        storage[len("sqlite:///") : -len(".db")] + "_trials.csv"
+        if storage.startswith("sqlite:///") and storage.endswith(".db")
+        else f"{study_name}_trials.csv"
+    )
     warmup = args.total_timesteps // 2 if args.warmup_steps is None else args.warmup_steps
     for attempt in range(3):  # workers started together race to create the database's tables: the last waits
         try:
             study = optuna.create_study(
-                study_name=study_name, storage=storage, load_if_exists=True, direction="maximize",
+                study_name=study_name,
+                storage=storage,
+                load_if_exists=True,
+                direction="maximize",
                 sampler=optuna.samplers.TPESampler(n_startup_trials=args.startup_trials),
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials, n_warmup_steps=warmup))
+                pruner=optuna.pruners.MedianPruner(
+                    n_startup_trials=args.startup_trials, n_warmup_steps=warmup
+                ),
+            )
             break
         except Exception as error:  # SQLAlchemy and Optuna raise many kinds for a URL they cannot use
             if attempt == 2 or "already exists" not in str(error):
                 raise Refused(f"--storage {storage!r} cannot be used: {str(error).splitlines()[0]}") from None
             time.sleep(1 + random.random())
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # say_how_it_ended says how each trial ended
-    study.optimize(make_objective(args, space, fixed), n_trials=args.n_trials, n_jobs=args.n_jobs,
-                   catch=(RuntimeError,), callbacks=[say_how_it_ended])
+    study.optimize(
+        make_objective(args, space, fixed),
+        n_trials=args.n_trials,
+        n_jobs=args.n_jobs,
+        catch=(RuntimeError,),
+        callbacks=[say_how_it_ended],
+    )
     study.trials_dataframe().to_csv(csv_path, index=False)
     print(f"trials written to {csv_path}")
     if any(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials):

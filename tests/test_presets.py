@@ -1,4 +1,5 @@
-"""--preset NAME: named flags for one env, which the flags given override, recorded resolved in saved files."""
+"""--preset NAME: named flags for one env, which the flags given override, recorded resolved in saved
+files."""
 
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import ppo_continuous
 import ppo_discrete
 from tests.test_scripts import script_path
 
-PRESET_SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__)
+PRESET_SCRIPTS = pytest.mark.parametrize(
+    "ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__
+)
 
 
 def parsed(ppo, monkeypatch, *argv):
@@ -45,8 +48,12 @@ def test_every_preset_passes_the_checks_of_the_command_line(ppo):
 
 @PRESET_SCRIPTS
 def test_help_lists_every_preset_and_where_it_comes_from(ppo):
-    out = subprocess.run([sys.executable, script_path(ppo), "--help"], capture_output=True, text=True,
-                         env={"COLUMNS": "200", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, script_path(ppo), "--help"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": ""},
+    )
     text = " ".join(out.stdout.split())
     for name, (source, _) in ppo.PRESETS.items():
         assert f"{name}: {source}" in text
@@ -74,14 +81,35 @@ def spaces(env_id):
 
 
 def test_a_saved_model_holds_the_resolved_flags_and_loads_without_the_preset(tmp_path, monkeypatch):
-    command = [sys.executable, script_path(ppo_continuous), "--preset", "pendulum", "--total-timesteps", "2048",
-               "--num-envs", "2", "--num-steps", "1024", "--num-minibatches", "8", "--update-epochs", "1",
-               "--save-model", "--checkpoint-every", "0"]
+    command = [
+        sys.executable,
+        script_path(ppo_continuous),
+        "--preset",
+        "pendulum",
+        "--total-timesteps",
+        "2048",
+        "--num-envs",
+        "2",
+        "--num-steps",
+        "1024",
+        "--num-minibatches",
+        "8",
+        "--update-epochs",
+        "1",
+        "--save-model",
+        "--checkpoint-every",
+        "0",
+    ]
     out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     (model,) = tmp_path.glob("runs/*/ppo_continuous.model")
     saved = torch.load(model, weights_only=True)["args"]
-    assert (saved["preset"], saved["gamma"], saved["learning_rate"], saved["num_envs"]) == ("pendulum", 0.9, 1e-3, 2)
+    assert (saved["preset"], saved["gamma"], saved["learning_rate"], saved["num_envs"]) == (
+        "pendulum",
+        0.9,
+        1e-3,
+        2,
+    )
     assert saved["norm_obs"] is False and saved["anneal_lr"] is False
     monkeypatch.chdir(tmp_path)
     summary = ppo_continuous.evaluate_saved_model(ppo_continuous.Args(load_model=str(model), eval_episodes=1))
