@@ -268,9 +268,11 @@ def run_study(args, fixed_flags: list[str]):
     warmup = args.total_timesteps // 2 if args.warmup_steps is None else args.warmup_steps
     for attempt in range(3):  # workers started together race to create the database's tables: the last waits
         try:
+            # SQLite: a writer waits up to 60 s for another's lock, instead of failing after 5
+            engine = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite:") else None
             study = optuna.create_study(
                 study_name=study_name,
-                storage=storage,
+                storage=optuna.storages.RDBStorage(storage, engine_kwargs=engine),
                 load_if_exists=True,
                 direction="maximize",
                 sampler=optuna.samplers.TPESampler(n_startup_trials=args.startup_trials),
@@ -280,7 +282,7 @@ def run_study(args, fixed_flags: list[str]):
             )
             break
         except Exception as error:  # SQLAlchemy and Optuna raise many kinds for a URL they cannot use
-            if attempt == 2 or "already exists" not in str(error):
+            if attempt == 2 or not ("already exists" in str(error) or "locked" in str(error)):
                 raise Refused(f"--storage {storage!r} cannot be used: {str(error).splitlines()[0]}") from None
             time.sleep(1 + random.random())
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # say_how_it_ended says how each trial ended
