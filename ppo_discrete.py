@@ -990,8 +990,8 @@ def check_saved(args: Args, saved: dict):
             and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
         fail(f"{path!r} is damaged: its counters {counters} do not fit its flags")
     returns = saved["recent_returns"]
-    numbers = [type(value) in (int, float) and math.isfinite(value) for value in returns]
-    if len(returns) > 100 or not all(numbers):
+    if len(returns) > 100 or not all(type(value) in (int, float) and math.isfinite(value)
+                                     for value in returns):
         fail(f"{path!r} is damaged: its recent returns are not up to 100 finite numbers")
     for name, weight in saved["agent"].items():
         if not (isinstance(weight, torch.Tensor) and torch.isfinite(weight).all()):
