@@ -6,25 +6,8 @@ benchmarks/plot.py's normalized scores (NORMALIZE).
 
 import sys
 
-import gymnasium as gym
-import numpy as np
-
-
-def random_return(env_id: str, episodes: int = 20) -> float:
-    env = gym.make(env_id)
-    env.action_space.seed(0)
-    returns = []
-    for episode in range(episodes):
-        env.reset(seed=episode)
-        total, done = 0.0, False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    return float(np.mean(returns))
-
+from objectives import random_policy_score
 
 if __name__ == "__main__":
     for env_id in sys.argv[1:]:
-        print(env_id, round(random_return(env_id), 1))
+        print(env_id, round(random_policy_score(env_id), 1))

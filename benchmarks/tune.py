@@ -242,7 +242,7 @@ def script_flags(path: str) -> set:
 
 def run_study(args, fixed_flags: list[str]):
     flags = script_flags(os.path.join(ROOT, args.script))
-    default_space = {} if args.only_space else {key: spec for key, spec in SPACES[args.script].items()}
+    default_space = {} if args.only_space else SPACES[args.script]
     given = parse_space(args.space, flags)
     space = {
         **parse_space([f"{key}={spec}" for key, spec in default_space.items() if key not in given], flags),
