@@ -14,6 +14,7 @@ import argparse
 import csv
 import os
 from collections import defaultdict
+from typing import Optional
 
 import matplotlib
 
@@ -22,15 +23,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def load_runs(paths: list[str]) -> dict:
-    """{env: {flags: {seed: (steps, returns)}}} of the training episodes, in step order; flags: the CSV's `flags`
-    column (benchmarks/presets.py) or "" where it has none."""
+def load_runs(paths: list[str], label: Optional[str] = "") -> dict:
+    """{env: {flags: {seed: (steps, returns)}}} of the training episodes, in file order; flags: the CSV's
+    `flags` column (benchmarks/presets.py), else `label`, else (label None) the CSV's file name."""
     runs = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: ([], []))))
     for path in paths:
+        name = os.path.basename(path)[: -len(".csv")] if label is None else label
         with open(path) as f:
             for row in csv.DictReader(f):
                 if row.get("phase", "train") == "train":
-                    steps, returns = runs[row["env"]][row.get("flags") or ""][int(row["seed"])]
+                    steps, returns = runs[row["env"]][row.get("flags") or name][int(row["seed"])]
                     steps.append(int(row["step"]))
                     returns.append(float(row["episodic_return"]))
     return runs
@@ -59,18 +61,17 @@ NORMALIZE = {
 
 
 def final_scores(paths: list[str], last: int = 100, label: str = None) -> dict:
-    """{flags: {env: [each seed's mean of its last `last` training episodes]}}; flags: the CSV's `flags`
-    column (benchmarks/presets.py), else `label`, else the CSV's file name."""
-    episodes = defaultdict(list)
-    for path in paths:
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                if row.get("phase", "train") == "train":
-                    flags = row.get("flags") or label or os.path.basename(path)[: -len(".csv")]
-                    episodes[(flags, row["env"], int(row["seed"]))].append((int(row["step"]), float(row["episodic_return"])))
+    """{flags: {env: [each seed's mean of its last `last` training episodes]}}, flags as load_runs names them
+    (label None: the CSV's file name)."""
+    finals = []
+    for env, by_flags in load_runs(paths, label).items():
+        for flags, seeds in by_flags.items():
+            for seed, (steps, returns) in seeds.items():
+                in_step_order = [value for _, value in sorted(zip(steps, returns))]
+                finals.append((flags, env, seed, np.mean(in_step_order[-last:])))
     scores = defaultdict(lambda: defaultdict(list))
-    for (label, env, seed), rows in sorted(episodes.items()):
-        scores[label][env].append(np.mean([value for _, value in sorted(rows)[-last:]]))
+    for flags, env, _, score in sorted(finals):
+        scores[flags][env].append(score)
     return scores
 
 
