@@ -1,5 +1,7 @@
 """Checks shared by the tests of several scripts."""
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -25,6 +27,16 @@ def one_line_error(capsys, run) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
     return lines[0]
+
+
+def help_text(ppo, monkeypatch, capsys) -> str:
+    """What `python ppo_*.py --help` prints, read in this process (main() as the shell calls it), on one line."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", [f"{ppo.__name__}.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        ppo.main()
+    assert exit_info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
 
 
 class StubAgent(torch.nn.Module):

@@ -3,6 +3,7 @@ Every top-level definition and module-level assignment that two scripts both mak
 script makes its own."""
 
 import ast
+import functools
 import itertools
 import os
 
@@ -22,14 +23,25 @@ OWN_IN = {"ppo_atari": {"Run", "fail", "update", "make_envs", "check_env", "load
 
 
 def definitions(script: str) -> dict:
-    """Top-level function, class and assigned name -> its source text."""
-    source = open(os.path.join(ROOT, f"{script}.py")).read()
+    """Top-level function, class and assigned name -> its source text (a copy the caller may change)."""
+    return dict(read_definitions(script))
+
+
+@functools.cache
+def read_definitions(script: str) -> dict:
+    source = open(os.path.join(ROOT, f"{script}.py"), "rb").read()
+    lines = source.splitlines(keepends=True)
+
+    def text(node):  # ast.get_source_segment of a top-level node (which starts a line), without its slowness
+        whole = b"".join(lines[node.lineno - 1 : node.end_lineno])
+        return whole[: len(whole) - len(lines[node.end_lineno - 1]) + node.end_col_offset].decode()
+
     found = {}
     for node in ast.parse(source).body:
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            found[node.name] = ast.get_source_segment(source, node)
+            found[node.name] = text(node)
         elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            found[node.targets[0].id] = ast.get_source_segment(source, node)
+            found[node.targets[0].id] = text(node)
     return found
 
 

@@ -11,6 +11,7 @@ import torch
 
 import ppo_continuous
 import ppo_discrete
+from tests.checks import help_text
 from tests.test_scripts import script_path
 
 PRESET_SCRIPTS = pytest.mark.parametrize(
@@ -47,17 +48,11 @@ def test_every_preset_passes_the_checks_of_the_command_line(ppo):
 
 
 @PRESET_SCRIPTS
-def test_help_lists_every_preset_and_where_it_comes_from(ppo):
-    out = subprocess.run(
-        [sys.executable, script_path(ppo), "--help"],
-        capture_output=True,
-        text=True,
-        env={"COLUMNS": "200", "PATH": ""},
-    )
-    text = " ".join(out.stdout.split())
+def test_help_lists_every_preset_and_where_it_comes_from(ppo, monkeypatch, capsys):
+    text = help_text(ppo, monkeypatch, capsys)
     for name, (source, _) in ppo.PRESETS.items():
         assert f"{name}: {source}" in text
-    assert out.returncode == 0 and "--preset {None," in text
+    assert "--preset {None," in text
 
 
 def test_a_bad_preset_name_is_refused_by_the_parser(monkeypatch, capsys):

@@ -21,12 +21,14 @@ import tests.toy_envs  # noqa: F401  (registers the custom envs)
 from tests.checks import one_line_error
 from tests.test_scripts import ROOT, SCRIPTS, TINY, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
-# 8 iterations of 512 steps, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole)
+# 8 iterations, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole); an
+# iteration is 512 steps, 128 for Atari (its network costs 25 times an MLP's)
 SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
          ppo_continuous: dict(env_id="HalfCheetah-v5", total_timesteps=8 * 512, num_steps=512, num_minibatches=4,
                               update_epochs=2, checkpoint_every=2048),
-         ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=8 * 512, num_envs=2, num_steps=256, num_minibatches=4,
-                         update_epochs=1, checkpoint_every=2048)}
+         ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=8 * 128, num_envs=2, num_steps=64, num_minibatches=4,
+                         update_epochs=1, checkpoint_every=512)}
+ITERATION = {ppo: ppo.Args(**settings).num_envs * ppo.Args(**settings).num_steps for ppo, settings in SMALL.items()}
 # 30 (CartPole) or 40 (Pendulum) iterations, for runs killed at a random moment
 FLAGS = {ppo_discrete: ["--total-timesteps", "15360", "--checkpoint-every", "2048", "--save-model"],
          ppo_continuous: ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
@@ -85,17 +87,17 @@ def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_
 
 @pytest.mark.slow
 def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
-    settings = dict(SMALL[ppo_atari], total_timesteps=4 * 512, checkpoint_every=1024)
+    settings = dict(SMALL[ppo_atari], total_timesteps=4 * 128, checkpoint_every=256)
     whole = ppo_atari.train(ppo_atari.Args(**settings, save_model=True))
     checkpoint_path = os.path.join(whole["run_dir"], "checkpoint.pt")
     checkpoint = torch.load(checkpoint_path, weights_only=True)
-    assert checkpoint["counters"]["global_step"] == 1024 and checkpoint["optimizer"]["state_dict"]["state"]  # Adam's
+    assert checkpoint["counters"]["global_step"] == 256 and checkpoint["optimizer"]["state_dict"]["state"]  # Adam's
     os.remove(os.path.join(whole["run_dir"], "ppo_atari.model"))
     resumed = ppo_atari.train(ppo_atari.Args(resume=checkpoint_path))
     assert "cannot save its state: new episodes start" in capsys.readouterr().out
     assert resumed["run_dir"] == os.path.abspath(whole["run_dir"]) and os.path.exists(resumed["model_path"])
     steps = [e.step for e in read_events(whole["run_dir"]).Scalars("losses/value_loss")]
-    assert steps == [512 * i for i in range(1, 5)]  # one curve: the replayed iterations 3-4 replaced, not doubled
+    assert steps == [128 * i for i in range(1, 5)]  # one curve: the replayed iterations 3-4 replaced, not doubled
 
 
 # a user's env with `state`, `data` and `model` attributes of its own, with and without a TimeLimit, and a subclass
@@ -132,18 +134,16 @@ def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
     assert_same_model(ppo_discrete, whole["run_dir"], resumed["run_dir"])
 
 
-def start(ppo, flags, cwd=None):
+def start(ppo, flags):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py"), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ppo,signum", [(ppo_discrete, signal.SIGINT), (ppo_discrete, signal.SIGTERM),
                                         (ppo_continuous, signal.SIGKILL)],
                          ids=["discrete-SIGINT", "discrete-SIGTERM", "continuous-SIGKILL"])
-def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo, signum):
-    os.makedirs("reference")
-    reference = start(ppo, FLAGS[ppo], cwd="reference")  # the uninterrupted run, on the other core meanwhile
+def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo, signum, monkeypatch):
     process = start(ppo, FLAGS[ppo])
     while not glob.glob("runs/*/checkpoint.pt"):  # the first periodic checkpoint, then a random moment
         assert process.poll() is None, process.communicate()
@@ -161,11 +161,14 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo,
     assert not os.path.exists(os.path.join(run_dir, f"{ppo.__name__}.model"))
 
     resumed = start(ppo, ["--resume", os.path.join(run_dir, "checkpoint.pt")])
+    os.makedirs("reference")
+    with monkeypatch.context() as inside:  # the uninterrupted run, from the same command line, meanwhile
+        inside.chdir("reference")
+        inside.setattr(sys, "argv", [f"{ppo.__name__}.py", *FLAGS[ppo]])
+        ppo.main()
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     assert "resuming" in stdout
-    reference.communicate(timeout=120)
-    assert reference.returncode == 0
     (reference_dir,) = glob.glob("reference/runs/*")
     assert_same_model(ppo, reference_dir, run_dir)
     assert episode_curve(run_dir) == episode_curve(reference_dir)  # TensorBoard dropped the replayed points
@@ -255,7 +258,7 @@ def test_a_closed_terminal_stops_the_run_as_sigterm_does(ppo, monkeypatch):
     summary = ppo.train(ppo.Args(**SMALL[ppo]))
     assert summary["stopped"] == signal.SIGHUP
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
-    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 1024
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 2 * ITERATION[ppo]
 
 
 @SCRIPTS
@@ -271,17 +274,19 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch
 
     monkeypatch.setattr(ppo, "ppo_loss", loss_going_nan)
     with pytest.raises(SystemExit) as exit_info:
-        ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 6 * 512, "checkpoint_every": 1024}))
+        ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 6 * ITERATION[ppo],
+                              "checkpoint_every": 2 * ITERATION[ppo]}))
     assert exit_info.value.code == 3
     error = capsys.readouterr().err
-    assert "(nan) went non-finite in the update ending at step 2,048" in error and "last good checkpoint" in error
+    assert f"(nan) went non-finite in the update ending at step {4 * ITERATION[ppo]:,}" in error
+    assert "last good checkpoint" in error
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
-    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 1024
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 2 * ITERATION[ppo]
 
 
 @SCRIPTS
 def test_resume_refuses_flags_that_differ_from_the_checkpoint(ppo, capsys):
-    ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 4 * 512, "checkpoint_every": 1024}))
+    ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 4 * ITERATION[ppo], "checkpoint_every": 2 * ITERATION[ppo]}))
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     with pytest.raises(SystemExit) as exit_info:
         ppo.train(ppo.Args(resume=checkpoint_path, learning_rate=1e-3))
@@ -305,10 +310,10 @@ def test_checkpoint_writes_are_atomic(ppo, monkeypatch):
 
     monkeypatch.setattr(ppo, "open", open_dying_at_the_second_write, raising=False)  # the script's own open()
     with pytest.raises(SystemExit) as exit_info:  # one line, exit code 1 (tests/test_faults.py: a real full disk)
-        ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 1024}))
+        ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 2 * ITERATION[ppo]}))
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     assert exit_info.value.code == 1 and not glob.glob("runs/*/*.tmp")
-    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 1024
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 2 * ITERATION[ppo]
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -371,7 +376,8 @@ def test_paths_that_are_not_files_are_named_and_outputs_are_checked_before_train
 @SCRIPTS
 def test_a_second_run_in_a_run_directory_in_use_is_refused(ppo, capsys):
     """Two --resume of one checkpoint at once: the second refuses in one line while the first holds the lock."""
-    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 1024, "checkpoint_every": 512}))
+    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 2 * ITERATION[ppo],
+                                    "checkpoint_every": ITERATION[ppo]}))
     checkpoint_path = os.path.join(summary["run_dir"], "checkpoint.pt")
     with open(os.path.join(summary["run_dir"], "run.lock"), "a") as lock:  # as the first run holds it
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
