@@ -57,14 +57,20 @@ class Args:
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
-    """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
+    """if toggled, CUDA runs deterministic algorithms (cuDNN's, cuBLAS's with a fixed workspace, and
+    torch.use_deterministic_algorithms, warning of an op that has none); CPU runs are deterministic anyway"""
+    tf32: bool = False
+    """if toggled, CUDA matmuls and convolutions of float32 may run in TF32 (faster from Ampere on; 10-bit
+    mantissa)"""
     cuda: bool = True
-    """if toggled, uses CUDA when it is available"""
+    """if toggled, trains on the GPU (under torchrun, one GPU a process); where CUDA is not usable: on the CPU
+    with a note, or an error if --cuda is named"""
     compile: bool = False
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """the CNN trunk's arithmetic: bf16 runs it under bfloat16 autocast (weights, heads, losses and Adam stay
-    float32); auto: bf16 on CUDA GPUs that have it, fp32 on CPUs (bf16 runs side by side crawl there)"""
+    float32); auto: bf16 on GPUs with bf16 convolutions (compute capability 8.0 on), fp32 on older GPUs and
+    CPUs (bf16 runs side by side crawl there)"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
@@ -214,7 +220,7 @@ class Agent(nn.Module):
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether --precision runs the trunk in bfloat16 on this device."""
     if precision == "auto":  # not on CPUs: oneDNN's bf16 weight gradient spins in a barrier on shared cores
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)  # bf16 convs
     return precision == "bf16"
 
 def make_agent(args: Args, action_space: gym.Space, device: torch.device) -> Agent:
@@ -531,11 +537,11 @@ class Run:
     Ctrl-C and SIGTERM stop the run after the iteration (a signal to one process stops all), and an error
     keeps the checkpoint of the last iteration done."""
 
-    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, rank: int, world_size: int):
+    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device, rank: int,
+                 world_size: int):
         self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
-        self.rank, self.world_size = rank, world_size
+        self.device, self.rank, self.world_size = device, rank, world_size
         self.lock = None  # rank 0's, on the run directory
-        self.device = device_of(args)
         self.seed_sequence = np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ())
         self.video_dir = f"videos/{self.name}" if args.capture_video and rank == 0 else None
         self.batch_size = args.num_envs * args.num_steps
@@ -561,8 +567,12 @@ class Run:
         """Joins torchrun's process group; checks the flags (with --resume or --load-model: the file and its
         flags) and the env; makes the run directory, opens the logs, sets the seeds."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size > 1:  # under torchrun: NCCL between GPUs, gloo between CPUs
-            device = device_of(args)
+        device = training_device(args, given, int(os.environ.get("LOCAL_RANK", "0")))
+        if world_size > 1:  # under torchrun: NCCL between GPUs, one process each; gloo between CPUs
+            if device.type == "cuda" and int(os.environ["LOCAL_WORLD_SIZE"]) > torch.cuda.device_count():
+                fail(f"torchrun starts {os.environ['LOCAL_WORLD_SIZE']} processes on a node with "
+                     f"{torch.cuda.device_count()} GPU(s): NCCL takes one GPU a process; start as many "
+                     "(--nproc_per_node), or train on the CPUs with --no-cuda")
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -589,14 +599,14 @@ class Run:
             suffix = "-eval" if args.load_model else ""
             name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}"
             run_dir = gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
-        run = cls(args, checkpoint, run_dir, rank, world_size)
+        run = cls(args, checkpoint, run_dir, device, rank, world_size)
         if rank == 0:
             run.lock = lock_run_dir(run_dir)
             run.writer = start_logging(run)
         random.seed(args.seed)  # the same on every rank: the same initial network
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        torch.backends.cudnn.deterministic = args.torch_deterministic
+        set_numerics(args, run.device)
         if args.torch_threads > 0:
             torch.set_num_threads(args.torch_threads)
         return run
@@ -870,7 +880,8 @@ def quiet_log_thread(hook_args):
 def start_logging(run: Run):
     """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
     args = run.args
-    config = {**vars(args), "processes": run.world_size}
+    trunk = "bf16" if use_bf16(args.precision, run.device) else "fp32"
+    config = {**vars(args), "processes": run.world_size, "device": str(run.device), "trunk": trunk}
     if args.track:
         try:
             import wandb
@@ -905,8 +916,8 @@ def as_data(value):
         return {key: as_data(item) for key, item in value.items()}
     if isinstance(value, list):
         return [as_data(item) for item in value]
-    if isinstance(value, torch.Tensor):
-        return value.clone()
+    if isinstance(value, torch.Tensor):  # on the CPU: a CUDA error leaves it readable, to be written
+        return value.detach().to("cpu", copy=True)
     return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
 
 def load_data_file(args: Args) -> dict:
@@ -970,7 +981,7 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
     evaluation."""
     saved = checkpoint["args"]
-    own = ["resume", "export_onnx"]
+    own = ["resume", "export_onnx", "cuda"]  # a run may go on on another device
     if args.load_model:
         own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track",
                "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
@@ -988,6 +999,30 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         resumed.eval_episodes = resumed.eval_episodes or 10
     return resumed
 
+def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> torch.device:
+    """The device of this process, said in one line: with --cuda, the GPU (under torchrun, its local rank's);
+    where CUDA is not usable, the CPU, and a note (an error if --cuda was named on the command line)."""
+    device = torch.device("cpu")
+    if args.cuda and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+    elif args.cuda:
+        why = "this torch has no CUDA" if torch.version.cuda is None else "no GPU or driver torch can use"
+        if "cuda" in (given or set()):
+            fail(f"--cuda: {why}; drop --cuda to train on the CPU")
+        print(f"note: CUDA is not usable here ({why}): the run goes on the CPU (--no-cuda: no note)")
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(f"device: {device}{name}")
+    return device
+
+def set_numerics(args: Args, device: torch.device):
+    """--torch-deterministic and --tf32 on CUDA (torch's defaults run cuDNN's convolutions in TF32)."""
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    if device.type == "cuda" and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts: the first matmul
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
 def check_video_support():
     try:
         import moviepy  # noqa: F401  (RecordVideo writes MP4s with it)
@@ -997,12 +1032,6 @@ def check_video_support():
         os.makedirs("videos", exist_ok=True)
     if not (os.path.isdir("videos") and os.access("videos", os.W_OK)):
         fail("--capture-video writes under videos/, which cannot be written here: run from a writable folder")
-
-def device_of(args: Args) -> torch.device:
-    """This process's device: under torchrun with CUDA, the GPU of its local rank."""
-    if args.cuda and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
 
 def gather_from_ranks(items: list) -> list:
     """The items of every process, rank 0's first (an all-gather under torchrun; items itself without)."""

@@ -68,9 +68,14 @@ class Args:
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
-    """if toggled, sets `torch.backends.cudnn.deterministic=True`"""
+    """if toggled, CUDA runs deterministic algorithms (cuDNN's, cuBLAS's with a fixed workspace, and
+    torch.use_deterministic_algorithms, warning of an op that has none); CPU runs are deterministic anyway"""
+    tf32: bool = False
+    """if toggled, CUDA matmuls and convolutions of float32 may run in TF32 (faster from Ampere on; 10-bit
+    mantissa)"""
     cuda: bool = True
-    """if toggled, uses CUDA when it is available (the small default networks are faster on CPU)"""
+    """if toggled, trains on the GPU (the small default networks are faster on the CPU); where CUDA is not
+    usable: on the CPU with a note, or an error if --cuda is named"""
     compile: bool = False
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     track: bool = False
@@ -581,9 +586,9 @@ class Run:
     and stop signals. Around the training loop (`with Run.start(args) as run:`), Ctrl-C and SIGTERM stop the
     run after the iteration, and an error keeps the checkpoint of the last iteration done."""
 
-    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str):
+    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device):
         self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
-        self.device = torch.device("cuda" if args.cuda and torch.cuda.is_available() else "cpu")
+        self.device = device
         self.video_dir = f"videos/{self.name}" if args.capture_video else None
         self.batch_size = args.num_envs * args.num_steps
         self.num_iterations = args.total_timesteps // self.batch_size
@@ -623,13 +628,13 @@ class Run:
         else:
             suffix = "-eval" if args.load_model else ""
             run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}")
-        run = cls(args, checkpoint, run_dir)
+        run = cls(args, checkpoint, run_dir, training_device(args, given))
         run.lock = lock_run_dir(run_dir)
         run.writer = start_logging(run)
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        torch.backends.cudnn.deterministic = args.torch_deterministic
+        set_numerics(args, run.device)
         if args.torch_threads > 0:
             torch.set_num_threads(args.torch_threads)
         return run
@@ -894,6 +899,7 @@ def quiet_log_thread(hook_args):
 def start_logging(run: Run):
     """TensorBoard (W&B too with --track); a resumed run drops the points logged after its checkpoint."""
     args = run.args
+    config = {**vars(args), "device": str(run.device)}
     if args.track:
         try:
             import wandb
@@ -901,7 +907,7 @@ def start_logging(run: Run):
             fail("--track needs wandb: pip install wandb, or drop --track")
         try:
             wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                       config=vars(args), name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
+                       config=config, name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
         except Exception as error:  # a bad project or entity, no network without WANDB_MODE=offline
             fail(f"--track: W&B did not start ({type(error).__name__}: {first_line(error)}); check "
                  f"--wandb-project-name and --wandb-entity, or drop --track")
@@ -911,7 +917,7 @@ def start_logging(run: Run):
 
     purge_step = run.checkpoint and run.checkpoint["counters"]["global_step"] + 1
     writer = SummaryWriter(run.dir, purge_step=purge_step)
-    table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+    table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return writer
 
@@ -928,8 +934,8 @@ def as_data(value):
         return {key: as_data(item) for key, item in value.items()}
     if isinstance(value, list):
         return [as_data(item) for item in value]
-    if isinstance(value, torch.Tensor):
-        return value.clone()
+    if isinstance(value, torch.Tensor):  # on the CPU: a CUDA error leaves it readable, to be written
+        return value.detach().to("cpu", copy=True)
     return torch.from_numpy(np.array(value)) if isinstance(value, (np.ndarray, np.generic)) else value
 
 def restore_data(target, saved: dict):
@@ -1001,7 +1007,7 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
     evaluation."""
     saved = checkpoint["args"]
-    own = ["resume", "export_onnx"]
+    own = ["resume", "export_onnx", "cuda"]  # a run may go on on another device
     if args.load_model:
         own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track",
                "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
@@ -1018,6 +1024,30 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     if args.load_model:
         resumed.eval_episodes = resumed.eval_episodes or 10
     return resumed
+
+def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> torch.device:
+    """The device of this process, said in one line: with --cuda, the GPU (under torchrun, its local rank's);
+    where CUDA is not usable, the CPU, and a note (an error if --cuda was named on the command line)."""
+    device = torch.device("cpu")
+    if args.cuda and torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+    elif args.cuda:
+        why = "this torch has no CUDA" if torch.version.cuda is None else "no GPU or driver torch can use"
+        if "cuda" in (given or set()):
+            fail(f"--cuda: {why}; drop --cuda to train on the CPU")
+        print(f"note: CUDA is not usable here ({why}): the run goes on the CPU (--no-cuda: no note)")
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(f"device: {device}{name}")
+    return device
+
+def set_numerics(args: Args, device: torch.device):
+    """--torch-deterministic and --tf32 on CUDA (torch's defaults run cuDNN's convolutions in TF32)."""
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    if device.type == "cuda" and args.torch_deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts: the first matmul
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 def check_video_support():
     try:

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 import optuna
+import sqlalchemy
 
 from learning import ROOT, read_the_run
 
@@ -282,7 +283,8 @@ def run_study(args, fixed_flags: list[str]):
             )
             break
         except Exception as error:  # SQLAlchemy and Optuna raise many kinds for a URL they cannot use
-            if attempt == 2 or not ("already exists" in str(error) or "locked" in str(error)):
+            race = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+            if attempt == 2 or not (race or "locked" in str(error)):
                 raise Refused(f"--storage {storage!r} cannot be used: {str(error).splitlines()[0]}") from None
             time.sleep(1 + random.random())
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # say_how_it_ended says how each trial ended
