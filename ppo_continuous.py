@@ -1026,8 +1026,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     saved = checkpoint["args"]
     own = ["resume", "export_onnx", "cuda"]  # a run may go on on another device
     if args.load_model:
-        own = ["load_model", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name", "track",
-               "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
+        own = ["load_model", "resume", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name",
+               "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
     for key in sorted(given - set(own)):

@@ -59,6 +59,8 @@ def test_resume_continues_bit_for_bit(ppo):
     resumed = ppo.train(ppo.Args(resume="runs/copy/checkpoint.pt"))
     assert episode_curve(resumed["run_dir"]) == [e for e in episode_curve(whole["run_dir"]) if e[0] > 2048]
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
+    evaluated = ppo.evaluate_saved_model(ppo.Args(load_model=resumed["model_path"], eval_episodes=1))
+    assert len(evaluated["eval_returns"]) == 1  # the model of a resumed run loads (its --resume is not carried)
 
 
 @EXACT
