@@ -62,10 +62,10 @@ def test_a_bad_preset_name_is_refused_by_the_parser(monkeypatch, capsys):
 
 
 def test_the_initial_policy_std_is_log_std_init(monkeypatch):
-    args = parsed(ppo_continuous, monkeypatch, "--preset", "hopper")
+    args = parsed(ppo_continuous, monkeypatch, "--preset", "halfcheetah")
     agent = ppo_continuous.make_agent(args, *spaces(args.env_id))
-    mean, log_std, _ = agent(torch.zeros(5, 11))
-    assert torch.equal(log_std, torch.full((5, 3), -2.0)) and args.log_std_init == -2.0
+    mean, log_std, _ = agent(torch.zeros(5, 17))
+    assert torch.equal(log_std, torch.full((5, 6), -2.0)) and args.log_std_init == -2.0
     assert isinstance(agent.actor_mean[0][1], torch.nn.ReLU) and agent.actor_mean[0][0].out_features == 256
 
 
