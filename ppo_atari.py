@@ -23,6 +23,7 @@ import importlib.util
 import io
 import logging
 import math
+import multiprocessing
 import random
 import re
 import sys
@@ -132,6 +133,9 @@ class Args:
 
     sticky_actions: bool = False
     """if toggled, repeats the previous action with probability 0.25 (ALE v5's protocol); off in CleanRL"""
+    async_envs: Literal["auto", "on", "off"] = "auto"
+    """steps the envs in worker processes (gymnasium's AsyncVectorEnv, shared memory); auto: where the machine
+    has a core for each env and each learner process"""
     noop_max: int = 30
     """1 to this many no-op frames (0: none) at the start of each game"""
     episodic_life: bool = True
@@ -167,6 +171,9 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
     reset; the last 4 frames, the first repeated at an episode's start. With video_dir, records games."""
 
     def thunk():
+        if multiprocessing.parent_process() is not None:  # in an env worker: the learner takes stop signals
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
         env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if args.sticky_actions else 0.0,
                        full_action_space=False, max_num_frames_per_episode=MAX_FRAMES_PER_GAME,
                        render_mode="rgb_array" if video_dir else None)
@@ -180,12 +187,29 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
 
     return thunk
 
-def make_envs(args: Args, video_dir: Optional[str] = None, processes: int = 1) -> gym.vector.SyncVectorEnv:
+def make_envs(args: Args, video_dir: Optional[str] = None, processes: int = 1) -> gym.vector.VectorEnv:
     """This process's num_envs/processes envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84, 84)
-    uint8 observations. With video_dir, the first records."""
+    uint8 observations. With video_dir, the first records. --async-envs: each in a worker process."""
     video_dirs = [video_dir] + [None] * (args.num_envs // processes - 1)
     thunks = [make_env(args.env_id, args, video) for video in video_dirs]
+    cores_for_all = os.cpu_count() >= args.num_envs + processes
+    if args.async_envs == "on" or (args.async_envs == "auto" and cores_for_all):
+        return EnvWorkers(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     return gym.vector.SyncVectorEnv(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+class EnvWorkers(gym.vector.AsyncVectorEnv):
+    """gymnasium's AsyncVectorEnv, whose worker's error stops the run in one line (EnvError) instead of its
+    traceback printed by gymnasium and the error raised again."""
+
+    def _raise_if_errors(self, successes):
+        failed = [self.error_queue.get() for success in successes if not success]
+        for index, *_ in failed:  # as gymnasium does: a failed worker is gone
+            self.parent_pipes[index].close()
+            self.parent_pipes[index] = None
+        if failed:
+            self._state = gym.vector.async_vector_env.AsyncState.DEFAULT
+            index, kind, value, _ = min(failed, key=lambda error: error[0])
+            raise EnvError(f"env {index} failed in its worker process: {kind.__name__}: {value}")
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
     nn.init.orthogonal_(layer.weight, gain)
@@ -590,7 +614,7 @@ class Run:
         check_args(args, world_size)
         if args.capture_video:
             check_video_support()
-        check_env(args)
+        spaces = check_env(args)
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):
@@ -600,6 +624,7 @@ class Run:
             name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}"
             run_dir = gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
         run = cls(args, checkpoint, run_dir, device, rank, world_size)
+        run.spaces = spaces  # the env's own, which saved files hold and a loaded file must match
         if rank == 0:
             run.lock = lock_run_dir(run_dir)
             run.writer = start_logging(run)
@@ -654,7 +679,7 @@ class Run:
             return 1, self.args.kl_beta
         saved, path = self.checkpoint, self.path
         own = saved["ranks"][self.rank]  # this process's generators
-        self.load_agent(agent, envs.envs[0])
+        self.load_agent(agent, self.spaces)
         check_optimizer(path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
@@ -675,11 +700,11 @@ class Run:
                   f"{self.args.env_id} cannot save its state: new episodes start")
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
-    def load_agent(self, agent: nn.Module, env: gym.Env):
+    def load_agent(self, agent: nn.Module, spaces: list[str]):
         """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
         network that does not fit (one line naming the parameters and the flags that built it), stop."""
         path, weights, own = self.path, self.checkpoint["agent"], agent.state_dict()
-        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
+        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], spaces):
             if saved != now:  # a Dict's keys, their order and shapes too
                 fail(f"{path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
@@ -750,7 +775,7 @@ class Run:
         optimizer = dict(kind=type(self.optimizer).__name__, state_dict=self.optimizer.state_dict())
         data = dict(format=CHECKPOINT_FORMAT, args=vars(self.args), counters=counters, ranks=ranks,
                     recent_returns=list(self.recent_returns), agent=self.agent.state_dict(),
-                    optimizer=optimizer, spaces=env_spaces(self.envs.envs[0]))
+                    optimizer=optimizer, spaces=self.spaces)
         return None if self.rank else as_data(data), signals
 
     def write(self, data: dict, name: str):
@@ -1105,13 +1130,16 @@ def check_atari_id(env_id: str):
     if not str(spec.entry_point).startswith("ale_py"):
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
 
-def check_env(args: Args):
-    """Makes one env and resets it: a game that cannot be made is a one-line error."""
+def check_env(args: Args) -> list[str]:
+    """Makes one env and resets it: a game that cannot be made is a one-line error. Returns its spaces."""
     check_atari_id(args.env_id)
     try:
-        make_env(args.env_id, args)().reset(seed=args.seed)
+        env = make_env(args.env_id, args)()
+        env.reset(seed=args.seed)
     except Exception as error:  # a ROM that fails to load, ...
         fail(f"cannot make --env-id {args.env_id!r}: {type(error).__name__}: {first_line(error)}")
+    env.close()
+    return env_spaces(env)
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with
@@ -1171,7 +1199,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     run = Run.start(args, given)
     env = make_env(run.args.env_id, run.args)()
     agent = make_agent(run.args, env.action_space, run.device)
-    run.load_agent(agent, env)
+    run.load_agent(agent, env_spaces(env))
     env.close()
     return run.finish()
 

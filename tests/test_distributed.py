@@ -60,8 +60,8 @@ def test_the_update_averages_the_gradient_over_processes(monkeypatch):
 
 @pytest.mark.slow
 def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
-    settings = dict(SETTINGS, total_timesteps=2048, save_model=True, checkpoint_every=1024)
-    result = run([*TORCHRUN, script_path(ppo), *flags(settings)])
+    settings = dict(SETTINGS, total_timesteps=2048, save_model=True, checkpoint_every=1024, async_envs="on")
+    result = run([*TORCHRUN, script_path(ppo), *flags(settings)])  # each rank's env in a worker process
     (run_dir,) = glob.glob("runs/*")
     assert {"checkpoint.pt", "ppo_atari.model"} <= set(os.listdir(run_dir))
     assert len(glob.glob(f"{run_dir}/events.out.tfevents.*")) == 1
