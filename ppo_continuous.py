@@ -63,10 +63,6 @@ PRESETS = {
         anneal_lr=False, clip_vloss=False, env_id="Ant-v5")),
     "swimmer": ("rl-zoo3's Swimmer-v3 (SB3's defaults, gamma 0.9999)", dict(
         anneal_lr=False, clip_vloss=False, env_id="Swimmer-v5", gamma=0.9999)),
-    "lunarlander": ("rl-zoo3's LunarLanderContinuous-v2, unmeasured here", dict(
-        anneal_lr=False, clip_vloss=False, norm_obs=False, norm_reward=False,
-        env_id="LunarLanderContinuous-v3", num_envs=16, num_steps=1024, num_minibatches=256, update_epochs=4,
-        gamma=0.999, gae_lambda=0.98, ent_coef=0.01)),
     "pendulum": ("rl-zoo3's tuned Pendulum-v1, 100k steps (without its gSDE)", dict(
         anneal_lr=False, clip_vloss=False, norm_obs=False, norm_reward=False, env_id="Pendulum-v1",
         total_timesteps=100_000, num_envs=4, num_steps=1024, num_minibatches=64, update_epochs=10, gamma=0.9,
