@@ -1025,8 +1025,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     return resumed
 
 def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> torch.device:
-    """The device of this process, said in one line: with --cuda, the GPU (under torchrun, its local rank's);
-    where CUDA is not usable, the CPU, and a note (an error if --cuda was named on the command line)."""
+    """The device of this process, said in one line: with --cuda, the machine's GPU number local_rank; where
+    CUDA is not usable, the CPU, and a note (an error if --cuda was named on the command line)."""
     device = torch.device("cpu")
     if args.cuda and torch.cuda.is_available():
         device = torch.device("cuda", local_rank)
