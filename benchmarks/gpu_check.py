@@ -10,7 +10,7 @@ steps/s) to paste into benchmarks/README.md.
 Checks: a run of each script on CUDA (device named, saved model); ppo_atari --precision bf16 and fp32;
 --compile; a checkpoint written on the GPU resumed on the CPU and one written on the CPU resumed on the GPU,
 and the model of the latter evaluated on the CPU; two runs with one seed end with the same weights
-(--torch-deterministic); torchrun with one process a GPU; Atari steps/s with 8 and 16 envs.
+(--torch-deterministic); torchrun with one process a GPU; Atari steps/s with 8 and 16 envs, sync and async.
 """
 
 import argparse
@@ -132,12 +132,15 @@ def check_torchrun(cuda, cwd):
 
 
 def check_atari_speed(cuda, cwd):
+    """Steps/s of 8 iterations, the envs in one process (sync) and in worker processes (async)."""
     figures = []
     for envs in [8, 16]:
-        flags = ["--num-envs", str(envs), "--num-steps", "128", "--total-timesteps", str(envs * 128 * 8)]
-        output = run("ppo_atari.py", *flags, cuda=cuda, cwd=cwd)
-        figures.append(f"{envs} envs {steps_per_second(output):,} steps/s")
-    return ", ".join(figures)
+        for mode in ["off", "on"]:
+            flags = ["--num-envs", str(envs), "--num-steps", "128", "--total-timesteps", str(envs * 128 * 8),
+                     "--async-envs", mode, "--checkpoint-every", "0"]
+            output = run("ppo_atari.py", *flags, cuda=cuda, cwd=cwd)
+            figures.append(f"{envs} envs {'async' if mode == 'on' else 'sync'} {steps_per_second(output):,}")
+    return "steps/s: " + ", ".join(figures)
 
 
 CHECKS = {
