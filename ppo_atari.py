@@ -593,11 +593,11 @@ class Run:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         device = training_device(args, given, int(os.environ.get("LOCAL_RANK", "0")))
         if world_size > 1:  # under torchrun: NCCL between GPUs, one process each; gloo between CPUs
-            if device.type == "cuda" and int(os.environ["LOCAL_WORLD_SIZE"]) > torch.cuda.device_count():
-                fail(f"torchrun starts {os.environ['LOCAL_WORLD_SIZE']} processes on a node with "
-                     f"{torch.cuda.device_count()} GPU(s): NCCL takes one GPU a process; start as many "
-                     "(--nproc_per_node), or train on the CPUs with --no-cuda")
             if device.type == "cuda":
+                if int(os.environ["LOCAL_WORLD_SIZE"]) > torch.cuda.device_count():
+                    fail(f"torchrun starts {os.environ['LOCAL_WORLD_SIZE']} processes on a node with "
+                         f"{torch.cuda.device_count()} GPU(s): NCCL takes one GPU a process; start as many "
+                         "(--nproc_per_node), or train on the CPUs with --no-cuda")
                 torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         rank = dist.get_rank() if world_size > 1 else 0
@@ -1042,9 +1042,10 @@ def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> to
 def set_numerics(args: Args, device: torch.device):
     """--torch-deterministic and --tf32 on CUDA (torch's defaults run cuDNN's convolutions in TF32)."""
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    if device.type == "cuda" and args.torch_deterministic:
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    if args.torch_deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts: the first matmul
         torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -1199,7 +1200,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     run = Run.start(args, given)
     env = make_env(run.args.env_id, run.args)()
     agent = make_agent(run.args, env.action_space, run.device)
-    run.load_agent(agent, env_spaces(env))
+    run.load_agent(agent, run.spaces)
     env.close()
     return run.finish()
 

@@ -1043,9 +1043,10 @@ def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> to
 def set_numerics(args: Args, device: torch.device):
     """--torch-deterministic and --tf32 on CUDA (torch's defaults run cuDNN's convolutions in TF32)."""
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
-    if device.type == "cuda" and args.torch_deterministic:
+    if device.type != "cuda":
+        return
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    if args.torch_deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts: the first matmul
         torch.use_deterministic_algorithms(True, warn_only=True)
 

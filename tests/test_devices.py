@@ -11,7 +11,7 @@ import torch
 import ppo_atari
 import ppo_discrete
 from tests.checks import agent_and_its_own_batch, one_line_error
-from tests.test_scripts import SCRIPTS, TINY, in_tmp_dir, read_events  # noqa: F401  (in_tmp_dir: autouse)
+from tests.test_scripts import SCRIPTS, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
 
 
 def fake_gpus(monkeypatch, count):
@@ -34,13 +34,6 @@ def test_cuda_that_is_not_usable_is_said_and_the_run_goes_on_the_cpu(ppo, capsys
     assert capsys.readouterr().out == "device: cpu\n"  # --no-cuda: no note
     line = one_line_error(capsys, lambda: ppo.training_device(ppo.Args(), given={"cuda"}))
     assert line == "error: --cuda: this torch has no CUDA; drop --cuda to train on the CPU"
-
-
-@SCRIPTS
-def test_the_device_is_logged_with_the_flags(ppo):
-    summary = ppo.train(ppo.Args(**TINY[ppo], cuda=False))
-    text = read_events(summary["run_dir"]).Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
-    assert b"|device|cpu|" in text and b"|cuda|False|" in text
 
 
 def test_a_gpu_is_taken_by_local_rank_and_named(monkeypatch, capsys):

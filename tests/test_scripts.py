@@ -61,6 +61,8 @@ def test_two_iterations_write_every_tag(ppo):
     events = read_events(summary["run_dir"])
     assert set(TAGS) <= set(events.Tags()["scalars"])
     assert "hyperparameters/text_summary" in events.Tags()["tensors"]
+    flags = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
+    assert b"|device|cpu|" in flags and b"|cuda|True|" in flags  # the device it ran on, beside --cuda
     learning_rates = [e.value for e in events.Scalars("charts/learning_rate")]
     np.testing.assert_allclose(learning_rates, [ppo.Args.learning_rate, ppo.Args.learning_rate / 2], rtol=1e-6)
     batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
