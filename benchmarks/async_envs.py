@@ -8,7 +8,6 @@ after repeat, and medians are reported. Writes benchmarks/results/async_envs.csv
 import argparse
 import csv
 import os
-import re
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import ppo_atari  # noqa: E402
+from gpu_check import steps_per_second  # noqa: E402  (the script's last printed steps/s)
 
 
 def env_steps_per_second(num_envs: int, mode: str, vector_steps: int) -> float:
@@ -38,7 +38,7 @@ def run_steps_per_second(num_envs: int, mode: str, iterations: int) -> float:
              "--total-timesteps", steps, "--checkpoint-every", "0", "--no-cuda"]
     out = subprocess.run([sys.executable, os.path.join(ROOT, "ppo_atari.py"), *flags], capture_output=True,
                          text=True, cwd=os.environ.get("TMPDIR", "/tmp"), check=True).stdout
-    return float(re.findall(r"([\d,]+) steps/s", out)[-1].replace(",", ""))
+    return steps_per_second(out)
 
 
 def main():
