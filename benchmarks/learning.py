@@ -2,12 +2,13 @@
 every training episode to a CSV (env, seed, step, episodic_return, wall_clock_s).
 
     python benchmarks/learning.py --envs CartPole-v1 --seeds 1 2 3 --out benchmarks/results/cartpole.csv
-    python benchmarks/learning.py --envs LunarLander-v3 --seeds 1 2 3 --out benchmarks/results/lunarlander.csv \
-        -- --total-timesteps 1000000 --num-envs 16 ...      # flags after -- go to the script
+    python benchmarks/learning.py --envs LunarLander-v3 --seeds 1 2 3 \
+        --out benchmarks/results/lunarlander.csv -- --total-timesteps 1000000 --num-envs 16 ...
     python benchmarks/learning.py --summarize benchmarks/results/cartpole.csv [--at-steps 250000 500000 ...]
     python benchmarks/learning.py --nproc 2 --out benchmarks/results/cartpole_2proc.csv ...   # under torchrun
 
-wall_clock_s counts from the moment the script's process is started, so it includes start-up.
+Flags after -- go to the script. wall_clock_s counts from the moment the script's process is started, so it
+includes start-up.
 """
 
 import argparse
@@ -28,7 +29,8 @@ FIELDS = ["env", "seed", "step", "episodic_return", "wall_clock_s", "phase"]  # 
 
 
 def launcher(nproc: int) -> list[str]:
-    """The command that starts a script: python, or with nproc > 1 torchrun with nproc processes on this machine."""
+    """The command that starts a script: python, or with nproc > 1 torchrun with nproc processes on this
+    machine."""
     if nproc == 1:
         return [sys.executable]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
@@ -42,11 +44,22 @@ def read_the_run(workdir: str) -> tuple[str, EventAccumulator]:
     return os.path.join(workdir, "runs", run_dir), events
 
 
-def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: str = None, nproc: int = 1) -> list[dict]:
-    """Trains once in a fresh working directory (with nproc > 1: under torchrun, nproc processes) and reads its
-    episodes back from TensorBoard; with keep_runs, the run directory (events, saved model) is moved there afterwards."""
+def run_one(
+    script: str, env_id: str, seed: int, extra: list[str], keep_runs: str = None, nproc: int = 1
+) -> list[dict]:
+    """Trains once in a fresh working directory (with nproc > 1: under torchrun, nproc processes) and reads
+    its episodes back from TensorBoard; with keep_runs, the run directory (events, saved model) is moved there
+    afterwards."""
     with tempfile.TemporaryDirectory() as workdir:
-        command = [*launcher(nproc), os.path.join(ROOT, script), "--env-id", env_id, "--seed", str(seed), *extra]
+        command = [
+            *launcher(nproc),
+            os.path.join(ROOT, script),
+            "--env-id",
+            env_id,
+            "--seed",
+            str(seed),
+            *extra,
+        ]
         print(" ".join(command), flush=True)
         start = time.time()
         subprocess.run(command, cwd=workdir, check=True)
@@ -56,9 +69,17 @@ def run_one(script: str, env_id: str, seed: int, extra: list[str], keep_runs: st
             shutil.move(run_dir, os.path.join(keep_runs, os.path.basename(run_dir)))
         tags = {"train": "charts/episodic_return", "eval": "eval/episodic_return"}
         return [
-            dict(env=env_id, seed=seed, step=e.step, episodic_return=e.value, wall_clock_s=round(e.wall_time - start, 3),
-                 phase=phase)
-            for phase, tag in tags.items() if tag in events.Tags()["scalars"] for e in events.Scalars(tag)
+            dict(
+                env=env_id,
+                seed=seed,
+                step=e.step,
+                episodic_return=e.value,
+                wall_clock_s=round(e.wall_time - start, 3),
+                phase=phase,
+            )
+            for phase, tag in tags.items()
+            if tag in events.Tags()["scalars"]
+            for e in events.Scalars(tag)
         ]
 
 
@@ -84,23 +105,31 @@ def read_runs(csv_path: str) -> dict:
 
 
 def summarize(csv_path: str, last: int = 100, solve_at: float = None, solve_window: int = 20):
-    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed; with solve_at, also
-    the wall-clock time at which each seed's mean of `solve_window` episodes first reached it."""
+    """Prints a markdown table: per env, the mean of the last `last` episodes of each seed; with solve_at,
+    also the wall-clock time at which each seed's mean of `solve_window` episodes first reached it."""
     by_env = defaultdict(dict)
     for (env, seed), rows in sorted(read_runs(csv_path).items()):
         by_env[env][seed] = rows
-    print(f"| env | seeds | mean of last {last} episodes, per seed | mean ± std | steps | wall (s), per seed |")
+    print(
+        f"| env | seeds | mean of last {last} episodes, per seed | mean ± std | steps | wall (s), per seed |"
+    )
     print("|---|---|---|---|---|---|")
     for env, runs in by_env.items():
         finals = [np.mean([float(r["episodic_return"]) for r in rows[-last:]]) for rows in runs.values()]
         steps = max(int(rows[-1]["step"]) for rows in runs.values())
         walls = [float(rows[-1]["wall_clock_s"]) for rows in runs.values()]
-        print(f"| {env} | {', '.join(map(str, runs))} | {', '.join(f'{x:.1f}' for x in finals)} | "
-              f"{np.mean(finals):.1f} ± {np.std(finals):.1f} | {steps:,} | {', '.join(f'{w:.0f}' for w in walls)} |")
+        print(
+            f"| {env} | {', '.join(map(str, runs))} | {', '.join(f'{x:.1f}' for x in finals)} | "
+            f"{np.mean(finals):.1f} ± {np.std(finals):.1f} | {steps:,} | "
+            f"{', '.join(f'{w:.0f}' for w in walls)} |"
+        )
         if solve_at is not None:
             solved = [time_to_solve(rows, solve_at, solve_window) for rows in runs.values()]
-            print(f"  {env}: mean of {solve_window} episodes >= {solve_at} at "
-                  + ", ".join(f"{t:.1f} s" for t in solved) + " (wall clock from the process start), per seed")
+            print(
+                f"  {env}: mean of {solve_window} episodes >= {solve_at} at "
+                + ", ".join(f"{t:.1f} s" for t in solved)
+                + " (wall clock from the process start), per seed"
+            )
 
 
 def at_steps(csv_path: str, steps: list[int], last: int = 100):
@@ -114,18 +143,34 @@ def at_steps(csv_path: str, steps: list[int], last: int = 100):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--script", default="ppo_discrete.py", help="the training script, relative to the repository root")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--script", default="ppo_discrete.py", help="the training script, relative to the repository root"
+    )
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--out", default="benchmarks/results/learning.csv", help="the CSV to write")
     parser.add_argument("--summarize", metavar="CSV", help="only print the summary table of an existing CSV")
-    parser.add_argument("--keep-runs", metavar="DIR", help="move each run directory (TensorBoard events, saved model) here")
-    parser.add_argument("--solve-at", type=float, help="also report when the mean of --solve-window episodes first reaches this")
+    parser.add_argument(
+        "--keep-runs", metavar="DIR", help="move each run directory (TensorBoard events, saved model) here"
+    )
+    parser.add_argument(
+        "--solve-at",
+        type=float,
+        help="also report when the mean of --solve-window episodes first reaches this",
+    )
     parser.add_argument("--solve-window", type=int, default=20)
-    parser.add_argument("--nproc", type=int, default=1, help="with N > 1, runs the script under torchrun in N processes")
-    parser.add_argument("--at-steps", nargs="+", type=int, help="with --summarize: the mean of the last 100 episodes "
-                        "ended by each of these steps, per seed")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="with N > 1, runs the script under torchrun in N processes"
+    )
+    parser.add_argument(
+        "--at-steps",
+        nargs="+",
+        type=int,
+        help="with --summarize: the mean of the last 100 episodes ended by each of these steps, per seed",
+    )
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to the script")
     args = parser.parse_args()
     if args.summarize:

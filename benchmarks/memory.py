@@ -1,5 +1,5 @@
-"""Memory over a long run of many episodes: ppo_discrete.py on a toy env whose episodes last one step, with the
-resident set size sampled after every iteration. It must stay flat however many episodes end.
+"""Memory over a long run of many episodes: ppo_discrete.py on a toy env whose episodes last one step, with
+the resident set size sampled after every iteration. It must stay flat however many episodes end.
 
     python benchmarks/memory.py --steps 600000     # prints RSS at 11 points of the run
 """
@@ -18,7 +18,9 @@ from tests.toy_envs import CountingEnv  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--steps", type=int, default=600_000)
     steps = parser.parse_args().steps
     gym.register("OneStep-v0", entry_point=CountingEnv, kwargs={"episode_length": 1})

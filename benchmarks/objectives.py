@@ -96,16 +96,20 @@ def summarize(csv_path: str, plot_path: str):
     random_scores = {env: random_policy_score(env) for env in envs}
     normalized = defaultdict(list)  # setting -> normalized score of every (env, seed)
     for env in envs:
-        setting_means = {s: np.mean([v for (s2, e, _), v in scores.items() if s2 == s and e == env]) for s in settings}
+        setting_means = {
+            s: np.mean([v for (s2, e, _), v in scores.items() if s2 == s and e == env]) for s in settings
+        }
         best = max(setting_means.values())
         if best <= random_scores[env]:
             print(f"warning: on {env} no setting beat the random policy; its normalized scores mean nothing")
         for (setting, e, _), value in scores.items():
             if e == env:
                 normalized[setting].append((value - random_scores[env]) / (best - random_scores[env]))
-    print(f"{len(envs)} envs ({', '.join(envs)}), {total_steps:,} steps, seeds per setting: "
-          f"{len(normalized[settings[0]]) // len(envs)}; random-policy scores: "
-          + ", ".join(f"{env} {score:.1f}" for env, score in random_scores.items()))
+    print(
+        f"{len(envs)} envs ({', '.join(envs)}), {total_steps:,} steps, seeds per setting: "
+        f"{len(normalized[settings[0]]) // len(envs)}; random-policy scores: "
+        + ", ".join(f"{env} {score:.1f}" for env, score in random_scores.items())
+    )
     print("\n| setting | normalized score (ours) | rank (ours) | PPO paper, Table 1 | rank (paper) |")
     print("|---|---|---|---|---|")
     ours = {s: float(np.mean(normalized[s])) for s in settings}
@@ -117,7 +121,9 @@ def summarize(csv_path: str, plot_path: str):
     print("| setting | " + " | ".join(envs) + " |")
     print("|---|" + "---|" * len(envs))
     for s in settings:
-        cells = [f"{np.mean([v for (s2, e, _), v in scores.items() if s2 == s and e == env]):.1f}" for env in envs]
+        cells = [
+            f"{np.mean([v for (s2, e, _), v in scores.items() if s2 == s and e == env]):.1f}" for env in envs
+        ]
         print(f"| {s} | " + " | ".join(cells) + " |")
 
     import matplotlib
@@ -127,10 +133,19 @@ def summarize(csv_path: str, plot_path: str):
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     x = np.arange(len(settings))
-    ax.bar(x - 0.2, [ours[s] for s in settings], 0.4, label=f"ours ({len(envs)} envs, {total_steps // 1000}k steps)")
+    ax.bar(
+        x - 0.2,
+        [ours[s] for s in settings],
+        0.4,
+        label=f"ours ({len(envs)} envs, {total_steps // 1000}k steps)",
+    )
     ax.bar(x + 0.2, [PAPER[s] for s in settings], 0.4, label="PPO paper, Table 1 (7 envs, 1M steps)")
-    labels = [s.replace("no clipping or penalty", "no clipping,\nno penalty").replace(", ", "\n").replace(" = ", "=")
-              for s in settings]
+    labels = [
+        s.replace("no clipping or penalty", "no clipping,\nno penalty")
+        .replace(", ", "\n")
+        .replace(" = ", "=")
+        for s in settings
+    ]
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("normalized score (random 0, best 1)")
     ax.axhline(0, color="black", linewidth=0.5)
@@ -141,8 +156,14 @@ def summarize(csv_path: str, plot_path: str):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", default=["Hopper-v5", "HalfCheetah-v5", "InvertedDoublePendulum-v5", "Reacher-v5"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--envs",
+        nargs="+",
+        default=["Hopper-v5", "HalfCheetah-v5", "InvertedDoublePendulum-v5", "Reacher-v5"],
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=150_000, help="training steps of each run")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (one per CPU core)")

@@ -1,13 +1,14 @@
-"""Draws learning curves from benchmark CSVs: one panel per env, mean ± std over seeds of the
-return averaged over the last `--window` training episodes, against environment steps. With --aggregate, reports
-instead each run's final score (the mean of its last 100 training episodes) per env and flags, and the
-interquartile mean (IQM) with its 95% stratified bootstrap confidence interval (rliable), per env and, on scores
-normalized between a random policy and rl-zoo3's PPO (NORMALIZE), across envs; and draws the performance
-profiles of the normalized scores.
+"""Draws learning curves from benchmark CSVs: one panel per env, mean ± std over seeds of the return averaged
+over the last `--window` training episodes, against environment steps. With --aggregate, reports instead each
+run's final score (the mean of its last 100 training episodes) per env and flags, and the interquartile mean
+(IQM) with its 95% stratified bootstrap confidence interval (rliable), per env and, on scores normalized
+between a random policy and rl-zoo3's PPO (NORMALIZE), across envs; and draws the performance profiles of the
+normalized scores.
 
     python benchmarks/plot.py benchmarks/results/cartpole.csv benchmarks/results/lunarlander.csv \
         --out benchmarks/results/learning_curves.png
-    python benchmarks/plot.py --aggregate benchmarks/results/presets/*.csv --out benchmarks/results/profiles.png
+    python benchmarks/plot.py --aggregate benchmarks/results/presets/*.csv \
+        --out benchmarks/results/profiles.png
 """
 
 import argparse
@@ -50,13 +51,21 @@ def smoothed_on_grid(steps, returns, grid, window: int) -> np.ndarray:
     return np.where(index >= 0, running_mean[np.maximum(index, 0)], np.nan)
 
 
-# env: (mean return of a uniformly random policy, benchmarks/random_returns.py; rl-zoo3's published PPO figure,
-# CartPole's maximum, the human score for Breakout (the DQN paper's, with its random 1.7)): a normalized score's 0 and 1
+# env: (mean return of a uniformly random policy, benchmarks/random_returns.py; rl-zoo3's published PPO
+# figure, CartPole's maximum, the human score for Breakout (the DQN paper's, with its random 1.7)): a
+# normalized score's 0 and 1
 NORMALIZE = {
-    "CartPole-v1": (22.9, 500.0), "Acrobot-v1": (-486.5, -75.0), "MountainCar-v0": (-200.0, -110.0),
-    "LunarLander-v3": (-226.9, 242.0), "Pendulum-v1": (-1245.9, -172.0), "LunarLanderContinuous-v3": (-244.8, 271.0),
-    "HalfCheetah-v5": (-260.8, 5819.0), "Hopper-v5": (24.8, 2410.0), "Walker2d-v5": (2.2, 3479.0),
-    "Swimmer-v5": (-3.1, 282.0), "ALE/Breakout-v5": (1.7, 30.5),
+    "CartPole-v1": (22.9, 500.0),
+    "Acrobot-v1": (-486.5, -75.0),
+    "MountainCar-v0": (-200.0, -110.0),
+    "LunarLander-v3": (-226.9, 242.0),
+    "Pendulum-v1": (-1245.9, -172.0),
+    "LunarLanderContinuous-v3": (-244.8, 271.0),
+    "HalfCheetah-v5": (-260.8, 5819.0),
+    "Hopper-v5": (24.8, 2410.0),
+    "Walker2d-v5": (2.2, 3479.0),
+    "Swimmer-v5": (-3.1, 282.0),
+    "ALE/Breakout-v5": (1.7, 30.5),
 }
 
 
@@ -76,11 +85,14 @@ def final_scores(paths: list[str], last: int = 100, label: str = None) -> dict:
 
 
 def iqm_with_interval(scores: dict) -> dict:
-    """{key: (runs, tasks) array} -> {key: (IQM, low, high)}, the 95% interval from 50,000 stratified bootstraps."""
+    """{key: (runs, tasks) array} -> {key: (IQM, low, high)}, the 95% interval from 50,000 stratified
+    bootstraps."""
     from rliable import library as rly
     from rliable import metrics
 
-    point, interval = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=50_000)
+    point, interval = rly.get_interval_estimates(
+        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=50_000
+    )
     return {key: (point[key][0], interval[key][0, 0], interval[key][1, 0]) for key in scores}
 
 
@@ -104,7 +116,8 @@ def aggregate(paths: list[str], out: str, label: str = None):
     for label, by_env in scores.items():
         envs = sorted(env for env in by_env if env in NORMALIZE)
         runs = min(len(by_env[env]) for env in envs)
-        matrices[label] = np.stack([normalized(env, by_env[env][:runs]) for env in envs], axis=1)  # (runs, envs)
+        # (runs, envs)
+        matrices[label] = np.stack([normalized(env, by_env[env][:runs]) for env in envs], axis=1)
         print(f"{label}: normalized over {', '.join(envs)}, {runs} seeds each")
     for label, (iqm, low, high) in iqm_with_interval(matrices).items():
         print(f"across envs, {label}: normalized IQM {iqm:.2f} [{low:.2f}, {high:.2f}]")
@@ -123,14 +136,23 @@ def aggregate(paths: list[str], out: str, label: str = None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("csvs", nargs="+")
     parser.add_argument("--out", default="benchmarks/results/learning_curves.png")
-    parser.add_argument("--window", type=int, default=20, help="episodes averaged into each point of a seed's curve")
+    parser.add_argument(
+        "--window", type=int, default=20, help="episodes averaged into each point of a seed's curve"
+    )
     parser.add_argument("--title", default="")
-    parser.add_argument("--aggregate", action="store_true", help="IQM and intervals, and performance profiles to --out")
-    parser.add_argument("--label", help="with --aggregate: the name of the runs of CSVs without a flags column "
-                        "(default: each CSV's file name)")
+    parser.add_argument(
+        "--aggregate", action="store_true", help="IQM and intervals, and performance profiles to --out"
+    )
+    parser.add_argument(
+        "--label",
+        help="with --aggregate: the name of the runs of CSVs without a flags column "
+        "(default: each CSV's file name)",
+    )
     args = parser.parse_args()
     if args.aggregate:
         return aggregate(args.csvs, args.out, args.label)
@@ -141,7 +163,9 @@ def main():
         for flags, seeds in by_flags.items():
             first = max(min(steps) for steps, _ in seeds.values())  # from where every seed has an episode
             grid = np.linspace(first, max(max(steps) for steps, _ in seeds.values()), 200)
-            curves = np.stack([smoothed_on_grid(steps, returns, grid, args.window) for steps, returns in seeds.values()])
+            curves = np.stack(
+                [smoothed_on_grid(steps, returns, grid, args.window) for steps, returns in seeds.values()]
+            )
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
             ax.plot(grid, mean, label=f"{flags + ', ' if flags else ''}mean of {len(seeds)} seeds")
             ax.fill_between(grid, mean - std, mean + std, alpha=0.25)

@@ -1,9 +1,9 @@
-"""Scale-out benchmark: the same training run in 1 process and under torchrun in N processes (same flags, so the
-same total envs, batch and minibatches), alternating, several repeats; reports the training steps/s (the last
-charts/SPS point: without start-up) and the wall time from launch to exit, with medians and the ratio.
+"""Scale-out benchmark: the same training run in 1 process and under torchrun in N processes (same flags, so
+the same total envs, batch and minibatches), alternating, several repeats; reports the training steps/s (the
+last charts/SPS point: without start-up) and the wall time from launch to exit, with medians and the ratio.
 
-    python benchmarks/scaling.py --script ppo_atari.py --nproc 2 --repeats 3 --out benchmarks/results/scaling_breakout.csv \
-        -- --total-timesteps 20480
+    python benchmarks/scaling.py --script ppo_atari.py --nproc 2 --repeats 3 \
+        --out benchmarks/results/scaling_breakout.csv -- --total-timesteps 20480
     python benchmarks/scaling.py --summarize benchmarks/results/scaling_breakout.csv
 
 Learning under torchrun is compared with benchmarks/learning.py --nproc N.
@@ -45,13 +45,20 @@ def summarize(csv_path: str):
         mine = [r for r in rows if int(r["processes"]) == processes]
         sps = [float(r["steps_per_s"]) for r in mine]
         medians[processes] = np.median(sps)
-        print(f"| {mine[0]['script']} | {processes} | {', '.join(f'{v:,.0f}' for v in sps)} | {np.median(sps):,.0f} | "
-              f"{np.median([float(r['wall_s']) for r in mine]):.1f} | {medians[processes] / medians[1]:.2f}x |")
+        print(
+            f"| {mine[0]['script']} | {processes} | {', '.join(f'{v:,.0f}' for v in sps)} | "
+            f"{np.median(sps):,.0f} | "
+            f"{np.median([float(r['wall_s']) for r in mine]):.1f} | {medians[processes] / medians[1]:.2f}x |"
+        )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--script", default="ppo_discrete.py", help="the training script, relative to the repository root")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--script", default="ppo_discrete.py", help="the training script, relative to the repository root"
+    )
     parser.add_argument("--nproc", type=int, default=2, help="the processes of the torchrun runs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/scaling.csv", help="the CSV to write")
@@ -68,9 +75,19 @@ def main():
         for repeat in range(args.repeats):
             for processes in (1, args.nproc):  # alternating, so a drift of the machine hits both alike
                 steps_per_s, wall = run_once(args.script, processes, extra)
-                print(f"{args.script} x{processes}, repeat {repeat}: {steps_per_s:,.0f} steps/s, {wall:.1f} s", flush=True)
-                writer.writerow(dict(script=args.script, processes=processes, repeat=repeat,
-                                     steps_per_s=steps_per_s, wall_s=round(wall, 2)))
+                print(
+                    f"{args.script} x{processes}, repeat {repeat}: {steps_per_s:,.0f} steps/s, {wall:.1f} s",
+                    flush=True,
+                )
+                writer.writerow(
+                    dict(
+                        script=args.script,
+                        processes=processes,
+                        repeat=repeat,
+                        steps_per_s=steps_per_s,
+                        wall_s=round(wall, 2),
+                    )
+                )
                 f.flush()
     summarize(args.out)
 

@@ -15,10 +15,11 @@ PARTS = {  # the named parts, by the definitions they hold; the algorithm is eve
     "Args": "Args",
     "train()": "train",
     "the Run (run set-up, signals, resume, logging, checkpoints)": "Run",
-    "input checks": "fail check_args check_env check_spaces check_atari_id check_video_support check_optimizer "
-    "flag_name first_line",
-    "files and flags (checkpoint data, loading, resumed flags)": "new_run_dir start_logging env_spaces as_data "
-    "restore_data load_data_file resumed_args env_states saves_state restore_env_states training_device set_numerics gather_from_ranks",
+    "input checks": "fail check_args check_env check_spaces check_atari_id check_video_support "
+    "check_optimizer flag_name first_line",
+    "files and flags (checkpoint data, loading, resumed flags)": "new_run_dir start_logging env_spaces "
+    "as_data restore_data load_data_file resumed_args env_states saves_state restore_env_states "
+    "training_device set_numerics gather_from_ranks",
     "evaluation, export, main": "evaluate GreedyPolicy export_onnx write_onnx evaluate_saved_model main",
 }
 

@@ -8,9 +8,10 @@ repeat, and medians are reported.
     python benchmarks/speed.py --script ppo_continuous.py --steps 100000 --repeats 3
     python benchmarks/speed.py --script ppo_atari.py --steps 20480 --repeats 3
     python benchmarks/speed.py --plot benchmarks/results/speed_*.csv     # bar chart: results/speed.png
-    python benchmarks/speed.py --breakdown --script ppo_discrete.py --steps 500000 --repeats 3  # where the time goes
-    python benchmarks/speed.py --side-by-side --script ppo_discrete.py --repeats 3   # two runs at once vs one alone
-    python benchmarks/speed.py --script ppo_continuous.py --steps 1000000 --repeats 1 --workers ours --flags --compile
+    python benchmarks/speed.py --breakdown --script ppo_discrete.py --steps 500000 --repeats 3  # the parts
+    python benchmarks/speed.py --side-by-side --script ppo_discrete.py --repeats 3  # 2 at once vs 1
+    python benchmarks/speed.py --script ppo_continuous.py --steps 1000000 --repeats 1 --workers ours \
+        --flags --compile
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
 start-up and imports excluded); "process wall" is the whole command, imports included.
@@ -62,26 +63,52 @@ def worker_sb3(script: str, env_id: str, steps: int) -> float:
     module, args = script_args(script, env_id, steps)
     start = time.perf_counter()
     if script == "ppo_atari.py":  # SB3's Atari stack: the same protocol through its own wrappers
-        module.check_atari_id(args.env_id)  # registers ALE's ids; below, frame skip and no sticky actions as ours
+        # registers ALE's ids; below, frame skip and no sticky actions as ours
+        module.check_atari_id(args.env_id)
         no_skip = dict(frameskip=1, repeat_action_probability=0.0)
-        envs = VecFrameStack(make_atari_env(args.env_id, n_envs=args.num_envs, seed=args.seed, env_kwargs=no_skip), 4)
+        envs = VecFrameStack(
+            make_atari_env(args.env_id, n_envs=args.num_envs, seed=args.seed, env_kwargs=no_skip), 4
+        )
         policy, policy_kwargs = "CnnPolicy", {}
     else:
         envs = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
         activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[args.activation]
         hidden = list(args.hidden_sizes)
-        policy, policy_kwargs = "MlpPolicy", dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=activation)
+        policy, policy_kwargs = (
+            "MlpPolicy",
+            dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=activation),
+        )
     if getattr(args, "norm_obs", False) or getattr(args, "norm_reward", False):
-        envs = VecNormalize(envs, norm_obs=args.norm_obs, norm_reward=args.norm_reward, clip_obs=args.clip_obs,
-                            clip_reward=args.clip_reward, gamma=args.gamma)
-    learning_rate = (lambda remaining: remaining * args.learning_rate) if args.anneal_lr else args.learning_rate
+        envs = VecNormalize(
+            envs,
+            norm_obs=args.norm_obs,
+            norm_reward=args.norm_reward,
+            clip_obs=args.clip_obs,
+            clip_reward=args.clip_reward,
+            gamma=args.gamma,
+        )
+    learning_rate = (
+        (lambda remaining: remaining * args.learning_rate) if args.anneal_lr else args.learning_rate
+    )
     model = PPO(
-        policy, envs, learning_rate=learning_rate, n_steps=args.num_steps,
-        batch_size=args.num_envs * args.num_steps // args.num_minibatches, n_epochs=args.update_epochs,
-        gamma=args.gamma, gae_lambda=args.gae_lambda, clip_range=args.clip_coef,
-        clip_range_vf=args.clip_coef if args.clip_vloss else None, normalize_advantage=args.norm_adv,
-        ent_coef=args.ent_coef, vf_coef=args.vf_coef, max_grad_norm=args.max_grad_norm, target_kl=args.target_kl,
-        policy_kwargs=policy_kwargs, device="cuda" if args.cuda and torch.cuda.is_available() else "cpu", seed=args.seed,
+        policy,
+        envs,
+        learning_rate=learning_rate,
+        n_steps=args.num_steps,
+        batch_size=args.num_envs * args.num_steps // args.num_minibatches,
+        n_epochs=args.update_epochs,
+        gamma=args.gamma,
+        gae_lambda=args.gae_lambda,
+        clip_range=args.clip_coef,
+        clip_range_vf=args.clip_coef if args.clip_vloss else None,
+        normalize_advantage=args.norm_adv,
+        ent_coef=args.ent_coef,
+        vf_coef=args.vf_coef,
+        max_grad_norm=args.max_grad_norm,
+        target_kl=args.target_kl,
+        policy_kwargs=policy_kwargs,
+        device="cuda" if args.cuda and torch.cuda.is_available() else "cpu",
+        seed=args.seed,
     )
     model.learn(total_timesteps=steps)
     return time.perf_counter() - start
@@ -101,13 +128,25 @@ def worker_raw(script: str, env_id: str, steps: int) -> float:
 
 
 WORKERS = {"ours": worker_ours, "sb3": worker_sb3, "raw env": worker_raw}
-PARTS = ["collect_rollout", "compute_gae", "update"]  # the functions every script's train() calls each iteration
+# the functions every script's train() calls each iteration
+PARTS = ["collect_rollout", "compute_gae", "update"]
 
 
 def worker_command(name: str, script: str, env_id: str, steps: int, flags: tuple = ()) -> list[str]:
     """This file run as one measurement's worker process (flags: our script's, a command line's)."""
-    return [sys.executable, os.path.abspath(__file__), "--worker", name, "--script", script, "--env-id", env_id,
-            "--steps", str(steps), *(["--flags", *flags] if flags else [])]
+    return [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        name,
+        "--script",
+        script,
+        "--env-id",
+        env_id,
+        "--steps",
+        str(steps),
+        *(["--flags", *flags] if flags else []),
+    ]
 
 
 def breakdown_once(script: str, env_id: str, steps: int) -> dict:
@@ -135,7 +174,8 @@ def breakdown_once(script: str, env_id: str, steps: int) -> dict:
 
 
 def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
-    """Prints where the time of a default run goes, medians of repeats, each in its own process; every run to out."""
+    """Prints where the time of a default run goes, medians of repeats, each in its own process; every run to
+    out."""
     runs = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as workdir:
@@ -151,30 +191,59 @@ def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
     iterations = steps // (args.num_envs * args.num_steps)
     rollout_steps = iterations * args.num_envs * args.num_steps
     gradient_steps = iterations * args.update_epochs * args.num_minibatches
-    print(f"\n{script} on {env_id}, {steps:,} steps ({iterations} iterations, {gradient_steps:,} minibatch steps), "
-          f"median of {repeats}: {steps / median['total']:,.0f} steps/s (CSV: {os.path.relpath(out, ROOT)})\n")
+    print(
+        f"\n{script} on {env_id}, {steps:,} steps ({iterations} iterations, "
+        f"{gradient_steps:,} minibatch steps), "
+        f"median of {repeats}: {steps / median['total']:,.0f} steps/s (CSV: {os.path.relpath(out, ROOT)})\n"
+    )
     print("| part | seconds | share | per unit |")
     print("|---|---|---|---|")
-    rows = [("rollout (`collect_rollout`)", median["collect_rollout"], f"{median['collect_rollout'] / rollout_steps * 1e6:.1f} µs per env step"),
-            ("  of which the raw env (random actions, separate run)", median["raw env"], f"{median['raw env'] / steps * 1e6:.1f} µs per env step"),
-            ("advantages (`compute_gae`)", median["compute_gae"], f"{median['compute_gae'] / iterations * 1e3:.2f} ms per iteration"),
-            ("update (`update`)", median["update"], f"{median['update'] / gradient_steps * 1e3:.2f} ms per minibatch step"),
-            ("other (set-up, bookkeeping, logging)", median["other"], ""),
-            ("total", median["total"], "")]
+    rows = [
+        (
+            "rollout (`collect_rollout`)",
+            median["collect_rollout"],
+            f"{median['collect_rollout'] / rollout_steps * 1e6:.1f} µs per env step",
+        ),
+        (
+            "  of which the raw env (random actions, separate run)",
+            median["raw env"],
+            f"{median['raw env'] / steps * 1e6:.1f} µs per env step",
+        ),
+        (
+            "advantages (`compute_gae`)",
+            median["compute_gae"],
+            f"{median['compute_gae'] / iterations * 1e3:.2f} ms per iteration",
+        ),
+        (
+            "update (`update`)",
+            median["update"],
+            f"{median['update'] / gradient_steps * 1e3:.2f} ms per minibatch step",
+        ),
+        ("other (set-up, bookkeeping, logging)", median["other"], ""),
+        ("total", median["total"], ""),
+    ]
     for name, seconds, unit in rows:
         print(f"| {name} | {seconds:.2f} | {seconds / median['total']:.0%} | {unit} |")
 
 
-def measure(name: str, script: str, env_id: str, steps: int, flags: tuple = (), copies: int = 1) -> list[dict]:
+def measure(
+    name: str, script: str, env_id: str, steps: int, flags: tuple = (), copies: int = 1
+) -> list[dict]:
     """Runs copies of one worker at once, each in its own process; returns each one's steps/s, process wall
     time and peak RSS."""
     with tempfile.TemporaryDirectory() as workdir:
         start, processes = time.perf_counter(), []
         for copy in range(copies):
             os.makedirs(os.path.join(workdir, str(copy)))
-            processes.append(subprocess.Popen(worker_command(name, script, env_id, steps, flags),
-                                              cwd=os.path.join(workdir, str(copy)), stdout=subprocess.PIPE,
-                                              stderr=subprocess.DEVNULL, text=True))
+            processes.append(
+                subprocess.Popen(
+                    worker_command(name, script, env_id, steps, flags),
+                    cwd=os.path.join(workdir, str(copy)),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
         rows = []
         for process in processes:
             output = process.stdout.read()
@@ -182,9 +251,16 @@ def measure(name: str, script: str, env_id: str, steps: int, flags: tuple = (), 
             if status != 0:
                 raise RuntimeError(f"{name} worker failed (status {status})")
             seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
-            rows.append(dict(worker=name, steps=steps, seconds=round(seconds, 3), sps=round(steps / seconds, 1),
-                             process_wall_s=round(time.perf_counter() - start, 2),
-                             peak_rss_mb=round(usage.ru_maxrss / 1024, 1)))
+            rows.append(
+                dict(
+                    worker=name,
+                    steps=steps,
+                    seconds=round(seconds, 3),
+                    sps=round(steps / seconds, 1),
+                    process_wall_s=round(time.perf_counter() - start, 2),
+                    peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
+                )
+            )
     return rows
 
 
@@ -200,9 +276,12 @@ def side_by_side(script: str, env_id: str, steps: int, repeats: int, flags: tupl
     write_rows(out, rows)
     alone = float(np.median([r["seconds"] for r in rows if r["copies"] == 1]))  # the training, in the process
     paired = [r["seconds"] for r in rows if r["copies"] == 2]
-    print(f"\n{script} on {env_id}, {steps:,} steps: alone {alone:.1f} s (median of {repeats}); two side by side: "
-          f"{', '.join(f'{w:.1f}' for w in paired)} s each, median {np.median(paired) / alone:.2f}x of alone "
-          f"(worst {max(paired) / alone:.2f}x). CSV: {os.path.relpath(out, ROOT)}")
+    print(
+        f"\n{script} on {env_id}, {steps:,} steps: alone {alone:.1f} s (median of {repeats}); "
+        f"two side by side: "
+        f"{', '.join(f'{w:.1f}' for w in paired)} s each, median {np.median(paired) / alone:.2f}x of alone "
+        f"(worst {max(paired) / alone:.2f}x). CSV: {os.path.relpath(out, ROOT)}"
+    )
 
 
 def write_rows(out: str, rows: list[dict]):
@@ -240,20 +319,39 @@ def plot(csv_paths: list[str], out: str):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--script", default="ppo_discrete.py", choices=["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--script",
+        default="ppo_discrete.py",
+        choices=["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"],
+    )
     parser.add_argument("--env-id", default="", help="default: the script's default env")
     parser.add_argument("--steps", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", nargs="+", default=list(WORKERS), choices=list(WORKERS))
-    parser.add_argument("--out", default=None, help="CSV of every measurement (default benchmarks/results/speed_{env}.csv)")
-    parser.add_argument("--plot", nargs="+", metavar="CSV", help="draw a bar chart of these result CSVs, then stop")
+    parser.add_argument(
+        "--out", default=None, help="CSV of every measurement (default benchmarks/results/speed_{env}.csv)"
+    )
+    parser.add_argument(
+        "--plot", nargs="+", metavar="CSV", help="draw a bar chart of these result CSVs, then stop"
+    )
     parser.add_argument("--plot-out", default=os.path.join(ROOT, "benchmarks", "results", "speed.png"))
-    parser.add_argument("--breakdown", action="store_true", help="where our script's time goes: rollout, GAE, update, other")
-    parser.add_argument("--side-by-side", action="store_true",
-                        help="our run alone, then two copies at once: how much slower each is")
-    parser.add_argument("--flags", nargs=argparse.REMAINDER, default=[],
-                        help="flags for our script (last on the line), e.g. --flags --compile")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="where our script's time goes: rollout, GAE, update, other"
+    )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="our run alone, then two copies at once: how much slower each is",
+    )
+    parser.add_argument(
+        "--flags",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="flags for our script (last on the line), e.g. --flags --compile",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plot:
@@ -268,28 +366,41 @@ def main():
         return
     env_id = args.env_id or script_args(args.script, "", 1)[1].env_id
     if args.breakdown:
-        out = args.out or os.path.join(ROOT, "benchmarks", "results", f"breakdown_{env_id.replace('/', '-')}.csv")
+        out = args.out or os.path.join(
+            ROOT, "benchmarks", "results", f"breakdown_{env_id.replace('/', '-')}.csv"
+        )
         breakdown(args.script, env_id, args.steps, args.repeats, out)
         return
     if args.side_by_side:
-        out = args.out or os.path.join(ROOT, "benchmarks", "results", f"side_by_side_{env_id.replace('/', '-')}.csv")
+        out = args.out or os.path.join(
+            ROOT, "benchmarks", "results", f"side_by_side_{env_id.replace('/', '-')}.csv"
+        )
         side_by_side(args.script, env_id, args.steps, args.repeats, tuple(args.flags), out)
         return
 
     rows = []
     for repeat in range(args.repeats):
         for name in args.workers:
-            (row,) = measure(name, args.script, env_id, args.steps, tuple(args.flags) if name == "ours" else ())
+            (row,) = measure(
+                name, args.script, env_id, args.steps, tuple(args.flags) if name == "ours" else ()
+            )
             rows.append(dict(row, repeat=repeat))
             print(rows[-1], flush=True)
     out = args.out or os.path.join(ROOT, "benchmarks", "results", f"speed_{env_id.replace('/', '-')}.csv")
     write_rows(out, rows)
 
-    median = {name: {key: float(np.median([r[key] for r in rows if r["worker"] == name]))
-                     for key in ["sps", "process_wall_s", "peak_rss_mb"]} for name in args.workers}
+    median = {
+        name: {
+            key: float(np.median([r[key] for r in rows if r["worker"] == name]))
+            for key in ["sps", "process_wall_s", "peak_rss_mb"]
+        }
+        for name in args.workers
+    }
     ours = median.get("ours", {}).get("sps")
-    print(f"\n{args.script} on {env_id}, {args.steps:,} steps, median of {args.repeats} alternating runs "
-          f"(CSV: {os.path.relpath(out, ROOT)})\n")
+    print(
+        f"\n{args.script} on {env_id}, {args.steps:,} steps, median of {args.repeats} alternating runs "
+        f"(CSV: {os.path.relpath(out, ROOT)})\n"
+    )
     print("| run | steps/s | ours ÷ this | process wall (s) | peak RSS (MB) |")
     print("|---|---|---|---|---|")
     for name, m in median.items():

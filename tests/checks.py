@@ -30,7 +30,8 @@ def one_line_error(capsys, run) -> str:
 
 
 def help_text(ppo, monkeypatch, capsys) -> str:
-    """What `python ppo_*.py --help` prints, read in this process (main() as the shell calls it), on one line."""
+    """What `python ppo_*.py --help` prints, read in this process (main() as the shell calls it), on one
+    line."""
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(sys, "argv", [f"{ppo.__name__}.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:
@@ -55,8 +56,11 @@ def agent_and_its_own_batch(ppo, n=64):
     """An agent and a batch of its own policy (old = new) in which the actions that the advantages favour are
     known: advantage +1 for action 0 (continuous: a first component above the mean), -1 for the others."""
     torch.manual_seed(0)
-    agent = {ppo_discrete: lambda: ppo_discrete.Agent(4, [3]), ppo_continuous: lambda: ppo_continuous.Agent(4, 2),
-             ppo_atari: lambda: ppo_atari.Agent(3)}[ppo]()
+    agent = {
+        ppo_discrete: lambda: ppo_discrete.Agent(4, [3]),
+        ppo_continuous: lambda: ppo_continuous.Agent(4, 2),
+        ppo_atari: lambda: ppo_atari.Agent(3),
+    }[ppo]()
     obs = torch.randint(0, 256, (n, 4, 84, 84), dtype=torch.uint8) if ppo is ppo_atari else torch.randn(n, 4)
     with torch.no_grad():
         outputs = [output.clone() for output in agent(obs)]
@@ -65,22 +69,33 @@ def agent_and_its_own_batch(ppo, n=64):
         actions = means + log_stds.exp() * torch.randn(n, 2)
         advantages = torch.where(actions[:, 0] > means[:, 0], 1.0, -1.0)
         logprobs = ppo.gaussian_log_prob(actions, means, log_stds)
-        return agent, ppo.Batch(obs, actions, means, log_stds, logprobs, values, advantages, values), advantages
+        return (
+            agent,
+            ppo.Batch(obs, actions, means, log_stds, logprobs, values, advantages, values),
+            advantages,
+        )
     log_probs, values = torch.log_softmax(outputs[0], -1), outputs[1]
     actions = torch.arange(n) % 3
     advantages = torch.where(actions == 0, 1.0, -1.0)
     logprobs = log_probs[torch.arange(n), actions]
     if ppo is ppo_discrete:
-        return agent, ppo.Batch(obs, actions[:, None], None, log_probs, logprobs, values, advantages, values), advantages
+        return (
+            agent,
+            ppo.Batch(obs, actions[:, None], None, log_probs, logprobs, values, advantages, values),
+            advantages,
+        )
     return agent, ppo.Batch(obs, actions, log_probs, logprobs, values, advantages, values), advantages
 
 
 def rollout_of(ppo, agent, env_fns, num_steps, **flags):
-    """One rollout of agent in a vector env of env_fns, as make_envs builds it (SAME_STEP autoreset, the envs' own
-    observation buffers); returns the rollout, the episodes that ended, and the state handed to the next rollout."""
+    """One rollout of agent in a vector env of env_fns, as make_envs builds it (SAME_STEP autoreset, the envs'
+    own observation buffers); returns the rollout, the episodes that ended, and the state handed to the next
+    rollout."""
     envs = gym.vector.SyncVectorEnv(env_fns, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     args = ppo.Args(num_envs=len(env_fns), num_steps=num_steps, **flags)
     state = ppo.restart_episodes(envs, args, seed=0)
-    rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
+    rollout, finished = ppo.collect_rollout(
+        envs, agent, state, args, np.random.default_rng(0), torch.device("cpu")
+    )
     envs.close()
     return rollout, finished, state

@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under torchrun: trains with one of the scripts, then saves this rank's
 parameters to OUT_DIR/rank{RANK}.pt.
 
-    torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py ppo_atari OUT_DIR --total-timesteps 1024
+    torchrun --standalone --nproc_per_node 2 tests/distributed_worker.py ppo_atari OUT_DIR \
+        --total-timesteps 1024
 """
 
 import importlib

@@ -36,7 +36,8 @@ def test_workers_play_the_same_games_as_one_process():
 
 @pytest.mark.slow
 def test_training_with_workers_ends_with_the_weights_of_one_process():
-    """With workers: a video recorded by the first env (in its worker), an evaluation, a checkpoint resumed."""
+    """With workers: a video recorded by the first env (in its worker), an evaluation, a checkpoint
+    resumed."""
     one_process = ppo.train(ppo.Args(**TINY[ppo], async_envs="off", save_model=True))
     summary = ppo.train(ppo.Args(**TINY[ppo], async_envs="on", save_model=True, checkpoint_every=256,
                                  capture_video=True, eval_episodes=1))

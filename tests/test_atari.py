@@ -1,6 +1,6 @@
-"""ppo_atari.py: CleanRL's protocol (no-ops, then FIRE and action 2, at a game's start and after each lost life),
-preprocessing against frames computed by hand, episodic life, reward clipping, whole-game scores, the protocol kept
-with a saved model."""
+"""ppo_atari.py: CleanRL's protocol (no-ops, then FIRE and action 2, at a game's start and after each lost
+life), preprocessing against frames computed by hand, episodic life, reward clipping, whole-game scores, the
+protocol kept with a saved model."""
 
 import contextlib
 import glob
@@ -38,7 +38,8 @@ def test_noops_then_fire_at_a_game_start_and_fire_after_every_lost_life():
     obs, _ = env.reset(seed=3)
     noops = len(recorder.actions) - 8
     assert 1 <= noops <= 30 and recorder.actions == [0] * noops + [1] * 4 + [3] * 4  # 4 frames per step
-    assert all(np.array_equal(frame, obs[0]) for frame in obs)  # the stack starts with the first frame repeated
+    # the stack starts with the first frame repeated
+    assert all(np.array_equal(frame, obs[0]) for frame in obs)
     lives, resets = [env.unwrapped.ale.lives()], 0
     while True:
         obs, _, terminated, truncated, info = env.step(0)
@@ -60,8 +61,9 @@ def test_noops_then_fire_at_a_game_start_and_fire_after_every_lost_life():
 
 
 def test_preprocessing_against_frames_built_by_hand():
-    """Frame skip 4 with the max of the last two grayscale frames, resized to 84x84 (area interpolation), stacked
-    oldest first, the first frame (after FIRE and action 2) repeated: computed from the emulator's own screens."""
+    """Frame skip 4 with the max of the last two grayscale frames, resized to 84x84 (area interpolation),
+    stacked oldest first, the first frame (after FIRE and action 2) repeated: computed from the emulator's own
+    screens."""
     env = gym.make("ALE/Breakout-v5", frameskip=1, repeat_action_probability=0.0)
     env.reset(seed=0)
     ale = env.unwrapped.ale
@@ -96,17 +98,23 @@ def untrained_rollouts(args, rng_seed=0):
     agent = ppo.Agent(int(envs.single_action_space.n))
     try:
         while True:
-            yield ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(rng_seed), torch.device("cpu"))
+            yield ppo.collect_rollout(
+                envs, agent, state, args, np.random.default_rng(rng_seed), torch.device("cpu")
+            )
     finally:
         envs.close()
 
 
 def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
     with contextlib.closing(untrained_rollouts(ppo.Args(num_envs=2))) as play:
-        rollouts, finished_games = zip(*[next(play) for _ in range(4)])  # whole games with an untrained policy
+        # whole games with an untrained policy
+        rollouts, finished_games = zip(*[next(play) for _ in range(4)])
     dones = np.concatenate([r.dones for r in rollouts])  # (512, 2)
-    rewards = np.concatenate([r.rewards for r in rollouts])
-    games = [(i * 128 + step, env, score, length) for i, f in enumerate(finished_games) for step, env, score, length in f]
+    games = [
+        (i * 128 + step, env, score, length)
+        for i, f in enumerate(finished_games)
+        for step, env, score, length in f
+    ]
     assert games, "no game ended: raise the number of steps"
     for env in range(2):
         ends = [step for step, e, _, _ in games if e == env]
@@ -118,7 +126,8 @@ def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
         previous_end = -1
         for step, _, score, length in sorted((g for g in games if g[1] == env), key=lambda g: g[0]):
             steps = step - previous_end  # the game's agent steps, over all its lives
-            # in frames: 4 per step (fewer at the last), plus the no-ops, FIRE and action 2 steps of the resets
+            # in frames: 4 per step (fewer at the last), plus the no-ops, FIRE and action 2 steps of the
+            # resets
             assert 4 * (steps - 1) < length <= 4 * steps + 30 + 8 + 4 * 12
             previous_end = step
             assert score >= 0
@@ -127,7 +136,9 @@ def test_a_lost_life_ends_the_training_episode_but_not_the_game(tmp_path):
 def test_whole_game_score_is_the_raw_sum_of_unclipped_rewards():
     # SpaceInvaders pays 5 to 30 points per invader: clipped training rewards are 1, the logged score is raw
     collected_rewards, games = [], []
-    with contextlib.closing(untrained_rollouts(ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=1), 1)) as play:
+    with contextlib.closing(
+        untrained_rollouts(ppo.Args(env_id="ALE/SpaceInvaders-v5", num_envs=1), 1)
+    ) as play:
         for rollout, finished in itertools.islice(play, 12):
             collected_rewards.append(rollout.rewards[:, 0])
             games += finished
@@ -152,14 +163,17 @@ def test_rewards_are_clipped_to_their_sign_for_training():
 def test_a_saved_model_is_evaluated_with_its_own_protocol(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     protocol = dict(sticky_actions=True, noop_max=5, episodic_life=False)
-    ppo.train(ppo.Args(total_timesteps=512, num_envs=2, num_steps=256, update_epochs=1, save_model=True, **protocol))
+    ppo.train(
+        ppo.Args(total_timesteps=512, num_envs=2, num_steps=256, update_epochs=1, save_model=True, **protocol)
+    )
     (model_path,) = glob.glob("runs/*/ppo_atari.model")
     model = ppo.load_data_file(ppo.Args(load_model=model_path))
     args = ppo.resumed_args(ppo.Args(load_model=model_path, eval_episodes=1), model)
     assert {name: getattr(args, name) for name in protocol} == protocol  # not the command line's defaults
     capsys.readouterr()  # the training's output
-    error = one_line_error(capsys, lambda: ppo.resumed_args(ppo.Args(load_model=model_path), model,
-                                                            given={"sticky_actions"}))
+    error = one_line_error(
+        capsys, lambda: ppo.resumed_args(ppo.Args(load_model=model_path), model, given={"sticky_actions"})
+    )
     assert "drop --sticky-actions (saved: True)" in error
 
 
@@ -184,12 +198,16 @@ def test_bf16_trunk_stays_close_to_float32_and_fp32_is_exact():
     torch.testing.assert_close(values_bf16, values, rtol=0.05, atol=0.02)
     log_probs, log_probs_bf16 = torch.log_softmax(logits, -1), torch.log_softmax(logits_bf16, -1)
     assert (log_probs_bf16 - log_probs).abs().max() < 1e-3  # ratios of 1 +- 0.001 from precision alone
-    assert ppo.use_bf16("fp32", torch.device("cpu")) is False and ppo.use_bf16("bf16", torch.device("cpu")) is True
+    assert (
+        ppo.use_bf16("fp32", torch.device("cpu")) is False
+        and ppo.use_bf16("bf16", torch.device("cpu")) is True
+    )
     assert ppo.use_bf16("auto", torch.device("cpu")) is False  # bf16 on shared CPU cores crawls
 
 
 def test_a_rollout_beyond_memory_is_refused_before_anything_runs(capsys):
-    """A step stores 4 frames of 84x84 bytes (and the update a shuffled copy): counted so, not at 100 bytes."""
+    """A step stores 4 frames of 84x84 bytes (and the update a shuffled copy): counted so, not at 100
+    bytes."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     num_steps = memory // (8 * 4 * 84 * 84) + 1  # the frames of 8 envs alone fill the memory
     line = one_line_error(capsys, lambda: ppo.check_args(ppo.Args(num_envs=8, num_steps=num_steps)))

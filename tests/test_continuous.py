@@ -68,10 +68,20 @@ def test_gaussian_log_prob_and_entropy_by_hand():
     agent = ppo.Agent(3, 2)
     with torch.no_grad():
         agent.actor_logstd.copy_(log_std)
-    minibatch = ppo.Batch(torch.randn(4, 3), torch.randn(4, 2), torch.zeros(4, 2), torch.zeros(4, 2), torch.zeros(4),
-                          torch.zeros(4), torch.zeros(4), torch.zeros(4))
+    minibatch = ppo.Batch(
+        torch.randn(4, 3),
+        torch.randn(4, 2),
+        torch.zeros(4, 2),
+        torch.zeros(4, 2),
+        torch.zeros(4),
+        torch.zeros(4),
+        torch.zeros(4),
+        torch.zeros(4),
+    )
     _, logs, _ = ppo.ppo_loss(agent, minibatch, ppo.Args(), ppo.Schedule(1.0, 0.2, 0.0, 0.0))
-    assert logs["entropy"].item() == pytest.approx(2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5), rel=1e-6)
+    assert logs["entropy"].item() == pytest.approx(
+        2 * (0.5 + 0.5 * math.log(2 * math.pi)) + math.log(0.5), rel=1e-6
+    )
 
 
 def test_sampled_actions_have_the_policy_mean_and_std():
@@ -93,7 +103,9 @@ def bounded_rollout(num_steps, norm_obs=False, norm_reward=False, time_limit=Non
     agent = ppo.Agent(2, 2)
     with torch.no_grad():
         agent.actor_logstd.fill_(1.0)  # std e: most samples fall outside [-0.1, 0.1]
-    rollout, finished = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
+    rollout, finished = ppo.collect_rollout(
+        envs, agent, state, args, np.random.default_rng(0), torch.device("cpu")
+    )
     received = np.array(envs.envs[0].unwrapped.received)
     return agent, (rollout, finished), received
 
@@ -106,7 +118,9 @@ def test_env_gets_clipped_actions_while_the_unclipped_sample_is_stored_and_score
     with torch.no_grad():
         mean, log_std, _ = agent(torch.from_numpy(data.obs[:, 0]))
         expected = ppo.gaussian_log_prob(torch.from_numpy(stored), mean, log_std)
-    batch = ppo.make_batch(data, np.zeros((20, 1), np.float32), np.zeros((20, 1), np.float32), torch.device("cpu"))
+    batch = ppo.make_batch(
+        data, np.zeros((20, 1), np.float32), np.zeros((20, 1), np.float32), torch.device("cpu")
+    )
     torch.testing.assert_close(batch.logprobs, expected)
 
 
@@ -141,8 +155,18 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     # a reloaded network's weights lie elsewhere in memory)
     evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=2))
     np.testing.assert_allclose(evaluation["eval_returns"], summary["eval_returns"], rtol=1e-4)
-    out = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py"),
-                          "--load-model", summary["model_path"], "--eval-episodes", "2"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py"),
+            "--load-model",
+            summary["model_path"],
+            "--eval-episodes",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(evaluation['eval_returns']):.2f}" in out.stdout  # same process layout
     # without its statistics the same network scores differently: the statistics matter
@@ -155,17 +179,41 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
 
 def test_orthogonal_init_and_log_std():
     agent = ppo.Agent(obs_dim=17, action_dim=6)
-    for layer, gain in [(agent.actor_mean[0][0], math.sqrt(2)), (agent.critic[0][2], math.sqrt(2)),
-                        (agent.actor_mean[1], 0.01), (agent.critic[1], 1.0)]:
+    for layer, gain in [
+        (agent.actor_mean[0][0], math.sqrt(2)),
+        (agent.critic[0][2], math.sqrt(2)),
+        (agent.actor_mean[1], 0.01),
+        (agent.critic[1], 1.0),
+    ]:
         assert_orthogonal_init(layer, gain)
     assert torch.all(agent.actor_logstd == 0) and agent.actor_logstd.shape == (6,)
 
 
-@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5", "Pendulum-v1",
-                                    "BipedalWalker-v3", "LunarLanderContinuous-v3", "MountainCarContinuous-v0"])
+@pytest.mark.parametrize(
+    "env_id",
+    [
+        "HalfCheetah-v5",
+        "Hopper-v5",
+        "Walker2d-v5",
+        "Ant-v5",
+        "Humanoid-v5",
+        "Pendulum-v1",
+        "BipedalWalker-v3",
+        "LunarLanderContinuous-v3",
+        "MountainCarContinuous-v0",
+    ],
+)
 def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=128, num_steps=64, num_minibatches=2, update_epochs=1,
-                                 save_model=True))
+    summary = ppo.train(
+        ppo.Args(
+            env_id=env_id,
+            total_timesteps=128,
+            num_steps=64,
+            num_minibatches=2,
+            update_epochs=1,
+            save_model=True,
+        )
+    )
     saved = torch.load(summary["model_path"], weights_only=True)
     assert saved["args"]["env_id"] == env_id and saved["state"]["obs_rms"]["count"] == 1 + 128

@@ -1,6 +1,6 @@
-"""The three scripts share no module: what is the same in them is copied, and the copies must stay byte-identical.
-Every top-level definition and module-level assignment that two scripts both make is compared, except those a
-script makes its own."""
+"""The three scripts share no module: what is the same in them is copied, and the copies must stay
+byte-identical. Every top-level definition and module-level assignment that two scripts both make is compared,
+except those a script makes its own."""
 
 import ast
 import functools
@@ -12,14 +12,49 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ["ppo_discrete", "ppo_continuous", "ppo_atari"]
 # what each kind of problem defines its own way; everything else that two scripts both define is a copy
-OWN = {"Args", "make_env", "Agent", "make_agent", "EnvState", "Rollout", "Batch", "restart_episodes", "sample_actions",
-       "collect_rollout", "make_batch", "ppo_loss", "policy_kl", "train", "check_args", "check_spaces", "env_states",
-       "restore_env_states", "check_video_support", "evaluate", "GreedyPolicy", "export_onnx", "evaluate_saved_model",
-       "CHECKPOINT_FORMAT", "NETWORK_FLAGS", "PRESETS"}
+OWN = {
+    "Args",
+    "make_env",
+    "Agent",
+    "make_agent",
+    "EnvState",
+    "Rollout",
+    "Batch",
+    "restart_episodes",
+    "sample_actions",
+    "collect_rollout",
+    "make_batch",
+    "ppo_loss",
+    "policy_kl",
+    "train",
+    "check_args",
+    "check_spaces",
+    "env_states",
+    "restore_env_states",
+    "check_video_support",
+    "evaluate",
+    "GreedyPolicy",
+    "export_onnx",
+    "evaluate_saved_model",
+    "CHECKPOINT_FORMAT",
+    "NETWORK_FLAGS",
+    "PRESETS",
+}
 # ppo_atari.py alone runs under torchrun: its harness and its update are its own; it has no --preset (its
 # defaults are CleanRL's Atari settings), so its main is its own
-OWN_IN = {"ppo_atari": {"Run", "fail", "update", "make_envs", "check_env", "load_data_file", "start_logging", "NO_LOGS",
-                         "main"}}
+OWN_IN = {
+    "ppo_atari": {
+        "Run",
+        "fail",
+        "update",
+        "make_envs",
+        "check_env",
+        "load_data_file",
+        "start_logging",
+        "NO_LOGS",
+        "main",
+    }
+}
 
 
 def definitions(script: str) -> dict:
@@ -60,18 +95,24 @@ def test_shared_definitions_are_byte_identical(first, second):
 def test_a_drifted_copy_is_caught():
     atari = definitions("ppo_atari")
     atari["iteration_schedule"] = atari["iteration_schedule"].replace("(iteration - 1.0)", "iteration")
-    assert drifted_copies("ppo_discrete", definitions("ppo_discrete"), "ppo_atari", atari) == ["iteration_schedule"]
+    assert drifted_copies("ppo_discrete", definitions("ppo_discrete"), "ppo_atari", atari) == [
+        "iteration_schedule"
+    ]
 
 
 def test_module_level_code_is_compared():
     assert "NO_LOGS" in definitions("ppo_discrete") and "MASKED_LOGIT" in definitions("ppo_discrete")
     continuous = definitions("ppo_continuous")
     continuous["NO_LOGS"] = continuous["NO_LOGS"].replace("None", "0", 1)
-    assert drifted_copies("ppo_discrete", definitions("ppo_discrete"), "ppo_continuous", continuous) == ["NO_LOGS"]
+    assert drifted_copies("ppo_discrete", definitions("ppo_discrete"), "ppo_continuous", continuous) == [
+        "NO_LOGS"
+    ]
 
 
 def test_no_script_defines_what_it_never_uses():
     for script in SCRIPTS:
         source = open(os.path.join(ROOT, f"{script}.py")).read()
-        unused = [name for name in definitions(script) if source.count(name) == 1 and name not in ("Args", "main")]
+        unused = [
+            name for name in definitions(script) if source.count(name) == 1 and name not in ("Args", "main")
+        ]
         assert not unused, f"{script}.py defines {unused} and never uses them"

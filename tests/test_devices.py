@@ -1,6 +1,6 @@
-"""The CUDA paths, on a machine without CUDA (tests/conftest.py hides any GPU): the device a run takes and says,
-torchrun with more processes than GPUs, bf16 by compute capability, deterministic algorithms and TF32, and no
-tensor made on the default device where the batch's device is meant."""
+"""The CUDA paths, on a machine without CUDA (tests/conftest.py hides any GPU): the device a run takes and
+says, torchrun with more processes than GPUs, bf16 by compute capability, deterministic algorithms and TF32,
+and no tensor made on the default device where the batch's device is meant."""
 
 import os
 
@@ -49,8 +49,10 @@ def test_torchrun_with_more_processes_than_gpus_says_to_use_no_cuda(monkeypatch,
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(torch.distributed, "init_process_group", pytest.fail)  # refused before NCCL starts
     line = one_line_error(capsys, lambda: ppo_atari.Run.start(ppo_atari.Args()))
-    assert line == ("error: torchrun starts 2 processes on a node with 1 GPU(s): NCCL takes one GPU a process; "
-                    "start as many (--nproc_per_node), or train on the CPUs with --no-cuda")
+    assert line == (
+        "error: torchrun starts 2 processes on a node with 1 GPU(s): NCCL takes one GPU a process; "
+        "start as many (--nproc_per_node), or train on the CPUs with --no-cuda"
+    )
 
 
 @pytest.mark.parametrize("capability,bf16", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
@@ -82,7 +84,9 @@ def test_deterministic_and_tf32_flags_set_cuda_numerics(ppo, numerics, monkeypat
     assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     assert torch.backends.cudnn.allow_tf32  # torch's own default: TF32 for cuDNN's convolutions
     ppo.set_numerics(ppo.Args(), torch.device("cuda", 0))
-    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert (
+        torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    )
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and torch.backends.cudnn.deterministic
     assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     ppo.set_numerics(ppo.Args(tf32=True, torch_deterministic=False), torch.device("cuda", 0))
@@ -94,13 +98,21 @@ def test_deterministic_and_tf32_flags_set_cuda_numerics(ppo, numerics, monkeypat
 @pytest.mark.parametrize("target_kl", [None, -1.0], ids=["steps", "stopped-at-once"])
 def test_the_update_makes_no_tensor_off_the_batch_device(ppo, target_kl):
     """A tensor made on the default device (the CPU) beside the batch's (a GPU) fails there at once: here the
-    default device is meta, the batch's the CPU. -1: the first minibatch is over --target-kl, no step at all."""
+    default device is meta, the batch's the CPU. -1: the first minibatch is over --target-kl, no step at
+    all."""
     agent, batch, _ = agent_and_its_own_batch(ppo)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-3)
     args = ppo.Args(num_minibatches=4, update_epochs=1, target_kl=target_kl)
     schedule = ppo.Schedule(1.0, args.clip_coef, args.ent_coef, args.kl_beta)
-    ppo.update(agent, optimizer, batch, ppo.Args(num_minibatches=4, update_epochs=1), np.random.default_rng(0),
-               ppo.ppo_loss, schedule)  # Adam's state exists (its step counter is made on the default device)
+    ppo.update(
+        agent,
+        optimizer,
+        batch,
+        ppo.Args(num_minibatches=4, update_epochs=1),
+        np.random.default_rng(0),
+        ppo.ppo_loss,
+        schedule,
+    )  # Adam's state exists (its step counter is made on the default device)
     with torch.device("meta"):
         stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)
     assert stats["gradient_steps"] == (4 if target_kl is None else 0) and np.isfinite(stats["grad_norm"])
@@ -108,8 +120,8 @@ def test_the_update_makes_no_tensor_off_the_batch_device(ppo, target_kl):
 
 @SCRIPTS
 def test_the_checkpoint_snapshot_is_copied_off_the_device(ppo):
-    """A sticky CUDA error makes every read of the device fail: the last iteration's snapshot must be on the CPU
-    already. A tensor on the meta device, which holds no data, cannot be copied there."""
+    """A sticky CUDA error makes every read of the device fail: the last iteration's snapshot must be on the
+    CPU already. A tensor on the meta device, which holds no data, cannot be copied there."""
     snapshot = ppo.as_data({"agent": {"weight": torch.ones(2)}, "steps": [np.zeros(3)]})
     assert snapshot["agent"]["weight"].device == torch.device("cpu") and snapshot["steps"][0].shape == (3,)
     with pytest.raises(NotImplementedError, match="meta"):

@@ -1,4 +1,5 @@
-"""ppo_discrete.py formulas against numbers computed independently (by hand or a slow loop), and its learning."""
+"""ppo_discrete.py formulas against numbers computed independently (by hand or a slow loop), and its
+learning."""
 
 import math
 
@@ -63,7 +64,8 @@ def test_clipped_policy_loss_by_hand():
     new = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.5])).requires_grad_()
     advantages = torch.tensor([1.0, -1.0, 2.0, 1.0])
     loss, logratio = ppo.policy_loss(new, old, advantages, "clip", clip_coef=0.2)
-    # per sample min(r*A, clip(r)*A): min(1.5, 1.2)=1.2; min(-0.5, -0.8)=-0.8; min(2.2, 2.2)=2.2; min(0.5, 0.8)=0.5
+    # per sample min(r*A, clip(r)*A): min(1.5, 1.2)=1.2; min(-0.5, -0.8)=-0.8; min(2.2, 2.2)=2.2; min(0.5,
+    # 0.8)=0.5
     assert loss.item() == pytest.approx(-(1.2 - 0.8 + 2.2 + 0.5) / 4, abs=1e-6)
     np.testing.assert_allclose(logratio.detach(), new.detach(), atol=1e-7)
     loss.backward()
@@ -87,8 +89,18 @@ def test_clipped_value_loss_by_hand():
 
 def test_learning_rate_and_clip_anneal_linearly():
     annealed = ppo.Args(anneal_lr=True, anneal_clip=True, clip_coef=2.0)
-    assert [ppo.iteration_schedule(i, 4, annealed, 0.0).lr_factor for i in range(1, 5)] == [1.0, 0.75, 0.5, 0.25]
-    assert [ppo.iteration_schedule(i, 4, annealed, 0.0).clip_coef for i in range(1, 5)] == [2.0, 1.5, 1.0, 0.5]
+    assert [ppo.iteration_schedule(i, 4, annealed, 0.0).lr_factor for i in range(1, 5)] == [
+        1.0,
+        0.75,
+        0.5,
+        0.25,
+    ]
+    assert [ppo.iteration_schedule(i, 4, annealed, 0.0).clip_coef for i in range(1, 5)] == [
+        2.0,
+        1.5,
+        1.0,
+        0.5,
+    ]
     constant = ppo.Args(anneal_lr=False, anneal_clip=False, clip_coef=2.0)
     assert {ppo.iteration_schedule(i, 4, constant, 0.0)[:2] for i in range(1, 5)} == {(1.0, 2.0)}
 
@@ -118,7 +130,8 @@ def test_shared_body_computes_the_body_once_for_both_heads():
 def test_sampled_actions_follow_softmax():
     logits = np.array([[0.0, 1.0, -1.0], [2.0, 0.0, 0.0]])
     rng = np.random.default_rng(0)
-    samples = np.stack([ppo.sample_actions(torch.tensor(logits), [3], rng)[:, 0] for _ in range(20000)])  # (20000, 2)
+    # (20000, 2)
+    samples = np.stack([ppo.sample_actions(torch.tensor(logits), [3], rng)[:, 0] for _ in range(20000)])
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     for row in range(2):
         frequencies = np.bincount(samples[:, row], minlength=3) / len(samples)
@@ -135,12 +148,16 @@ def test_explained_variance():
 
 def test_shared_body_and_relu_train(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ppo.Args(shared_body=True, activation="ReLU", hidden_sizes=(32,), save_model=True, total_timesteps=1024)
+    args = ppo.Args(
+        shared_body=True, activation="ReLU", hidden_sizes=(32,), save_model=True, total_timesteps=1024
+    )
     summary = ppo.train(args)
     agent, saved = summary["agent"], torch.load(summary["model_path"], weights_only=True)
     assert agent.actor_body is agent.critic_body and isinstance(agent.actor_body[1], torch.nn.ReLU)
     assert saved["args"]["activation"] == "ReLU" and saved["args"]["hidden_sizes"] == (32,)
-    assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))["eval_returns"]
+    assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))[
+        "eval_returns"
+    ]
 
 
 @pytest.mark.slow

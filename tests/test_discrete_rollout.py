@@ -59,7 +59,8 @@ def test_termination_does_not_bootstrap():
 
 
 def test_the_rollout_keeps_what_the_agent_gave_step_by_step():
-    # the logits and values stored step by step (4 observations at a time) are the agent's on the whole rollout
+    # the logits and values stored step by step (4 observations at a time) are the agent's on the whole
+    # rollout
     agent, (data, next_obs, _) = rollout([lambda: CountingEnv(5)] * 3, num_steps=7)
     with torch.no_grad():
         logits, values = agent(torch.from_numpy(data.obs.reshape(-1, 2)))

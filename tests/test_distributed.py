@@ -1,5 +1,6 @@
-"""ppo_atari.py's data-parallel runs under torchrun, 2 CPU processes with gloo: identical parameters on every rank,
-the gradient averaged over the processes, rank 0 alone logging, resume, and no distributed state without torchrun."""
+"""ppo_atari.py's data-parallel runs under torchrun, 2 CPU processes with gloo: identical parameters on every
+rank, the gradient averaged over the processes, rank 0 alone logging, resume, and no distributed state without
+torchrun."""
 
 import glob
 import os
@@ -14,7 +15,8 @@ import torch
 
 import ppo_atari
 from tests.checks import one_line_error
-from tests.test_scripts import ROOT, TINY, in_tmp_dir, read_events, script_path  # noqa: F401  (in_tmp_dir: autouse)
+# in_tmp_dir: an autouse fixture
+from tests.test_scripts import ROOT, TINY, in_tmp_dir, read_events, script_path  # noqa: F401
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
@@ -23,8 +25,12 @@ WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 def flags(settings: dict) -> list[str]:
     """Args fields as command-line flags."""
     names = {key: key.replace("_", "-") for key in settings}
-    return [(f"--{names[key]}" if value else f"--no-{names[key]}") if isinstance(value, bool) else f"--{names[key]}={value}"
-            for key, value in settings.items()]
+    return [
+        (f"--{names[key]}" if value else f"--no-{names[key]}")
+        if isinstance(value, bool)
+        else f"--{names[key]}={value}"
+        for key, value in settings.items()
+    ]
 
 
 def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -72,7 +78,9 @@ def test_rank_0_alone_logs_the_episodes_of_every_rank(tmp_path):
     assert sum(e.value for e in lengths) > 1.3 * 4 * 1024
     assert [e.step for e in lengths] == sorted(e.step for e in lengths)
     assert {e.step for e in read_events(run_dir).Scalars("charts/SPS")} == {512 * i for i in range(1, 5)}
-    hyperparameters = read_events(run_dir).Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
+    hyperparameters = (
+        read_events(run_dir).Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
+    )
     assert b"|processes|2|" in hyperparameters and b"|num_envs|2|" in hyperparameters
 
 
@@ -116,15 +124,29 @@ def test_without_torchrun_there_is_no_distributed_state(monkeypatch):
 
 @pytest.mark.slow
 def test_two_nodes_join_through_the_master_address_and_hold_identical_parameters(tmp_path):
-    """The README's multi-node launch, with both nodes on this machine (rendezvous at 127.0.0.1). Each rank steps
-    its own envs on its own data; only the averaged gradient keeps the networks equal."""
+    """The README's multi-node launch, with both nodes on this machine (rendezvous at 127.0.0.1). Each rank
+    steps its own envs on its own data; only the averaged gradient keeps the networks equal."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    node = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
-            "--master_addr=127.0.0.1", f"--master_port={port}"]
-    nodes = [subprocess.Popen([*node, f"--node_rank={rank}", WORKER, "ppo_atari", str(tmp_path), *flags(SETTINGS)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    node = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+    ]
+    nodes = [
+        subprocess.Popen(
+            [*node, f"--node_rank={rank}", WORKER, "ppo_atari", str(tmp_path), *flags(SETTINGS)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     for process in nodes:
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
@@ -139,7 +161,8 @@ def test_two_nodes_join_through_the_master_address_and_hold_identical_parameters
 
 def test_evaluating_a_saved_model_under_torchrun_is_an_error(tmp_path):
     """Refused before the file is read (this one does not exist)."""
-    result = subprocess.run([*TORCHRUN, script_path(ppo), "--load-model=model_of_any_run.model"], capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [*TORCHRUN, script_path(ppo), "--load-model=model_of_any_run.model"], capture_output=True, text=True
+    )
     assert result.returncode != 0
     assert "error: --load-model evaluates in one process: run it with python ppo_atari.py" in result.stderr

@@ -1,5 +1,5 @@
-"""Bad input and damaged files, in-process and table-driven: each gets one line on stderr and exit code 2, before
-anything is trained on it."""
+"""Bad input and damaged files, in-process and table-driven: each gets one line on stderr and exit code 2,
+before anything is trained on it."""
 
 import contextlib
 import dataclasses
@@ -19,7 +19,8 @@ import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers the broken envs)
 from tests.checks import one_line_error
-from tests.test_scripts import ROOT, SCRIPTS, TINY, in_tmp_dir, script_path  # noqa: F401  (in_tmp_dir: autouse)
+# in_tmp_dir: an autouse fixture
+from tests.test_scripts import ROOT, SCRIPTS, TINY, in_tmp_dir, script_path  # noqa: F401
 
 
 def float_fields(ppo):
@@ -67,10 +68,16 @@ def test_a_nan_from_the_env_is_named_as_the_envs(ppo, env_id, what, capsys):
     with pytest.raises(SystemExit) as exit_info:
         ppo.train(ppo.Args(env_id=env_id, total_timesteps=512, num_envs=2, num_steps=256, num_minibatches=4))
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert exit_info.value.code == 2 and last.startswith("error: the env gave a") and f"{what} that is nan" in last
+    assert (
+        exit_info.value.code == 2
+        and last.startswith("error: the env gave a")
+        and f"{what} that is nan" in last
+    )
 
 
-@pytest.mark.parametrize("ppo,env_id,message", ENV_FAULTS, ids=[f"{p.__name__}-{e}" for p, e, _ in ENV_FAULTS])
+@pytest.mark.parametrize(
+    "ppo,env_id,message", ENV_FAULTS, ids=[f"{p.__name__}-{e}" for p, e, _ in ENV_FAULTS]
+)
 def test_envs_that_fail_are_one_line_errors(ppo, env_id, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_id=env_id)))
 
@@ -93,42 +100,78 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
     (path,) = glob.glob("runs/*/checkpoint.pt")
     good, data = torch.load(path, weights_only=True), open(path, "rb").read()
     first_weight = next(iter(good["agent"]))
-    damaged = {"bit_flip.pt": (flip_a_bit(data), "not a readable checkpoint or model"),
-               "empty.pt": (b"", "not a readable checkpoint or model"),
-               "no_optimizer.pt": ({k: v for k, v in good.items() if k != "optimizer"}, "'optimizer' is missing"),
-               "wrong_shape.pt": ({**good, "agent": {**good["agent"], first_weight: torch.zeros(3, 3)}},
-                                  f"mis-shaped ['{first_weight} (3, 3) for"),
-               "no_weight.pt": ({**good, "agent": {}}, f"missing ['{first_weight}'"),
-               "other_optimizer.pt": ({**good, "optimizer": {**good["optimizer"], "kind": "SGD"}},
-                                      "was trained with the optimizer SGD")}
+    damaged = {
+        "bit_flip.pt": (flip_a_bit(data), "not a readable checkpoint or model"),
+        "empty.pt": (b"", "not a readable checkpoint or model"),
+        "no_optimizer.pt": ({k: v for k, v in good.items() if k != "optimizer"}, "'optimizer' is missing"),
+        "wrong_shape.pt": (
+            {**good, "agent": {**good["agent"], first_weight: torch.zeros(3, 3)}},
+            f"mis-shaped ['{first_weight} (3, 3) for",
+        ),
+        "no_weight.pt": ({**good, "agent": {}}, f"missing ['{first_weight}'"),
+        "other_optimizer.pt": (
+            {**good, "optimizer": {**good["optimizer"], "kind": "SGD"}},
+            "was trained with the optimizer SGD",
+        ),
+    }
     if ppo is ppo_atari:  # under torchrun, the generators of each process
         damaged["ranks_dict.pt"] = ({**good, "ranks": {}}, "'ranks' is missing or not a list")
-        damaged["generator.pt"] = ({**good, "ranks": [{**good["ranks"][0], "generator": {"bit_generator": "MT"}}]},
-                                   "does not fit this run")
+        damaged["generator.pt"] = (
+            {**good, "ranks": [{**good["ranks"][0], "generator": {"bit_generator": "MT"}}]},
+            "does not fit this run",
+        )
     else:
         damaged["state_list.pt"] = ({**good, "state": []}, "'state' is missing or not a dict")
         damaged["generator.pt"] = ({**good, "generator": {"bit_generator": "MT"}}, "does not fit this run")
         physics = good["envs"][0]["physics"]
-        for name, bad in dict(long_env_state=torch.zeros(len(physics) + 1), nan_env_state=physics * np.nan).items():
+        for name, bad in dict(
+            long_env_state=torch.zeros(len(physics) + 1), nan_env_state=physics * np.nan
+        ).items():
             states = [{**good["envs"][0], "physics": bad}, *good["envs"][1:]]
-            damaged[f"{name}.pt"] = ({**good, "envs": states}, "does not fit this run: ValueError: an env state")
-        damaged["few_env_states.pt"] = ({**good, "envs": good["envs"][:1]}, f"1 env states for {len(good['envs'])}")
+            damaged[f"{name}.pt"] = (
+                {**good, "envs": states},
+                "does not fit this run: ValueError: an env state",
+            )
+        damaged["few_env_states.pt"] = (
+            {**good, "envs": good["envs"][:1]},
+            f"1 env states for {len(good['envs'])}",
+        )
     optimizer = good["optimizer"]["state_dict"]
     groups = [{**optimizer["param_groups"][0], "betas": (0.5, 0.5)}]  # Adam with other hyper-parameters
-    damaged["other_betas.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {
-        **optimizer, "param_groups": groups}}}, "'betas': [0.5, 0.5]")
-    damaged["adam_size.pt"] = ({**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "state": {
-        **optimizer["state"], 0: {**optimizer["state"][0], "exp_avg": torch.zeros(7)}}}}}, "optimizer state (7,)")
+    damaged["other_betas.pt"] = (
+        {**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "param_groups": groups}}},
+        "'betas': [0.5, 0.5]",
+    )
+    damaged["adam_size.pt"] = (
+        {
+            **good,
+            "optimizer": {
+                **good["optimizer"],
+                "state_dict": {
+                    **optimizer,
+                    "state": {**optimizer["state"], 0: {**optimizer["state"][0], "exp_avg": torch.zeros(7)}},
+                },
+            },
+        },
+        "optimizer state (7,)",
+    )
     counters = good["counters"]
-    for name, changed in dict(far_iteration={"iteration": 10**9}, negative_step={"global_step": -512},
-                              nan_beta={"kl_beta": float("nan")}).items():
+    for name, changed in dict(
+        far_iteration={"iteration": 10**9},
+        negative_step={"global_step": -512},
+        nan_beta={"kl_beta": float("nan")},
+    ).items():
         damaged[f"{name}.pt"] = ({**good, "counters": {**counters, **changed}}, "its counters {")
     damaged["no_iteration.pt"] = ({**good, "counters": {"global_step": 0, "kl_beta": 1.0}}, "its counters {")
-    damaged["nan_weight.pt"] = ({**good, "agent": {**good["agent"], first_weight: good["agent"][first_weight] * np.nan}},
-                                f"its weight '{first_weight}' is not a tensor of finite numbers")
+    damaged["nan_weight.pt"] = (
+        {**good, "agent": {**good["agent"], first_weight: good["agent"][first_weight] * np.nan}},
+        f"its weight '{first_weight}' is not a tensor of finite numbers",
+    )
     damaged["text_returns.pt"] = ({**good, "recent_returns": ["a"]}, "its recent returns are not")
-    damaged["zero_steps.pt"] = ({**good, "args": {**good["args"], "total_timesteps": 0}},
-                                "holds flags this run cannot take: --total-timesteps must be a positive integer")
+    damaged["zero_steps.pt"] = (
+        {**good, "args": {**good["args"], "total_timesteps": 0}},
+        "holds flags this run cannot take: --total-timesteps must be a positive integer",
+    )
     for name, (content, message) in damaged.items():
         if isinstance(content, bytes):
             open(name, "wb").write(content)
@@ -177,7 +220,8 @@ def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp
             write_checkpoint(run, data, name)
             with contextlib.suppress(OSError), open(disk / "filler", "ab") as f:
                 f.write(bytes(8 * 2**20))  # more than the disk holds: it is full afterwards
-            filled = os.path.getsize(disk / "filler")  # then room for half a checkpoint: the next write starts
+            # then room for half a checkpoint: the next write starts
+            filled = os.path.getsize(disk / "filler")
             os.truncate(disk / "filler", filled - os.path.getsize(os.path.join(run.dir, name)) // 2)
 
         monkeypatch.setattr(ppo_discrete.Run, "write", write_then_fill_the_disk)
@@ -187,11 +231,14 @@ def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp
         stderr = capsys.readouterr().err
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
-        assert errors == [f"error: cannot write {checkpoint_path} (No space left on device); stopped, the last good "
-                          f"checkpoint is {checkpoint_path}"]
+        assert errors == [
+            f"error: cannot write {checkpoint_path} (No space left on device); stopped, the last good "
+            f"checkpoint is {checkpoint_path}"
+        ]
         assert "Traceback" not in stderr  # nor from TensorBoard's writer thread on the full disk
         assert not glob.glob("runs/*/*.tmp")  # the partial file is removed, its space given back
-        checkpoint = ppo_discrete.load_data_file(ppo_discrete.Args(resume=checkpoint_path))  # whole: checksums hold
+        # the checkpoint kept is whole: its checksums hold
+        checkpoint = ppo_discrete.load_data_file(ppo_discrete.Args(resume=checkpoint_path))
         assert checkpoint["counters"]["global_step"] == 512
     finally:
         subprocess.run(["umount", "-l", str(disk)])
@@ -219,14 +266,23 @@ def test_a_failed_log_write_is_said_once_and_training_goes_on(ppo, monkeypatch, 
     assert FailingWriter.points == 6 and os.path.exists(summary["model_path"])  # trained to the end, saved
 
 
-@pytest.mark.parametrize("imported,environment,spin_count", [
-    ("ppo_discrete, ppo_continuous, ppo_atari", {}, "0"),  # the scripts: idle threads sleep at once
-    ("ppo_atari", {"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"),  # unless the environment says otherwise
-    ("torch", {}, "300000")])  # torch alone spins a while: the check can fail
+@pytest.mark.parametrize(
+    "imported,environment,spin_count",
+    [
+        ("ppo_discrete, ppo_continuous, ppo_atari", {}, "0"),  # the scripts: idle threads sleep at once
+        ("ppo_atari", {"OMP_WAIT_POLICY": "ACTIVE"}, "30000000000"),  # unless the environment says otherwise
+        ("torch", {}, "300000"),
+    ],
+)  # torch alone spins a while: the check can fail
 def test_idle_torch_threads_sleep_unless_the_environment_says_otherwise(imported, environment, spin_count):
     """Spinning OpenMP threads make runs side by side crawl: the setting must reach torch's OpenMP runtime,
     which reads it once, when torch is imported (it prints what it read with OMP_DISPLAY_ENV=VERBOSE)."""
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    result = subprocess.run([sys.executable, "-c", f"import {imported}"], capture_output=True, text=True,
-                            env={**env, **environment, "OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": ROOT}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {imported}"],
+        capture_output=True,
+        text=True,
+        env={**env, **environment, "OMP_DISPLAY_ENV": "VERBOSE", "PYTHONPATH": ROOT},
+        timeout=120,
+    )
     assert f"GOMP_SPINCOUNT = '{spin_count}'" in result.stderr

@@ -1,5 +1,6 @@
-"""ppo_discrete.py with MultiDiscrete actions and Dict observations: a toy env learned to its optimum without an
-illegal action, and the components' log-probabilities, entropy, KL and loss against values computed by hand."""
+"""ppo_discrete.py with MultiDiscrete actions and Dict observations: a toy env learned to its optimum without
+an illegal action, and the components' log-probabilities, entropy, KL and loss against values computed by
+hand."""
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ def test_combo_lock_is_learned_to_the_optimum_without_an_illegal_action():
     summary = ppo.train(ppo.Args(**args))
     assert np.mean(summary["recent_returns"]) > 1.8
     assert summary["eval_returns"] == [2.0] * 20  # greedy: both components right, every time
-    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=50, eval_greedy=False))
+    sampled = ppo.evaluate_saved_model(
+        ppo.Args(load_model=summary["model_path"], eval_episodes=50, eval_greedy=False)
+    )
     assert np.mean(sampled["eval_returns"]) > 1.5
 
 
@@ -45,7 +48,8 @@ def softmax_over(logits, legal):
 
 
 def test_components_probabilities_entropy_kl_and_loss_by_hand():
-    nvec, flags = [3, 2], np.array([[1, 0, 1, 1, 1], [1, 1, 1, 0, 1]], bool)  # 2 states; action 1, then 3 illegal
+    # 2 states; action 1, then 3 illegal
+    nvec, flags = [3, 2], np.array([[1, 0, 1, 1, 1], [1, 1, 1, 0, 1]], bool)
     old_flat = np.array([[0.5, 9.0, -0.3, 0.2, 0.1], [1.0, -1.0, 0.0, 7.0, 0.4]], np.float32)
     new_flat = np.array([[0.1, 3.0, 0.4, -0.2, 0.6], [0.7, -0.5, 0.2, 2.0, 0.0]], np.float32)
     actions = np.array([[2, 0], [1, 1]])
@@ -58,22 +62,45 @@ def test_components_probabilities_entropy_kl_and_loss_by_hand():
     old_logprob = [sum(np.log(old[i][k][actions[i, k]]) for k in range(2)) for i in range(2)]
     new_logprob = [sum(np.log(new[i][k][actions[i, k]]) for k in range(2)) for i in range(2)]
     entropy = np.mean([-sum((p[p > 0] * np.log(p[p > 0])).sum() for p in new[i]) for i in range(2)])
-    kl = np.mean([sum((p[p > 0] * np.log(p[p > 0] / q[p > 0])).sum() for p, q in zip(old[i], new[i]))
-                  for i in range(2)])
+    kl = np.mean(
+        [
+            sum((p[p > 0] * np.log(p[p > 0] / q[p > 0])).sum() for p, q in zip(old[i], new[i]))
+            for i in range(2)
+        ]
+    )
     advantages = np.array([1.5, -0.5])
     ratio = np.exp(np.array(new_logprob) - np.array(old_logprob))
-    expected_loss = -(advantages * ratio).mean() + 0.7 * kl - 0.01 * entropy + 0.5 * 0.5 * np.mean([0.25, 1.0])
+    expected_loss = (
+        -(advantages * ratio).mean() + 0.7 * kl - 0.01 * entropy + 0.5 * 0.5 * np.mean([0.25, 1.0])
+    )
 
-    rollout = ppo.Rollout(np.zeros((1, 2, 1), np.float32), actions[None], masks[None], torch.from_numpy(old_flat)[None],
-                          np.zeros((1, 2), np.float32), None, None, None)
-    batch = ppo.make_batch(rollout, advantages[None].astype(np.float32), np.array([[0.5, -1.0]], np.float32),
-                           nvec, torch.device("cpu"))
+    rollout = ppo.Rollout(
+        np.zeros((1, 2, 1), np.float32),
+        actions[None],
+        masks[None],
+        torch.from_numpy(old_flat)[None],
+        np.zeros((1, 2), np.float32),
+        None,
+        None,
+        None,
+    )
+    batch = ppo.make_batch(
+        rollout,
+        advantages[None].astype(np.float32),
+        np.array([[0.5, -1.0]], np.float32),
+        nvec,
+        torch.device("cpu"),
+    )
     np.testing.assert_allclose(batch.logprobs.numpy(), old_logprob, rtol=1e-5)
     args = ppo.Args(objective="kl-fixed", clip_vloss=False)
-    loss, logs, _ = ppo.ppo_loss(StubAgent(new_flat, np.zeros(2), nvec=nvec), batch, args, ppo.Schedule(1.0, 0.2, 0.01, 0.7))
+    loss, logs, _ = ppo.ppo_loss(
+        StubAgent(new_flat, np.zeros(2), nvec=nvec), batch, args, ppo.Schedule(1.0, 0.2, 0.01, 0.7)
+    )
     assert logs["entropy"].item() == pytest.approx(entropy, rel=1e-5)
     new_log_probs = ppo.masked_log_probs(torch.from_numpy(new_flat), batch.masks, nvec)
-    assert ppo.categorical_kl(batch.policy_log_probs, new_log_probs).mean().item() == pytest.approx(kl, rel=1e-4)
+    assert ppo.categorical_kl(batch.policy_log_probs, new_log_probs).mean().item() == pytest.approx(
+        kl, rel=1e-4
+    )
     assert loss.item() == pytest.approx(expected_loss, rel=1e-5)
     assert (new_log_probs.exp()[~batch.masks] == 0).all()  # illegal actions: probability 0
 
@@ -93,5 +120,7 @@ def test_a_model_whose_observation_layout_differs_is_refused(capsys):
     model["spaces"][0] = model["spaces"][0].replace("'first'", "'primary'")
     torch.save(model, "other_layout.model")
     capsys.readouterr()  # the training's output
-    error = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_layout.model")))
+    error = one_line_error(
+        capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_layout.model"))
+    )
     assert "is for another env: its observation space is" in error

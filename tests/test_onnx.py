@@ -1,5 +1,5 @@
-"""--export-onnx: onnxruntime on the exported graph plays what the torch agent's greedy evaluation plays, on 256
-observations from the env; the README's example runs an exported CartPole policy without the script."""
+"""--export-onnx: onnxruntime on the exported graph plays what the torch agent's greedy evaluation plays, on
+256 observations from the env; the README's example runs an exported CartPole policy without the script."""
 
 import os
 import re
@@ -55,7 +55,9 @@ def test_discrete_export_plays_the_greedy_actions():
         # each component's best action, by hand
         best = np.stack([part.argmax(-1) for part in np.split(logits, np.cumsum(nvec)[:-1], axis=-1)], -1)
         expected = ppo_discrete.env_actions(best, space)
-        inputs = {"obs": obs.astype(np.float32)} | ({"action_mask": flags.astype(bool)} if flags is not None else {})
+        inputs = {"obs": obs.astype(np.float32)} | (
+            {"action_mask": flags.astype(bool)} if flags is not None else {}
+        )
         (actions,) = session.run(None, inputs)
         np.testing.assert_array_equal(actions, expected)
 
@@ -67,7 +69,9 @@ def test_continuous_export_normalizes_and_clips_as_evaluation_does():
     stats = model["state"]["obs_rms"]
     obs_rms = ppo_continuous.RunningMeanStd(stats["mean"].numpy(), stats["var"].numpy())
     with torch.no_grad():
-        mean = agent(torch.from_numpy(ppo_continuous.normalize(raw, obs_rms, 10.0).astype(np.float32)))[0].numpy()
+        mean = agent(torch.from_numpy(ppo_continuous.normalize(raw, obs_rms, 10.0).astype(np.float32)))[
+            0
+        ].numpy()
     expected = np.clip(mean, -2.0, 2.0)  # Pendulum's bounds
     (actions,) = session.run(None, {"obs": raw.astype(np.float32)})
     np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)  # float32 rounding apart
@@ -79,14 +83,17 @@ def test_atari_export_takes_the_preprocessed_stack():
     obs, _ = observations_from_the_env(ppo_atari, ppo_atari.Args(**TINY[ppo_atari]))
     assert obs.shape == (256, 4, 84, 84) and obs.dtype == np.uint8
     with torch.no_grad():
-        expected = agent(torch.from_numpy(obs).contiguous(memory_format=torch.channels_last))[0].argmax(-1).numpy()
+        expected = (
+            agent(torch.from_numpy(obs).contiguous(memory_format=torch.channels_last))[0].argmax(-1).numpy()
+        )
     (actions,) = session.run(None, {"obs": obs})
     np.testing.assert_array_equal(actions, expected)
 
 
 def test_the_readme_example_runs_an_exported_policy_without_the_script():
-    summary = ppo_discrete.train(ppo_discrete.Args(total_timesteps=4096, export_onnx="cartpole.onnx",
-                                                   save_model=True))
+    summary = ppo_discrete.train(
+        ppo_discrete.Args(total_timesteps=4096, export_onnx="cartpole.onnx", save_model=True)
+    )
     readme = open(os.path.join(ROOT, "README.md")).read()
     (example,) = re.findall(r"```python\n(import onnxruntime.*?)```", readme, re.S)
     scope = {}

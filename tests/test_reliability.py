@@ -21,18 +21,51 @@ import tests.toy_envs  # noqa: F401  (registers the custom envs)
 from tests.checks import one_line_error
 from tests.test_scripts import ROOT, SCRIPTS, TINY, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
+
 # 8 iterations, a checkpoint after the 4th; MuJoCo for the continuous script (its state is saved whole); an
 # iteration is 512 steps, 128 for Atari (its network costs 25 times an MLP's)
-SMALL = {ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
-         ppo_continuous: dict(env_id="HalfCheetah-v5", total_timesteps=8 * 512, num_steps=512, num_minibatches=4,
-                              update_epochs=2, checkpoint_every=2048),
-         ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=8 * 128, num_envs=2, num_steps=64, num_minibatches=4,
-                         update_epochs=1, checkpoint_every=512)}
-ITERATION = {ppo: ppo.Args(**settings).num_envs * ppo.Args(**settings).num_steps for ppo, settings in SMALL.items()}
+SMALL = {
+    ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
+    ppo_continuous: dict(
+        env_id="HalfCheetah-v5",
+        total_timesteps=8 * 512,
+        num_steps=512,
+        num_minibatches=4,
+        update_epochs=2,
+        checkpoint_every=2048,
+    ),
+    ppo_atari: dict(
+        env_id="ALE/Breakout-v5",
+        total_timesteps=8 * 128,
+        num_envs=2,
+        num_steps=64,
+        num_minibatches=4,
+        update_epochs=1,
+        checkpoint_every=512,
+    ),
+}
+ITERATION = {
+    ppo: ppo.Args(**settings).num_envs * ppo.Args(**settings).num_steps for ppo, settings in SMALL.items()
+}
 # 30 (CartPole) or 40 (Pendulum) iterations, for runs killed at a random moment
-FLAGS = {ppo_discrete: ["--total-timesteps", "15360", "--checkpoint-every", "2048", "--save-model"],
-         ppo_continuous: ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
-                          "--total-timesteps", "10240", "--checkpoint-every", "1024", "--save-model"]}
+FLAGS = {
+    ppo_discrete: ["--total-timesteps", "15360", "--checkpoint-every", "2048", "--save-model"],
+    ppo_continuous: [
+        "--env-id",
+        "Pendulum-v1",
+        "--num-steps",
+        "256",
+        "--num-minibatches",
+        "4",
+        "--update-epochs",
+        "2",
+        "--total-timesteps",
+        "10240",
+        "--checkpoint-every",
+        "1024",
+        "--save-model",
+    ],
+}
 
 
 def saved_model(ppo, run_dir):
@@ -60,11 +93,14 @@ def test_resume_continues_bit_for_bit(ppo):
     assert episode_curve(resumed["run_dir"]) == [e for e in episode_curve(whole["run_dir"]) if e[0] > 2048]
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
     evaluated = ppo.evaluate_saved_model(ppo.Args(load_model=resumed["model_path"], eval_episodes=1))
-    assert len(evaluated["eval_returns"]) == 1  # the model of a resumed run loads (its --resume is not carried)
+    # the model of a resumed run loads (its --resume is not carried)
+    assert len(evaluated["eval_returns"]) == 1
 
 
 @EXACT
-def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_for_bit(ppo, monkeypatch, capsys):
+def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_for_bit(
+    ppo, monkeypatch, capsys
+):
     whole = ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
     original, calls = ppo.update, []
 
@@ -77,11 +113,16 @@ def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_
     monkeypatch.setattr(ppo, "update", update_that_fails)
     with pytest.raises(RuntimeError, match="diverged"):
         ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
-    (path,) = [path for path in glob.glob("runs/*/checkpoint.pt") if os.path.dirname(path) != whole["run_dir"]]
+    (path,) = [
+        path for path in glob.glob("runs/*/checkpoint.pt") if os.path.dirname(path) != whole["run_dir"]
+    ]
     # the 7th update failed: the run stands at the 6th iteration (3,072 steps), whose checkpoint it wrote
-    assert f"RuntimeError at step 3,072: the logs keep every point, the last good checkpoint is {path}" \
+    assert (
+        f"RuntimeError at step 3,072: the logs keep every point, the last good checkpoint is {path}"
         in capsys.readouterr().err
-    assert torch.load(path, weights_only=True)["counters"]["iteration"] == 6  # not the periodic one of the 4th
+    )
+    # not the periodic one of the 4th
+    assert torch.load(path, weights_only=True)["counters"]["iteration"] == 6
     monkeypatch.setattr(ppo, "update", original)
     resumed = ppo.train(ppo.Args(resume=path))
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
@@ -93,25 +134,34 @@ def test_atari_resume_restores_the_learner_and_starts_new_games(capsys):
     whole = ppo_atari.train(ppo_atari.Args(**settings, save_model=True))
     checkpoint_path = os.path.join(whole["run_dir"], "checkpoint.pt")
     checkpoint = torch.load(checkpoint_path, weights_only=True)
-    assert checkpoint["counters"]["global_step"] == 256 and checkpoint["optimizer"]["state_dict"]["state"]  # Adam's
+    # the optimizer's state (Adam's moments) is in the checkpoint
+    assert checkpoint["counters"]["global_step"] == 256 and checkpoint["optimizer"]["state_dict"]["state"]
     os.remove(os.path.join(whole["run_dir"], "ppo_atari.model"))
     resumed = ppo_atari.train(ppo_atari.Args(resume=checkpoint_path))
     assert "cannot save its state: new episodes start" in capsys.readouterr().out
     assert resumed["run_dir"] == os.path.abspath(whole["run_dir"]) and os.path.exists(resumed["model_path"])
     steps = [e.step for e in read_events(whole["run_dir"]).Scalars("losses/value_loss")]
-    assert steps == [128 * i for i in range(1, 5)]  # one curve: the replayed iterations 3-4 replaced, not doubled
+    # one curve: the replayed iterations 3-4 replaced, not doubled
+    assert steps == [128 * i for i in range(1, 5)]
 
 
-# a user's env with `state`, `data` and `model` attributes of its own, with and without a TimeLimit, and a subclass
-# of CartPole with state beyond CartPole's: trained without a word, resumed with new episodes
-CUSTOM = {"OwnState-v0": ppo_discrete, "OwnStateNoTimeLimit-v0": ppo_discrete, "CartPoleWithExtraState-v0": ppo_discrete,
-          "OwnStateContinuous-v0": ppo_continuous, "OwnStateContinuousNoTimeLimit-v0": ppo_continuous}
+# a user's env with `state`, `data` and `model` attributes of its own, with and without a TimeLimit, and a
+# subclass of CartPole with state beyond CartPole's: trained without a word, resumed with new episodes
+CUSTOM = {
+    "OwnState-v0": ppo_discrete,
+    "OwnStateNoTimeLimit-v0": ppo_discrete,
+    "CartPoleWithExtraState-v0": ppo_discrete,
+    "OwnStateContinuous-v0": ppo_continuous,
+    "OwnStateContinuousNoTimeLimit-v0": ppo_continuous,
+}
 
 
 @pytest.mark.parametrize("env_id", list(CUSTOM))
 def test_a_custom_env_with_state_of_its_own_trains_and_resumes_with_new_episodes(env_id, capsys):
     ppo = CUSTOM[env_id]
-    tiny = dict(env_id=env_id, total_timesteps=2048, num_steps=128 if ppo is ppo_discrete else 512, update_epochs=1)
+    tiny = dict(
+        env_id=env_id, total_timesteps=2048, num_steps=128 if ppo is ppo_discrete else 512, update_epochs=1
+    )
     ppo.train(ppo.Args(**tiny, checkpoint_every=0))
     assert not glob.glob("runs/*/checkpoint.pt") and capsys.readouterr().err == ""
     whole = ppo.train(ppo.Args(**tiny, checkpoint_every=1024, save_model=True))
@@ -126,8 +176,9 @@ def test_a_custom_env_with_state_of_its_own_trains_and_resumes_with_new_episodes
 
 
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
-    whole = ppo_discrete.train(ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"},
-                                                 save_model=True))
+    whole = ppo_discrete.train(
+        ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"}, save_model=True)
+    )
     checkpoint = torch.load(os.path.join(whole["run_dir"], "checkpoint.pt"), weights_only=True)
     assert [env["elapsed_steps"] for env in checkpoint["envs"]] == [None] * 4
     os.makedirs("runs/copy")
@@ -179,8 +230,9 @@ def test_killed_at_a_random_point_and_resumed_ends_as_the_uninterrupted_run(ppo,
 @pytest.mark.parametrize("ppo", [ppo_atari], ids=["ppo_atari"])  # the one script that runs under torchrun
 @pytest.mark.parametrize("signalled_call", [1, 2, 3, 4])
 def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_call, monkeypatch):
-    """Under torchrun a process mostly waits inside a collective, and Python runs the signal's handler when the
-    collective returns: whichever gather of the first two iterations that is, the run stops with a checkpoint."""
+    """Under torchrun a process mostly waits inside a collective, and Python runs the signal's handler when
+    the collective returns: whichever gather of the first two iterations that is, the run stops with a
+    checkpoint."""
     original, calls = ppo.gather_from_ranks, []
 
     def gather_then_signal(items):
@@ -188,17 +240,30 @@ def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:  # the gathers of the training loop
             calls.append(1)
             if len(calls) == signalled_call:
-                signal.raise_signal(signal.SIGTERM)  # the handler runs here, before the gather's result is used
+                # the handler runs here, before the gather's result is used
+                signal.raise_signal(signal.SIGTERM)
         return gathered
 
     monkeypatch.setattr(ppo, "gather_from_ranks", gather_then_signal)
     summary = ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 0}))
     assert summary["stopped"] == signal.SIGTERM
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
-    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] < SMALL[ppo]["total_timesteps"]
+    assert (
+        torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"]
+        < SMALL[ppo]["total_timesteps"]
+    )
 
 
-FAULT_FLAGS = ["--num-envs", "1", "--num-steps", "128", "--total-timesteps", "1024", "--checkpoint-every", "1024"]
+FAULT_FLAGS = [
+    "--num-envs",
+    "1",
+    "--num-steps",
+    "128",
+    "--total-timesteps",
+    "1024",
+    "--checkpoint-every",
+    "1024",
+]
 
 
 def test_an_env_that_exits_mid_run_keeps_the_last_iteration_and_its_exit_code(monkeypatch):
@@ -213,8 +278,9 @@ def test_an_env_that_exits_mid_run_keeps_the_last_iteration_and_its_exit_code(mo
 
 
 def test_a_second_signal_stops_a_run_whose_env_hangs(monkeypatch):
-    """SIGTERM while the env hangs in its step: the run says it will stop after the iteration; a second SIGTERM
-    stops it at once, with the checkpoint of the last iteration done (exit 130, as a second Ctrl-C)."""
+    """SIGTERM while the env hangs in its step: the run says it will stop after the iteration; a second
+    SIGTERM stops it at once, with the checkpoint of the last iteration done (exit 130, as a second
+    Ctrl-C)."""
     monkeypatch.setenv("PYTHONPATH", ROOT)
     process = start(ppo_discrete, ["--env-id", "tests.toy_envs:HangsMidRun-v0", *FAULT_FLAGS])
     while not os.path.exists("hanging"):
@@ -240,7 +306,9 @@ def test_sigterm_during_the_final_evaluation_is_said_and_keeps_the_episodes_done
 
     monkeypatch.setattr(ppo, "evaluate", evaluate_after_a_signal)
     summary = ppo.train(ppo.Args(**{**TINY[ppo], "eval_episodes": 3, "save_model": True}))
-    assert summary["stopped"] == signal.SIGTERM and len(summary["eval_returns"]) == 1 and summary["model_path"]
+    assert (
+        summary["stopped"] == signal.SIGTERM and len(summary["eval_returns"]) == 1 and summary["model_path"]
+    )
     unit = "games" if ppo is ppo_atari else "episodes"
     assert f"SIGTERM: stopped after 1 evaluation {unit}" in capsys.readouterr().err
 
@@ -288,7 +356,11 @@ def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch
 
 @SCRIPTS
 def test_resume_refuses_flags_that_differ_from_the_checkpoint(ppo, capsys):
-    ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 4 * ITERATION[ppo], "checkpoint_every": 2 * ITERATION[ppo]}))
+    ppo.train(
+        ppo.Args(
+            **{**SMALL[ppo], "total_timesteps": 4 * ITERATION[ppo], "checkpoint_every": 2 * ITERATION[ppo]}
+        )
+    )
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     with pytest.raises(SystemExit) as exit_info:
         ppo.train(ppo.Args(resume=checkpoint_path, learning_rate=1e-3))
@@ -311,38 +383,45 @@ def test_checkpoint_writes_are_atomic(ppo, monkeypatch):
         return f
 
     monkeypatch.setattr(ppo, "open", open_dying_at_the_second_write, raising=False)  # the script's own open()
-    with pytest.raises(SystemExit) as exit_info:  # one line, exit code 1 (tests/test_faults.py: a real full disk)
+    # one line, exit code 1 (tests/test_faults.py: a real full disk)
+    with pytest.raises(SystemExit) as exit_info:
         ppo.train(ppo.Args(**{**SMALL[ppo], "checkpoint_every": 2 * ITERATION[ppo]}))
     (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
     assert exit_info.value.code == 1 and not glob.glob("runs/*/*.tmp")
     assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 2 * ITERATION[ppo]
 
 
-@pytest.mark.parametrize("flags,message", [
-    (dict(total_timesteps=0), "--total-timesteps must be a positive integer"),
-    (dict(num_envs=-1), "--num-envs must be a positive integer"),
-    (dict(num_steps=0), "--num-steps must be a positive integer"),
-    (dict(num_minibatches=0), "--num-minibatches must be a positive integer"),
-    (dict(update_epochs=0), "--update-epochs must be a positive integer"),
-    (dict(gamma=-0.1), "--gamma must be in [0, 1]"),
-    (dict(gae_lambda=1.5), "--gae-lambda must be in [0, 1]"),
-    (dict(learning_rate=0.0), "--learning-rate must be > 0"),
-    (dict(clip_coef=0.0), "--clip-coef must be > 0"),
-    (dict(max_grad_norm=-1.0), "--max-grad-norm must be > 0"),
-    (dict(ent_coef=-0.01), "--ent-coef must be >= 0"),
-    (dict(vf_coef=-1.0), "--vf-coef must be >= 0"),
-    (dict(target_kl=0.0), "--target-kl must be > 0"),
-    (dict(eval_episodes=-1), "--eval-episodes must be >= 0"),
-    (dict(checkpoint_every=-5), "--checkpoint-every must be >= 0"),
-    (dict(hidden_sizes=()), "--hidden-sizes must be one or more positive integers"),
-    (dict(hidden_sizes=(64, 0)), "--hidden-sizes must be one or more positive integers"),
-    (dict(seed=-1), "--seed must be in [0, 2**32)"),
-    (dict(torch_threads=-2), "--torch-threads must be >= 0"),
-    (dict(exp_name="a/b"), "--exp-name must be a non-empty name"),
-    (dict(load_model="m.model", resume="c.pt"), "give one of them"),
-    (dict(export_onnx="missing/policy.onnx"), "--export-onnx 'missing/policy.onnx': no file can be written there"),
-    (dict(export_onnx="."), "--export-onnx '.': no file can be written there"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (dict(total_timesteps=0), "--total-timesteps must be a positive integer"),
+        (dict(num_envs=-1), "--num-envs must be a positive integer"),
+        (dict(num_steps=0), "--num-steps must be a positive integer"),
+        (dict(num_minibatches=0), "--num-minibatches must be a positive integer"),
+        (dict(update_epochs=0), "--update-epochs must be a positive integer"),
+        (dict(gamma=-0.1), "--gamma must be in [0, 1]"),
+        (dict(gae_lambda=1.5), "--gae-lambda must be in [0, 1]"),
+        (dict(learning_rate=0.0), "--learning-rate must be > 0"),
+        (dict(clip_coef=0.0), "--clip-coef must be > 0"),
+        (dict(max_grad_norm=-1.0), "--max-grad-norm must be > 0"),
+        (dict(ent_coef=-0.01), "--ent-coef must be >= 0"),
+        (dict(vf_coef=-1.0), "--vf-coef must be >= 0"),
+        (dict(target_kl=0.0), "--target-kl must be > 0"),
+        (dict(eval_episodes=-1), "--eval-episodes must be >= 0"),
+        (dict(checkpoint_every=-5), "--checkpoint-every must be >= 0"),
+        (dict(hidden_sizes=()), "--hidden-sizes must be one or more positive integers"),
+        (dict(hidden_sizes=(64, 0)), "--hidden-sizes must be one or more positive integers"),
+        (dict(seed=-1), "--seed must be in [0, 2**32)"),
+        (dict(torch_threads=-2), "--torch-threads must be >= 0"),
+        (dict(exp_name="a/b"), "--exp-name must be a non-empty name"),
+        (dict(load_model="m.model", resume="c.pt"), "give one of them"),
+        (
+            dict(export_onnx="missing/policy.onnx"),
+            "--export-onnx 'missing/policy.onnx': no file can be written there",
+        ),
+        (dict(export_onnx="."), "--export-onnx '.': no file can be written there"),
+    ],
+)
 @SCRIPTS
 def test_every_impossible_flag_is_a_one_line_error(ppo, flags, message, capsys):
     if not all(hasattr(ppo.Args, name) for name in flags):
@@ -356,41 +435,62 @@ def test_every_impossible_flag_is_a_one_line_error(ppo, flags, message, capsys):
 @SCRIPTS
 def test_an_unwritable_run_directory_is_a_one_line_error(ppo, tmp_path):
     (tmp_path / "runs").write_text("a file where the runs/ directory should be")
-    out = subprocess.run([sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py")], capture_output=True, text=True,
-                         cwd=tmp_path)
-    assert out.returncode == 2 and "cannot create the directory runs/" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, f"{ppo.__name__}.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert (
+        out.returncode == 2
+        and "cannot create the directory runs/" in out.stderr
+        and "Traceback" not in out.stderr
+    )
 
 
 @SCRIPTS
 def test_paths_that_are_not_files_are_named_and_outputs_are_checked_before_training(ppo, tmp_path, capsys):
     os.mkfifo(tmp_path / "fifo")
     os.symlink(tmp_path / "loop", tmp_path / "loop")
-    for path, what in [(tmp_path, "a directory"), ("/dev/null", "not a regular file"), (tmp_path / "fifo", "not a "
-                       "regular file"), (tmp_path / "loop", "a link that leads nowhere"), ("nothing.pt", "no such file")]:
+    for path, what in [
+        (tmp_path, "a directory"),
+        ("/dev/null", "not a regular file"),
+        (tmp_path / "fifo", "not a regular file"),
+        (tmp_path / "loop", "a link that leads nowhere"),
+        ("nothing.pt", "no such file"),
+    ]:
         for flag in ["resume", "load_model"]:
             line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**{flag: str(path)})))
             assert f"--{flag.replace('_', '-')} {str(path)!r}: {what}" in line
-    (tmp_path / "videos").write_text("a file where the videos/ directory should be")  # the test's own directory
+    # in the test's own directory
+    (tmp_path / "videos").write_text("a file where the videos/ directory should be")
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(capture_video=True)))
-    assert "--capture-video writes under videos/, which cannot be written here" in line and not os.path.exists("runs")
+    assert (
+        "--capture-video writes under videos/, which cannot be written here" in line
+        and not os.path.exists("runs")
+    )
 
 
 @SCRIPTS
 def test_a_second_run_in_a_run_directory_in_use_is_refused(ppo, capsys):
-    """Two --resume of one checkpoint at once: the second refuses in one line while the first holds the lock."""
-    summary = ppo.train(ppo.Args(**{**SMALL[ppo], "total_timesteps": 2 * ITERATION[ppo],
-                                    "checkpoint_every": ITERATION[ppo]}))
+    """Two --resume of one checkpoint at once: the second refuses in one line while the first holds the
+    lock."""
+    summary = ppo.train(
+        ppo.Args(**{**SMALL[ppo], "total_timesteps": 2 * ITERATION[ppo], "checkpoint_every": ITERATION[ppo]})
+    )
     checkpoint_path = os.path.join(summary["run_dir"], "checkpoint.pt")
     with open(os.path.join(summary["run_dir"], "run.lock"), "a") as lock:  # as the first run holds it
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         line = one_line_error(capsys, lambda: ppo.train(ppo.Args(resume=checkpoint_path)))
         assert "is in use by another run" in line
-    assert ppo.train(ppo.Args(resume=checkpoint_path))["run_dir"] == os.path.abspath(summary["run_dir"])  # now free
+    # the directory is free again
+    assert ppo.train(ppo.Args(resume=checkpoint_path))["run_dir"] == os.path.abspath(summary["run_dir"])
 
 
 @SCRIPTS
 def test_capture_video_without_moviepy_is_a_one_line_error(ppo, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "moviepy", None)  # as if it were not installed: importing it raises ImportError
+    # as if it were not installed: importing it raises ImportError
+    monkeypatch.setitem(sys.modules, "moviepy", None)
     with pytest.raises(SystemExit) as exit_info:
         ppo.train(ppo.Args(**SMALL[ppo], capture_video=True))
     assert exit_info.value.code == 2

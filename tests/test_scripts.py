@@ -20,19 +20,41 @@ from tests.checks import agent_and_its_own_batch, help_text, one_line_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGS = [
-    "charts/episodic_return", "charts/episodic_length", "charts/learning_rate", "charts/SPS",
-    "losses/value_loss", "losses/policy_loss", "losses/entropy", "losses/old_approx_kl",
-    "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/learning_rate",
+    "charts/SPS",
+    "losses/value_loss",
+    "losses/policy_loss",
+    "losses/entropy",
+    "losses/old_approx_kl",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
 ]
 # two iterations of a cheap env for each script
 TINY = {
     ppo_discrete: dict(env_id="CartPole-v1", total_timesteps=1024, num_envs=4, num_steps=128),
-    ppo_continuous: dict(env_id="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256, num_minibatches=4,
-                         update_epochs=2),
-    ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=512, num_envs=2, num_steps=128, num_minibatches=4,
-                    update_epochs=1),
+    ppo_continuous: dict(
+        env_id="Pendulum-v1",
+        total_timesteps=1024,
+        num_envs=2,
+        num_steps=256,
+        num_minibatches=4,
+        update_epochs=2,
+    ),
+    ppo_atari: dict(
+        env_id="ALE/Breakout-v5",
+        total_timesteps=512,
+        num_envs=2,
+        num_steps=128,
+        num_minibatches=4,
+        update_epochs=1,
+    ),
 }
-VECTOR_SCRIPTS = pytest.mark.parametrize("ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__)
+VECTOR_SCRIPTS = pytest.mark.parametrize(
+    "ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__
+)
 SCRIPTS = pytest.mark.parametrize("ppo", list(TINY), ids=lambda module: module.__name__)
 
 
@@ -64,7 +86,9 @@ def test_two_iterations_write_every_tag(ppo):
     flags = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0]
     assert b"|device|cpu|" in flags and b"|cuda|True|" in flags  # the device it ran on, beside --cuda
     learning_rates = [e.value for e in events.Scalars("charts/learning_rate")]
-    np.testing.assert_allclose(learning_rates, [ppo.Args.learning_rate, ppo.Args.learning_rate / 2], rtol=1e-6)
+    np.testing.assert_allclose(
+        learning_rates, [ppo.Args.learning_rate, ppo.Args.learning_rate / 2], rtol=1e-6
+    )
     batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
     assert [e.step for e in events.Scalars("losses/value_loss")] == [batch, 2 * batch]
     episode_steps = [e.step for e in events.Scalars("charts/episodic_return")]
@@ -91,17 +115,28 @@ def test_the_learning_rate_schedule_scales_every_parameter_group(ppo):
     agent, batch, _ = agent_and_its_own_batch(ppo)
     weights = [p for name, p in agent.named_parameters() if name.endswith("weight")]
     others = [p for name, p in agent.named_parameters() if not name.endswith("weight")]
-    optimizer = torch.optim.AdamW([dict(params=weights, lr=1e-3), dict(params=others, lr=4e-4, weight_decay=0.0)])
+    optimizer = torch.optim.AdamW(
+        [dict(params=weights, lr=1e-3), dict(params=others, lr=4e-4, weight_decay=0.0)]
+    )
     for lr_factor in [0.5, 0.25]:
-        ppo.update(agent, optimizer, batch, ppo.Args(update_epochs=1), np.random.default_rng(0), ppo.ppo_loss,
-                   ppo.Schedule(lr_factor, 0.2, 0.0, 0.0))
-        assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([1e-3 * lr_factor, 4e-4 * lr_factor])
+        ppo.update(
+            agent,
+            optimizer,
+            batch,
+            ppo.Args(update_epochs=1),
+            np.random.default_rng(0),
+            ppo.ppo_loss,
+            ppo.Schedule(lr_factor, 0.2, 0.0, 0.0),
+        )
+        assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(
+            [1e-3 * lr_factor, 4e-4 * lr_factor]
+        )
 
 
 @SCRIPTS
 def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
-    """Minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the whole update, before
-    its step and without evaluating any later minibatch (CleanRL would finish the epoch: 4 steps)."""
+    """Minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the whole update,
+    before its step and without evaluating any later minibatch (CleanRL would finish the epoch: 4 steps)."""
     agent, batch, _ = agent_and_its_own_batch(ppo)
     args = ppo.Args(num_minibatches=4, update_epochs=4, target_kl=0.0)
     optimizer = torch.optim.Adam(agent.parameters(), lr=1e-2)
@@ -114,7 +149,12 @@ def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), counted_loss, schedule)
     assert stats["gradient_steps"] == 1 and len(evaluated) == 2
     args.target_kl = None
-    assert ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)["gradient_steps"] == 16
+    assert (
+        ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), ppo.ppo_loss, schedule)[
+            "gradient_steps"
+        ]
+        == 16
+    )
 
 
 @pytest.mark.slow
@@ -141,22 +181,38 @@ def test_save_load_evaluate_and_record_video(ppo):
     assert len([n for n in os.listdir(f"videos/{run_name}-eval") if n.endswith(".mp4")]) == 2
 
     # the saved model alone, in a fresh process, greedy: same returns as the in-training evaluation
-    out = subprocess.run([sys.executable, script_path(ppo), "--load-model", summary["model_path"], "--eval-episodes", "2",
-                          "--env-id", TINY[ppo]["env_id"]], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            script_path(ppo),
+            "--load-model",
+            summary["model_path"],
+            "--eval-episodes",
+            "2",
+            "--env-id",
+            TINY[ppo]["env_id"],
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(summary['eval_returns']):.2f}" in out.stdout
-    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=False))
+    sampled = ppo.evaluate_saved_model(
+        ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=False)
+    )
     assert len(sampled["eval_returns"]) == 1 and not sampled["recent_returns"]  # evaluated, not trained
 
 
-@pytest.mark.parametrize("ppo", [ppo_discrete])  # start_logging, which runs W&B, is the same in the three scripts
+# start_logging, which runs W&B, is the same in the three scripts
+@pytest.mark.parametrize("ppo", [ppo_discrete])
 def test_track_with_wandb_offline(ppo, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     summary = ppo.train(ppo.Args(track=True, **TINY[ppo]))
     wandb_dir = os.path.join(summary["run_dir"], "wandb")
     assert any(name.startswith("offline-run") for name in os.listdir(wandb_dir))
-    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(track=True, wandb_project_name="bad/name")))  # W&B refuses
+    # a project name that W&B refuses
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(track=True, wandb_project_name="bad/name")))
     assert line.startswith("error: --track: W&B did not start (UsageError: Invalid project name 'bad/name'")
 
 
@@ -226,9 +282,13 @@ def test_bad_model_and_checkpoint_files_are_refused_without_running_them(ppo, fl
     other = ppo_continuous if ppo is ppo_discrete else ppo_discrete  # a file of another script
     torch.save({"format": other.CHECKPOINT_FORMAT}, tmp_path / "other_script.pt")
     torch.save({"format": ppo.CHECKPOINT_FORMAT, "payload": RunsCode()}, tmp_path / "zipped_code.pt")
-    cases = {"truncated.pt": "not a readable checkpoint or model", "code.pt": "not a readable checkpoint or model",
-             "zipped_code.pt": "not a readable checkpoint or model (UnpicklingError: Weights only load failed.)",
-             "other_script.pt": f"not a {ppo.__name__}.py checkpoint or model", "missing.pt": "no such file"}
+    cases = {
+        "truncated.pt": "not a readable checkpoint or model",
+        "code.pt": "not a readable checkpoint or model",
+        "zipped_code.pt": "not a readable checkpoint or model (UnpicklingError: Weights only load failed.)",
+        "other_script.pt": f"not a {ppo.__name__}.py checkpoint or model",
+        "missing.pt": "no such file",
+    }
     for name, message in cases.items():
         with pytest.raises(SystemExit) as exit_info:
             ppo.train(ppo.Args(**{flag: str(tmp_path / name)}))
@@ -246,8 +306,8 @@ OTHER_ENV = {ppo_discrete: "Acrobot-v1", ppo_continuous: "MountainCarContinuous-
 
 @SCRIPTS
 def test_a_model_for_another_env_or_network_is_refused_naming_what_differs(ppo, capsys):
-    """A file whose env is another (as it says in its flags, but its spaces are the trained env's) is refused on
-    the spaces; one whose spaces match the other env is refused because the network does not fit them."""
+    """A file whose env is another (as it says in its flags, but its spaces are the trained env's) is refused
+    on the spaces; one whose spaces match the other env is refused because the network does not fit them."""
     summary = ppo.train(ppo.Args(save_model=True, **TINY[ppo]))
     model = torch.load(summary["model_path"], weights_only=True)
     model["args"]["env_id"] = OTHER_ENV[ppo]
@@ -269,7 +329,8 @@ def test_two_runs_in_the_same_second_get_their_own_directories(ppo):
 
 @SCRIPTS
 def test_an_interrupted_run_keeps_every_point_logged_before_it(ppo, monkeypatch):
-    """Scalars reach TensorBoard in bursts (ScalarWriter); a run stopped by an error or Ctrl-C still writes them all."""
+    """Scalars reach TensorBoard in bursts (ScalarWriter); a run stopped by an error or Ctrl-C still writes
+    them all."""
     original, calls = ppo.update, []
 
     def update_then_interrupt(*args, **kwargs):

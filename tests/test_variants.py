@@ -36,8 +36,12 @@ def test_gaussian_kl_by_hand():
     means = torch.randn(5, 3), torch.randn(5, 3)
     log_stds = torch.randn(3), torch.randn(3)
     reference = torch.distributions.kl_divergence(
-        torch.distributions.Normal(means[0], log_stds[0].exp()), torch.distributions.Normal(means[1], log_stds[1].exp()))
-    torch.testing.assert_close(ppo_continuous.gaussian_kl(means[0], log_stds[0], means[1], log_stds[1]), reference.sum(-1))
+        torch.distributions.Normal(means[0], log_stds[0].exp()),
+        torch.distributions.Normal(means[1], log_stds[1].exp()),
+    )
+    torch.testing.assert_close(
+        ppo_continuous.gaussian_kl(means[0], log_stds[0], means[1], log_stds[1]), reference.sum(-1)
+    )
 
 
 # ratios 1.5, 0.5, 1.1, 0.5 and 1.3 with advantages 1, -1, 2, 1, -1; clip 0.2
@@ -64,15 +68,16 @@ def test_unclipped_and_kl_penalty_objectives_by_hand(ppo):
 
 @SCRIPTS
 def test_ppog_by_hand_and_its_gradient_is_the_clipped_gradient_divided_by_the_ratio(ppo):
-    # stopped (ratio left [0.8, 1.2] in the advantage's direction): sample 0 (r 1.5, A > 0) and 1 (r 0.5, A < 0);
-    # sample 3 (r 0.5, A > 0) and 4 (r 1.3, A < 0) left it against the advantage: they keep their gradient
+    # stopped (ratio left [0.8, 1.2] in the advantage's direction): sample 0 (r 1.5, A > 0) and 1 (r 0.5, A <
+    # 0); sample 3 (r 0.5, A > 0) and 4 (r 1.3, A < 0) left it against the advantage: they keep their gradient
     log_pi = torch.log(RATIOS)  # old log-prob 0, so log pi = log r
     loss, ppog_grad = scored(ppo, "ppog")
     kept = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0])
     assert loss == pytest.approx((-(ADVANTAGES * log_pi) * kept).mean().item(), abs=1e-6)
     torch.testing.assert_close(ppog_grad, -ADVANTAGES * kept / 5)
     _, clip_grad = scored(ppo, "clip")
-    torch.testing.assert_close(clip_grad, RATIOS * ppog_grad)  # equal where the ratio is 1 (the first epoch's start)
+    # equal where the ratio is 1 (the first epoch's start)
+    torch.testing.assert_close(clip_grad, RATIOS * ppog_grad)
 
 
 def test_adapted_kl_beta_follows_the_paper():
@@ -80,7 +85,9 @@ def test_adapted_kl_beta_follows_the_paper():
         assert ppo.adapted_kl_beta(1.0, 0.01 / 1.6, 0.01) == 0.5
         assert ppo.adapted_kl_beta(1.0, 0.01 * 1.6, 0.01) == 2.0
         assert ppo.adapted_kl_beta(1.0, 0.01, 0.01) == 1.0
-        assert ppo.adapted_kl_beta(1.0, 0.01 / 1.4, 0.01) == 1.0 and ppo.adapted_kl_beta(1.0, 0.014, 0.01) == 1.0
+        assert (
+            ppo.adapted_kl_beta(1.0, 0.01 / 1.4, 0.01) == 1.0 and ppo.adapted_kl_beta(1.0, 0.014, 0.01) == 1.0
+        )
 
 
 @SCRIPTS
@@ -105,7 +112,9 @@ def test_adaptive_kl_beta_clip_annealing_and_entropy_decay_are_logged(ppo):
         assert betas[i + 1] == pytest.approx(betas[i] * factor)
     num_iterations = len(betas)
     clip_coefs = [e.value for e in events.Scalars("charts/clip_coef")]
-    assert clip_coefs == pytest.approx([args.clip_coef * (1 - i / num_iterations) for i in range(num_iterations)])
+    assert clip_coefs == pytest.approx(
+        [args.clip_coef * (1 - i / num_iterations) for i in range(num_iterations)]
+    )
     ent_coefs = [e.value for e in events.Scalars("charts/ent_coef")]
     assert ent_coefs == pytest.approx([0.01 * 0.5**i for i in range(num_iterations)])
 
@@ -137,14 +146,19 @@ def test_masked_log_probs_give_illegal_actions_zero_probability_and_zero_gradien
     assert entropy[0].item() == pytest.approx(-(legal * legal.log()).sum().item())
     (entropy.sum() + log_probs[masks].sum()).backward()
     assert (logits.grad[~masks] == 0).all() and (logits.grad[masks] != 0).any()
-    kl = ppo_discrete.categorical_kl(log_probs.detach(), ppo_discrete.masked_log_probs(logits.detach() * 2, masks, [4]))
+    kl = ppo_discrete.categorical_kl(
+        log_probs.detach(), ppo_discrete.masked_log_probs(logits.detach() * 2, masks, [4])
+    )
     assert torch.isfinite(kl).all()
 
 
 @pytest.mark.parametrize("env_id", ["MaskedTrading-v0", "MaskedTradingDict-v0"])
 def test_masked_env_learns_and_never_takes_an_illegal_action(env_id):
-    # the env raises on an illegal action, so finishing is the proof; random legal play scores about 0, the best 20
-    args = ppo_discrete.Args(env_id=env_id, total_timesteps=20480, learning_rate=1e-3, eval_episodes=5, eval_greedy=False)
+    # the env raises on an illegal action, so finishing is the proof; random legal play scores about 0, the
+    # best 20
+    args = ppo_discrete.Args(
+        env_id=env_id, total_timesteps=20480, learning_rate=1e-3, eval_episodes=5, eval_greedy=False
+    )
     summary = ppo_discrete.train(args)
     returns = [value for _, value in episode_curve(summary["run_dir"])]
     assert np.mean(returns[:20]) < 5 and np.mean(returns[-20:]) >= 18

@@ -81,7 +81,9 @@ class MaskedTradingEnv(gym.Env):
         self.mask_in_obs = mask_in_obs
         vector = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
         mask = gym.spaces.Box(0, 1, (3,), np.int8)
-        self.observation_space = gym.spaces.Dict({"observation": vector, "action_mask": mask}) if mask_in_obs else vector
+        self.observation_space = (
+            gym.spaces.Dict({"observation": vector, "action_mask": mask}) if mask_in_obs else vector
+        )
         self.t, self.bought_at = 0, None
 
     def price(self):
@@ -90,7 +92,11 @@ class MaskedTradingEnv(gym.Env):
     def observe(self):
         vector = np.array([self.price() == 1.0, self.bought_at is not None], np.float32)
         mask = np.array([1, self.bought_at is None, self.bought_at is not None], np.int8)
-        return ({"observation": vector, "action_mask": mask}, {}) if self.mask_in_obs else (vector, {"action_mask": mask})
+        return (
+            ({"observation": vector, "action_mask": mask}, {})
+            if self.mask_in_obs
+            else (vector, {"action_mask": mask})
+        )
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -120,15 +126,20 @@ gym.register("ImageObs-v0", entry_point=ImageObsEnv)
 
 class ComboLockEnv(gym.Env):
     """MultiDiscrete actions and Dict observations, one step per episode. The observation tells the value each
-    of the 2 components must take ("first": one-hot of 3, "second": one-hot of 4, and "noise"); the reward is 1
-    per right component, 2 at best. The legal actions come in the observation's "action_mask" (3 + 4 flags):
+    of the 2 components must take ("first": one-hot of 3, "second": one-hot of 4, and "noise"); the reward is
+    1 per right component, 2 at best. The legal actions come in the observation's "action_mask" (3 + 4 flags):
     the second component's value 3 is never legal, and one wrong value of the first component is illegal in
     each episode. The env raises on an illegal action, so a run that finishes never took one."""
 
     action_space = gym.spaces.MultiDiscrete([3, 4])
-    observation_space = gym.spaces.Dict({"first": gym.spaces.Box(0, 1, (3,)), "second": gym.spaces.Box(0, 1, (4,)),
-                                         "noise": gym.spaces.Box(-1, 1, (2,)),
-                                         "action_mask": gym.spaces.Box(0, 1, (7,), np.int8)})
+    observation_space = gym.spaces.Dict(
+        {
+            "first": gym.spaces.Box(0, 1, (3,)),
+            "second": gym.spaces.Box(0, 1, (4,)),
+            "noise": gym.spaces.Box(-1, 1, (2,)),
+            "action_mask": gym.spaces.Box(0, 1, (7,), np.int8),
+        }
+    )
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -136,7 +147,10 @@ class ComboLockEnv(gym.Env):
         illegal_first = (self.target[0] + 1 + int(self.np_random.integers(2))) % 3
         self.mask = np.ones(7, np.int8)
         self.mask[[illegal_first, 3 + 3]] = 0
-        first, second = np.eye(3, dtype=np.float32)[self.target[0]], np.eye(4, dtype=np.float32)[self.target[1]]
+        first, second = (
+            np.eye(3, dtype=np.float32)[self.target[0]],
+            np.eye(4, dtype=np.float32)[self.target[1]],
+        )
         noise = self.np_random.uniform(-1, 1, 2).astype(np.float32)
         return {"first": first, "second": second, "noise": noise, "action_mask": self.mask}, {}
 
@@ -163,7 +177,9 @@ class BrokenEnv(gym.Env):
         if fault == "tuple":
             self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
         if fault == "nested":
-            self.observation_space = gym.spaces.Dict({"inner": gym.spaces.Dict({"x": self.observation_space})})
+            self.observation_space = gym.spaces.Dict(
+                {"inner": gym.spaces.Dict({"x": self.observation_space})}
+            )
         self.fault = fault
 
     def reset(self, *, seed=None, options=None):
@@ -207,8 +223,8 @@ class OwnStateEnv(gym.Env):
 
 
 class CartPoleWithExtraState(CartPoleEnv):
-    """gymnasium's CartPole with state of its own beside `state`: a subclass is not the class the scripts know,
-    so its state is not taken as CartPole's (half of it would be)."""
+    """gymnasium's CartPole with state of its own beside `state`: a subclass is not the class the scripts
+    know, so its state is not taken as CartPole's (half of it would be)."""
 
     def step(self, action):
         self.extra = getattr(self, "extra", 0) + 1
@@ -282,8 +298,8 @@ gym.register("EmptyObservationContinuous-v0", entry_point=EmptyObservationEnv, m
 
 
 class FaultMidRunEnv(CountingEnv):
-    """CountingEnv that, at its 300th step, raises SystemExit(5) ("exit"), or hangs ("hang") after creating the
-    file "hanging" in the working directory."""
+    """CountingEnv that, at its 300th step, raises SystemExit(5) ("exit"), or hangs ("hang") after creating
+    the file "hanging" in the working directory."""
 
     def __init__(self, fault):
         super().__init__(episode_length=20)
