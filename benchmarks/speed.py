@@ -14,7 +14,8 @@ repeat, and medians are reported.
         --flags --compile
 
 steps/s is total steps / seconds spent in training (network and env set-up included, interpreter
-start-up and imports excluded); "process wall" is the whole command, imports included.
+start-up and imports excluded, torch._dynamo too, which the first torch.optim optimizer imports); "process
+wall" is the whole command, imports included.
 SB3 runs as its users run it (torch's default threads); ours uses its default --torch-threads 1.
 """
 
@@ -357,6 +358,8 @@ def main():
     if args.plot:
         plot(args.plot, args.plot_out)
         return
+    if args.worker:  # the first torch.optim optimizer imports torch._dynamo (2-3 s): an import, not timed
+        import torch._dynamo  # noqa: F401
     if args.worker == "breakdown":
         print(json.dumps({"seconds": breakdown_once(args.script, args.env_id, args.steps)}))
         return
