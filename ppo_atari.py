@@ -562,9 +562,10 @@ class Run:
     keeps the checkpoint of the last iteration done."""
 
     def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device, rank: int,
-                 world_size: int):
+                 world_size: int, spaces: list[str]):
         self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
         self.device, self.rank, self.world_size = device, rank, world_size
+        self.spaces = spaces  # the env's own, which saved files hold and a loaded file must match
         self.lock = None  # rank 0's, on the run directory
         self.seed_sequence = np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ())
         self.video_dir = f"videos/{self.name}" if args.capture_video and rank == 0 else None
@@ -623,8 +624,7 @@ class Run:
             suffix = "-eval" if args.load_model else ""
             name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}"
             run_dir = gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
-        run = cls(args, checkpoint, run_dir, device, rank, world_size)
-        run.spaces = spaces  # the env's own, which saved files hold and a loaded file must match
+        run = cls(args, checkpoint, run_dir, device, rank, world_size, spaces)
         if rank == 0:
             run.lock = lock_run_dir(run_dir)
             run.writer = start_logging(run)
