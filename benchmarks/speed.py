@@ -73,7 +73,7 @@ def worker_sb3(script: str, env_id: str, steps: int) -> float:
         policy, policy_kwargs = "CnnPolicy", {}
     else:
         envs = make_vec_env(args.env_id, n_envs=args.num_envs, seed=args.seed)
-        activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[args.activation]
+        activation = getattr(nn, args.activation)
         hidden = list(args.hidden_sizes)
         policy, policy_kwargs = (
             "MlpPolicy",
