@@ -26,23 +26,10 @@ from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs
 # iteration is 512 steps, 128 for Atari (its network costs 25 times an MLP's)
 SMALL = {
     ppo_discrete: dict(total_timesteps=8 * 512, checkpoint_every=2048),
-    ppo_continuous: dict(
-        env_id="HalfCheetah-v5",
-        total_timesteps=8 * 512,
-        num_steps=512,
-        num_minibatches=4,
-        update_epochs=2,
-        checkpoint_every=2048,
-    ),
-    ppo_atari: dict(
-        env_id="ALE/Breakout-v5",
-        total_timesteps=8 * 128,
-        num_envs=2,
-        num_steps=64,
-        num_minibatches=4,
-        update_epochs=1,
-        checkpoint_every=512,
-    ),
+    ppo_continuous: dict(env_id="HalfCheetah-v5", total_timesteps=8 * 512, num_steps=512, num_minibatches=4,
+                         update_epochs=2, checkpoint_every=2048),
+    ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=8 * 128, num_envs=2, num_steps=64,
+                    num_minibatches=4, update_epochs=1, checkpoint_every=512),
 }
 ITERATION = {
     ppo: ppo.Args(**settings).num_envs * ppo.Args(**settings).num_steps for ppo, settings in SMALL.items()
@@ -50,21 +37,9 @@ ITERATION = {
 # 30 (CartPole) or 40 (Pendulum) iterations, for runs killed at a random moment
 FLAGS = {
     ppo_discrete: ["--total-timesteps", "15360", "--checkpoint-every", "2048", "--save-model"],
-    ppo_continuous: [
-        "--env-id",
-        "Pendulum-v1",
-        "--num-steps",
-        "256",
-        "--num-minibatches",
-        "4",
-        "--update-epochs",
-        "2",
-        "--total-timesteps",
-        "10240",
-        "--checkpoint-every",
-        "1024",
-        "--save-model",
-    ],
+    ppo_continuous: ["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4",
+                     "--update-epochs", "2", "--total-timesteps", "10240", "--checkpoint-every", "1024",
+                     "--save-model"],
 }
 
 
@@ -254,16 +229,8 @@ def test_a_signal_that_lands_during_a_gather_still_stops_the_run(ppo, signalled_
     )
 
 
-FAULT_FLAGS = [
-    "--num-envs",
-    "1",
-    "--num-steps",
-    "128",
-    "--total-timesteps",
-    "1024",
-    "--checkpoint-every",
-    "1024",
-]
+FAULT_FLAGS = ["--num-envs", "1", "--num-steps", "128", "--total-timesteps", "1024",
+               "--checkpoint-every", "1024"]
 
 
 def test_an_env_that_exits_mid_run_keeps_the_last_iteration_and_its_exit_code(monkeypatch):

@@ -35,22 +35,10 @@ TAGS = [
 # two iterations of a cheap env for each script
 TINY = {
     ppo_discrete: dict(env_id="CartPole-v1", total_timesteps=1024, num_envs=4, num_steps=128),
-    ppo_continuous: dict(
-        env_id="Pendulum-v1",
-        total_timesteps=1024,
-        num_envs=2,
-        num_steps=256,
-        num_minibatches=4,
-        update_epochs=2,
-    ),
-    ppo_atari: dict(
-        env_id="ALE/Breakout-v5",
-        total_timesteps=512,
-        num_envs=2,
-        num_steps=128,
-        num_minibatches=4,
-        update_epochs=1,
-    ),
+    ppo_continuous: dict(env_id="Pendulum-v1", total_timesteps=1024, num_envs=2, num_steps=256,
+                         num_minibatches=4, update_epochs=2),
+    ppo_atari: dict(env_id="ALE/Breakout-v5", total_timesteps=512, num_envs=2, num_steps=128,
+                    num_minibatches=4, update_epochs=1),
 }
 VECTOR_SCRIPTS = pytest.mark.parametrize(
     "ppo", [ppo_discrete, ppo_continuous], ids=lambda module: module.__name__
