@@ -51,15 +51,8 @@ def run_one(
     its episodes back from TensorBoard; with keep_runs, the run directory (events, saved model) is moved there
     afterwards."""
     with tempfile.TemporaryDirectory() as workdir:
-        command = [
-            *launcher(nproc),
-            os.path.join(ROOT, script),
-            "--env-id",
-            env_id,
-            "--seed",
-            str(seed),
-            *extra,
-        ]
+        script_path = os.path.join(ROOT, script)
+        command = [*launcher(nproc), script_path, "--env-id", env_id, "--seed", str(seed), *extra]
         print(" ".join(command), flush=True)
         start = time.time()
         subprocess.run(command, cwd=workdir, check=True)

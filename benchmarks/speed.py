@@ -135,19 +135,8 @@ PARTS = ["collect_rollout", "compute_gae", "update"]
 
 def worker_command(name: str, script: str, env_id: str, steps: int, flags: tuple = ()) -> list[str]:
     """This file run as one measurement's worker process (flags: our script's, a command line's)."""
-    return [
-        sys.executable,
-        os.path.abspath(__file__),
-        "--worker",
-        name,
-        "--script",
-        script,
-        "--env-id",
-        env_id,
-        "--steps",
-        str(steps),
-        *(["--flags", *flags] if flags else []),
-    ]
+    return [sys.executable, os.path.abspath(__file__), "--worker", name, "--script", script, "--env-id",
+            env_id, "--steps", str(steps), *(["--flags", *flags] if flags else [])]
 
 
 def breakdown_once(script: str, env_id: str, steps: int) -> dict:

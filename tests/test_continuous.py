@@ -155,18 +155,9 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     # a reloaded network's weights lie elsewhere in memory)
     evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=2))
     np.testing.assert_allclose(evaluation["eval_returns"], summary["eval_returns"], rtol=1e-4)
-    out = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py"),
-            "--load-model",
-            summary["model_path"],
-            "--eval-episodes",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py")
+    command = [sys.executable, script, "--load-model", summary["model_path"], "--eval-episodes", "2"]
+    out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(evaluation['eval_returns']):.2f}" in out.stdout  # same process layout
     # without its statistics the same network scores differently: the statistics matter

@@ -169,20 +169,9 @@ def test_save_load_evaluate_and_record_video(ppo):
     assert len([n for n in os.listdir(f"videos/{run_name}-eval") if n.endswith(".mp4")]) == 2
 
     # the saved model alone, in a fresh process, greedy: same returns as the in-training evaluation
-    out = subprocess.run(
-        [
-            sys.executable,
-            script_path(ppo),
-            "--load-model",
-            summary["model_path"],
-            "--eval-episodes",
-            "2",
-            "--env-id",
-            TINY[ppo]["env_id"],
-        ],
-        capture_output=True,
-        text=True,
-    )
+    command = [sys.executable, script_path(ppo), "--load-model", summary["model_path"], "--eval-episodes",
+               "2", "--env-id", TINY[ppo]["env_id"]]
+    out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(summary['eval_returns']):.2f}" in out.stdout
     sampled = ppo.evaluate_saved_model(
