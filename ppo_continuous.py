@@ -55,7 +55,7 @@ PRESETS = {
     "halfcheetah": ("rl-zoo3's tuned HalfCheetah-v3", dict(
         ZOO_MUJOCO, env_id="HalfCheetah-v5", num_minibatches=8, update_epochs=20, gamma=0.98, gae_lambda=0.92,
         learning_rate=2.0633e-5, ent_coef=0.000401762, clip_coef=0.1, max_grad_norm=0.8, vf_coef=0.58096)),
-    "walker2d": ("rl-zoo3's tuned Walker2d-v3, unmeasured here", dict(
+    "walker2d": ("rl-zoo3's tuned Walker2d-v3", dict(
         anneal_lr=False, clip_vloss=False, env_id="Walker2d-v5", num_steps=512, num_minibatches=16,
         update_epochs=20, gamma=0.99, gae_lambda=0.95, learning_rate=5.05041e-5, ent_coef=0.000585045,
         clip_coef=0.1, max_grad_norm=1.0, vf_coef=0.871923)),
