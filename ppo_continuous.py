@@ -59,8 +59,6 @@ PRESETS = {
         anneal_lr=False, clip_vloss=False, env_id="Walker2d-v5", num_steps=512, num_minibatches=16,
         update_epochs=20, gamma=0.99, gae_lambda=0.95, learning_rate=5.05041e-5, ent_coef=0.000585045,
         clip_coef=0.1, max_grad_norm=1.0, vf_coef=0.871923)),
-    "ant": ("rl-zoo3's Ant-v3 (SB3's defaults), unmeasured here", dict(
-        anneal_lr=False, clip_vloss=False, env_id="Ant-v5")),
     "swimmer": ("rl-zoo3's Swimmer-v3 (SB3's defaults, gamma 0.9999)", dict(
         anneal_lr=False, clip_vloss=False, env_id="Swimmer-v5", gamma=0.9999)),
     "pendulum": ("rl-zoo3's tuned Pendulum-v1, 100k steps (without its gSDE)", dict(
