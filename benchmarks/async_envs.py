@@ -6,7 +6,6 @@ after repeat, and medians are reported. Writes benchmarks/results/async_envs.csv
 """
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import ppo_atari  # noqa: E402
 from gpu_check import steps_per_second  # noqa: E402  (the script's last printed steps/s)
+from speed import write_rows  # noqa: E402
 
 
 def env_steps_per_second(num_envs: int, mode: str, vector_steps: int) -> float:
@@ -59,10 +59,7 @@ def main():
                                  env_steps_per_s=round(env_only), run_steps_per_s=round(whole)))
                 print(rows[-1], flush=True)
     path = os.path.join(ROOT, "benchmarks", "results", "async_envs.csv")
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(path, rows)
     print(f"\n{os.cpu_count()} CPUs; medians over {args.repeats} repeats\n")
     print("| envs | async | env steps/s | whole-run steps/s |\n|---|---|---|---|")
     for num_envs in [8, 16]:

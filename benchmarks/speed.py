@@ -172,10 +172,7 @@ def breakdown(script: str, env_id: str, steps: int, repeats: int, out: str):
             output = subprocess.run(worker_command("breakdown", script, env_id, steps), cwd=workdir,
                                     capture_output=True, text=True, check=True).stdout
         runs.append(json.loads(output.strip().splitlines()[-1])["seconds"])
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(runs[0]))
-        writer.writeheader()
-        writer.writerows({key: round(value, 3) for key, value in run.items()} for run in runs)
+    write_rows(out, [{key: round(value, 3) for key, value in run.items()} for run in runs])
     median = {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
     args = script_args(script, env_id, steps)[1]
     iterations = steps // (args.num_envs * args.num_steps)
