@@ -177,6 +177,8 @@ class Args:
     """every this many steps (and when stopped), saves runs/{run_name}/checkpoint.pt, atomically; 0: never"""
     resume: Optional[str] = None
     """path of a checkpoint.pt: continues that run with its own flags, logs and run directory"""
+
+
 class EnvError(Exception):
     """An env gave something the algorithm cannot use: the run stops with this one line (exit 2)."""
 
