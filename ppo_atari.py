@@ -298,12 +298,17 @@ def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np
                     device: torch.device) -> tuple[Rollout, list[Episode]]:
     """Runs the policy num_steps steps in every env, updating state. Returns the rollout and the games that
     ended, as (step, env, raw score, length in frames). Rewards are clipped to their sign for training."""
-    num_steps, num_envs = args.num_steps, envs.num_envs
+    num_steps = args.num_steps
+    num_envs = envs.num_envs
     obs = np.empty((num_steps, *state.obs.shape), dtype=np.uint8)  # (num_steps, num_envs, 4, 84, 84)
     actions = np.empty((num_steps, num_envs), dtype=np.int64)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
-    logits, values, finished, truncated_at, final_obs = [], [], [], [], []
+    logits = []
+    values = []
+    finished = []
+    truncated_at = []
+    final_obs = []
     with torch.inference_mode():
         for step in range(num_steps):
             obs[step] = state.obs
@@ -459,7 +464,9 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
         group["lr"] = group.setdefault("initial_lr", group["lr"]) * schedule.lr_factor
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    totals, logratios, grad_norms = {}, [], []
+    totals = {}
+    logratios = []
+    grad_norms = []
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size)).to(batch.obs.device)
         shuffled = type(batch)(*(None if tensor is None else tensor[order] for tensor in batch))
@@ -497,7 +504,8 @@ def train(args: Args, given: Optional[set] = None) -> dict:
     """Trains (or, with --resume, goes on training); returns what happened. given: the flags named on the
     command line (by default: those that differ from their defaults)."""
     with Run.start(args, given) as run:
-        args, device = run.args, run.device
+        args = run.args
+        device = run.device
         rng = np.random.default_rng(run.seed_sequence)  # each torchrun process its own
         envs = make_envs(args, run.video_dir, run.world_size)
         state = restart_episodes(envs, args, args.seed + run.rank * envs.num_envs)
@@ -563,8 +571,13 @@ class Run:
 
     def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device, rank: int,
                  world_size: int, spaces: list[str]):
-        self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
-        self.device, self.rank, self.world_size = device, rank, world_size
+        self.args = args
+        self.checkpoint = checkpoint
+        self.dir = run_dir
+        self.name = os.path.basename(run_dir)
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
         self.spaces = spaces  # the env's own, which saved files hold and a loaded file must match
         self.lock = None  # rank 0's, on the run directory
         self.seed_sequence = np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ())
@@ -573,9 +586,13 @@ class Run:
         self.num_iterations = args.total_timesteps // self.batch_size
         self.iteration = 0  # the last one done
         self.recent_returns = deque(maxlen=100)
-        self.received, self.handlers, self.snapshot = [], {}, None  # stop signals, old handlers, checkpoint
+        self.received = []  # the stop signals caught
+        self.handlers = {}  # the signal handlers to put back at the end
+        self.snapshot = None  # the checkpoint of the last iteration done
         self.agent = self.optimizer = self.rng = self.envs = self.state = None  # what train() trains
-        self.start_step, self.start_time, self.last_print = 0, time.time(), 0.0
+        self.start_step = 0
+        self.start_time = time.time()
+        self.last_print = 0.0
         self.writer = NO_LOGS
 
     @property
@@ -674,13 +691,17 @@ class Run:
                 state) -> tuple[int, float]:
         """Keeps the training's objects for its checkpoints; with --resume, puts them back as they were at the
         end of the checkpoint's iteration. Returns the first iteration to run and the KL beta."""
-        self.agent, self.optimizer, self.rng, self.envs, self.state = agent, optimizer, rng, envs, state
+        self.agent = agent
+        self.optimizer = optimizer
+        self.rng = rng
+        self.envs = envs
+        self.state = state
         if self.checkpoint is None:
             return 1, self.args.kl_beta
-        saved, path = self.checkpoint, self.path
+        saved = self.checkpoint
         own = saved["ranks"][self.rank]  # this process's generators
         self.load_agent(agent, self.spaces)
-        check_optimizer(path, saved["optimizer"], optimizer)
+        check_optimizer(self.path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
             for parameter in agent.parameters():  # the optimizer's state must fit its parameters
@@ -690,8 +711,9 @@ class Run:
             rng.bit_generator.state = own["generator"]
             torch.set_rng_state(own["torch"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-            fail(f"{path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
-        self.start_step, self.start_time = self.global_step, time.time()
+            fail(f"{self.path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
+        self.start_step = self.global_step
+        self.start_time = time.time()
         self.recent_returns.extend(saved["recent_returns"])
         seed = self.args.seed + self.rank * envs.num_envs + self.global_step
         restart_episodes(envs, self.args, seed, state)
@@ -703,28 +725,33 @@ class Run:
     def load_agent(self, agent: nn.Module, spaces: list[str]):
         """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
         network that does not fit (one line naming the parameters and the flags that built it), stop."""
-        path, weights, own = self.path, self.checkpoint["agent"], agent.state_dict()
+        weights = self.checkpoint["agent"]
+        own = agent.state_dict()
         for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], spaces):
             if saved != now:  # a Dict's keys, their order and shapes too
-                fail(f"{path!r} is for another env: its {kind} space is {saved}, this env's {now}")
+                fail(f"{self.path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
         unexpected = [name for name in weights if name not in own]
         misshaped = [f"{name} {tuple(weights[name].shape)} for {tuple(own[name].shape)}" for name in own
                      if name in weights and weights[name].shape != own[name].shape]
         if missing or unexpected or misshaped:
             built = " ".join(f"{flag_name(name)} {getattr(self.args, name)}" for name in NETWORK_FLAGS)
-            fail(f"{path!r} does not fit this script's network (saved with {built}): missing "
+            fail(f"{self.path!r} does not fit this script's network (saved with {built}): missing "
                  f"{missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
         agent.load_state_dict(weights)
-        self.agent, self.iteration = agent, self.checkpoint["counters"]["iteration"]
+        self.agent = agent
+        self.iteration = self.checkpoint["counters"]["iteration"]
 
     def end_iteration(self, iteration: int, kl_beta: float, schedule, stats: dict, finished: list) -> bool:
         """Logs the iteration; keeps a copy of what a checkpoint holds, written every checkpoint_every steps,
         at the end (--save-model: the model) and on a stop signal. True: a signal came, stop."""
-        self.iteration, self.kl_beta = iteration, kl_beta
+        self.iteration = iteration
+        self.kl_beta = kl_beta
         self.log(schedule, stats, finished)
         self.snapshot, signals = self.checkpoint_data()
-        stopping, every, step = bool(signals), self.args.checkpoint_every, self.global_step
+        stopping = bool(signals)
+        every = self.args.checkpoint_every
+        step = self.global_step
         crossed = every > 0 and step // every > (step - self.batch_size) // every
         last = iteration == self.num_iterations
         if stopping or (crossed and not last):
@@ -760,7 +787,8 @@ class Run:
             for name, value in charts.items():
                 self.writer.add_scalar(f"charts/{name}", value, step)
         if self.rank == 0 and (time.time() - self.last_print > 10 or self.iteration == self.num_iterations):
-            self.last_print, returns = time.time(), self.recent_returns
+            self.last_print = time.time()
+            returns = self.recent_returns
             print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
                   f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
@@ -784,7 +812,8 @@ class Run:
             return
         with self.logs_may_fail():  # every point up to the checkpoint is on disk before it
             self.writer.flush()
-        path, serialized = os.path.join(self.dir, name), io.BytesIO()
+        path = os.path.join(self.dir, name)
+        serialized = io.BytesIO()
         torch.save(data, serialized)  # in memory first: a disk that fills mid-write is then a plain OSError
         temporary = f"{path}.{os.getpid()}.tmp"
         try:
@@ -816,8 +845,10 @@ class Run:
     def finish(self) -> dict:
         """Says how to go on after a stop; otherwise evaluates and exports the agent. Closes the logs; returns
         the run's summary."""
-        args, stopped = self.args, signal.Signals(self.received[0]) if self.received else None
-        model_path, eval_returns = None, []
+        args = self.args
+        stopped = signal.Signals(self.received[0]) if self.received else None
+        model_path = None
+        eval_returns = []
         if args.save_model and not args.load_model and self.iteration == self.num_iterations:
             model_path = os.path.join(self.dir, f"{args.exp_name}.model")
             if self.rank == 0:
@@ -948,7 +979,8 @@ def as_data(value):
 def load_data_file(args: Args) -> dict:
     """The file of --resume or --load-model, its records' checksums verified, read with weights_only=True
     (never code); a damaged or foreign file is a one-line error."""
-    path, flag = args.resume or args.load_model, "--resume" if args.resume else "--load-model"
+    path = args.resume or args.load_model
+    flag = "--resume" if args.resume else "--load-model"
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: {what_is_not_a_file(path)}; give a checkpoint.pt or a .model file")
     try:
@@ -988,8 +1020,10 @@ def check_saved(args: Args, saved: dict):
     except SystemExit:
         reason = message.getvalue().strip().removeprefix("error: ")
         fail(f"{path!r} holds flags this run cannot take: {reason}")
-    counters, batch_size = saved["counters"], args.num_envs * args.num_steps
-    iteration, kl_beta = counters.get("iteration"), counters.get("kl_beta")
+    counters = saved["counters"]
+    batch_size = args.num_envs * args.num_steps
+    iteration = counters.get("iteration")
+    kl_beta = counters.get("kl_beta")
     if not (type(iteration) is int and 0 <= iteration <= args.total_timesteps // batch_size
             and counters.get("global_step") == iteration * batch_size
             and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
@@ -1145,9 +1179,11 @@ def check_env(args: Args) -> list[str]:
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with
     --capture-video); logs, prints and returns their raw scores."""
-    args, video_dir = run.args, f"videos/{run.name}-eval" if run.args.capture_video else None
+    args = run.args
+    video_dir = f"videos/{run.name}-eval" if args.capture_video else None
     env = make_env(args.env_id, args, video_dir)()
-    rng, returns = np.random.default_rng(args.seed), []
+    rng = np.random.default_rng(args.seed)
+    returns = []
     obs, _ = env.reset(seed=args.seed + 100_000)
     while len(returns) < args.eval_episodes:
         with torch.inference_mode():

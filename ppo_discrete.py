@@ -332,14 +332,20 @@ def masked_log_probs(logits: torch.Tensor, masks: Optional[torch.Tensor], nvec: 
 def collect_rollout(envs, agent: nn.Module, state: EnvState, args: Args, rng: np.random.Generator,
                     device: torch.device) -> tuple[Rollout, list[Episode]]:
     """num_steps steps of the policy in every env, and the episodes that ended."""
-    num_steps, num_envs, space = args.num_steps, envs.num_envs, envs.single_action_space
+    num_steps = args.num_steps
+    num_envs = envs.num_envs
+    space = envs.single_action_space
     nvec = action_nvec(space)
     obs = np.empty((num_steps, *state.obs.shape), dtype=np.float32)  # (num_steps, num_envs, obs_dim)
     actions = np.empty((num_steps, num_envs, len(nvec)), dtype=np.int64)
     masks = None if state.mask is None else np.empty((num_steps, *state.mask.shape), dtype=bool)
     rewards = np.empty((num_steps, num_envs), dtype=np.float32)
     dones = np.empty((num_steps, num_envs), dtype=np.float32)
-    logits, values, finished, truncated_at, final_obs = [], [], [], [], []
+    logits = []
+    values = []
+    finished = []
+    truncated_at = []
+    final_obs = []
     with torch.inference_mode():
         for step in range(num_steps):
             obs[step] = state.obs
@@ -488,7 +494,9 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
         group["lr"] = group.setdefault("initial_lr", group["lr"]) * schedule.lr_factor
     batch_size = batch.obs.shape[0]
     minibatch_size = batch_size // args.num_minibatches
-    totals, logratios, grad_norms = {}, [], []
+    totals = {}
+    logratios = []
+    grad_norms = []
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size)).to(batch.obs.device)
         shuffled = type(batch)(*(None if tensor is None else tensor[order] for tensor in batch))
@@ -524,7 +532,8 @@ def train(args: Args, given: Optional[set] = None) -> dict:
     """Trains (or, with --resume, goes on training); returns what happened. given: the flags named on the
     command line (by default: those that differ from their defaults)."""
     with Run.start(args, given) as run:
-        args, device = run.args, run.device
+        args = run.args
+        device = run.device
         rng = np.random.default_rng(args.seed)
         envs = make_envs(args, run.video_dir)
         state = restart_episodes(envs, args, args.seed)
@@ -587,16 +596,23 @@ class Run:
     run after the iteration, and an error keeps the checkpoint of the last iteration done."""
 
     def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device):
-        self.args, self.checkpoint, self.dir, self.name = args, checkpoint, run_dir, os.path.basename(run_dir)
+        self.args = args
+        self.checkpoint = checkpoint
+        self.dir = run_dir
+        self.name = os.path.basename(run_dir)
         self.device = device
         self.video_dir = f"videos/{self.name}" if args.capture_video else None
         self.batch_size = args.num_envs * args.num_steps
         self.num_iterations = args.total_timesteps // self.batch_size
         self.iteration = 0  # the last one done
         self.recent_returns = deque(maxlen=100)
-        self.received, self.handlers, self.snapshot = [], {}, None  # stop signals, old handlers, checkpoint
+        self.received = []  # the stop signals caught
+        self.handlers = {}  # the signal handlers to put back at the end
+        self.snapshot = None  # the checkpoint of the last iteration done
         self.agent = self.optimizer = self.rng = self.envs = self.state = None  # what train() trains
-        self.start_step, self.start_time, self.last_print = 0, time.time(), 0.0
+        self.start_step = 0
+        self.start_time = time.time()
+        self.last_print = 0.0
         self.writer = NO_LOGS
 
     @property
@@ -677,12 +693,16 @@ class Run:
                 state) -> tuple[int, float]:
         """Keeps the training's objects for its checkpoints; with --resume, puts them back as they were at the
         end of the checkpoint's iteration. Returns the first iteration to run and the KL beta."""
-        self.agent, self.optimizer, self.rng, self.envs, self.state = agent, optimizer, rng, envs, state
+        self.agent = agent
+        self.optimizer = optimizer
+        self.rng = rng
+        self.envs = envs
+        self.state = state
         if self.checkpoint is None:
             return 1, self.args.kl_beta
-        saved, path = self.checkpoint, self.path
+        saved = self.checkpoint
         self.load_agent(agent, envs.envs[0])
-        check_optimizer(path, saved["optimizer"], optimizer)
+        check_optimizer(self.path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
             for parameter in agent.parameters():  # the optimizer's state must fit its parameters
@@ -695,8 +715,9 @@ class Run:
             if saved["envs"] is not None:
                 restore_env_states(envs, saved["envs"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
-            fail(f"{path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
-        self.start_step, self.start_time = self.global_step, time.time()
+            fail(f"{self.path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
+        self.start_step = self.global_step
+        self.start_time = time.time()
         self.recent_returns.extend(saved["recent_returns"])
         note = ""
         if saved["envs"] is None:  # the envs' state could not be saved: new episodes
@@ -708,28 +729,33 @@ class Run:
     def load_agent(self, agent: nn.Module, env: gym.Env):
         """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
         network that does not fit (one line naming the parameters and the flags that built it), stop."""
-        path, weights, own = self.path, self.checkpoint["agent"], agent.state_dict()
+        weights = self.checkpoint["agent"]
+        own = agent.state_dict()
         for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
             if saved != now:  # a Dict's keys, their order and shapes too
-                fail(f"{path!r} is for another env: its {kind} space is {saved}, this env's {now}")
+                fail(f"{self.path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
         unexpected = [name for name in weights if name not in own]
         misshaped = [f"{name} {tuple(weights[name].shape)} for {tuple(own[name].shape)}" for name in own
                      if name in weights and weights[name].shape != own[name].shape]
         if missing or unexpected or misshaped:
             built = " ".join(f"{flag_name(name)} {getattr(self.args, name)}" for name in NETWORK_FLAGS)
-            fail(f"{path!r} does not fit this script's network (saved with {built}): missing "
+            fail(f"{self.path!r} does not fit this script's network (saved with {built}): missing "
                  f"{missing or 'none'}, unexpected {unexpected or 'none'}, mis-shaped {misshaped or 'none'}")
         agent.load_state_dict(weights)
-        self.agent, self.iteration = agent, self.checkpoint["counters"]["iteration"]
+        self.agent = agent
+        self.iteration = self.checkpoint["counters"]["iteration"]
 
     def end_iteration(self, iteration: int, kl_beta: float, schedule, stats: dict, finished: list) -> bool:
         """Logs the iteration; keeps a copy of what a checkpoint holds, written every checkpoint_every steps,
         at the end (--save-model: the model) and on a stop signal. True: a signal came, stop."""
-        self.iteration, self.kl_beta = iteration, kl_beta
+        self.iteration = iteration
+        self.kl_beta = kl_beta
         self.log(schedule, stats, finished)
         self.snapshot = self.checkpoint_data()
-        stopping, every, step = bool(self.received), self.args.checkpoint_every, self.global_step
+        stopping = bool(self.received)
+        every = self.args.checkpoint_every
+        step = self.global_step
         crossed = every > 0 and step // every > (step - self.batch_size) // every
         last = iteration == self.num_iterations
         if stopping or (crossed and not last):
@@ -764,7 +790,8 @@ class Run:
             for name, value in charts.items():
                 self.writer.add_scalar(f"charts/{name}", value, step)
         if time.time() - self.last_print > 10 or self.iteration == self.num_iterations:
-            self.last_print, returns = time.time(), self.recent_returns
+            self.last_print = time.time()
+            returns = self.recent_returns
             print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
                   f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
 
@@ -783,7 +810,8 @@ class Run:
         """Writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
         with self.logs_may_fail():  # every point up to the checkpoint is on disk before it
             self.writer.flush()
-        path, serialized = os.path.join(self.dir, name), io.BytesIO()
+        path = os.path.join(self.dir, name)
+        serialized = io.BytesIO()
         torch.save(data, serialized)  # in memory first: a disk that fills mid-write is then a plain OSError
         temporary = f"{path}.{os.getpid()}.tmp"
         try:
@@ -815,8 +843,10 @@ class Run:
     def finish(self) -> dict:
         """Says how to go on after a stop; otherwise evaluates and exports the agent. Closes the logs; returns
         the run's summary."""
-        args, stopped = self.args, signal.Signals(self.received[0]) if self.received else None
-        model_path, eval_returns = None, []
+        args = self.args
+        stopped = signal.Signals(self.received[0]) if self.received else None
+        model_path = None
+        eval_returns = []
         if args.save_model and not args.load_model and self.iteration == self.num_iterations:
             model_path = os.path.join(self.dir, f"{args.exp_name}.model")
             print(f"model saved to {model_path}")
@@ -949,7 +979,8 @@ def restore_data(target, saved: dict):
 def load_data_file(args: Args) -> dict:
     """The file of --resume or --load-model, its records' checksums verified, read with weights_only=True
     (never code); a damaged or foreign file is a one-line error."""
-    path, flag = args.resume or args.load_model, "--resume" if args.resume else "--load-model"
+    path = args.resume or args.load_model
+    flag = "--resume" if args.resume else "--load-model"
     if not os.path.isfile(path):
         fail(f"{flag} {path!r}: {what_is_not_a_file(path)}; give a checkpoint.pt or a .model file")
     try:
@@ -989,8 +1020,10 @@ def check_saved(args: Args, saved: dict):
     except SystemExit:
         reason = message.getvalue().strip().removeprefix("error: ")
         fail(f"{path!r} holds flags this run cannot take: {reason}")
-    counters, batch_size = saved["counters"], args.num_envs * args.num_steps
-    iteration, kl_beta = counters.get("iteration"), counters.get("kl_beta")
+    counters = saved["counters"]
+    batch_size = args.num_envs * args.num_steps
+    iteration = counters.get("iteration")
+    kl_beta = counters.get("kl_beta")
     if not (type(iteration) is int and 0 <= iteration <= args.total_timesteps // batch_size
             and counters.get("global_step") == iteration * batch_size
             and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
@@ -1173,7 +1206,8 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     if len(states) != len(envs.envs):
         raise ValueError(f"{len(states)} env states for {len(envs.envs)} envs")
     for env, state in zip(envs.envs, states):
-        physics, shape = state["physics"].numpy(), np.shape(env.unwrapped.state)
+        physics = state["physics"].numpy()
+        shape = np.shape(env.unwrapped.state)
         if physics.shape != shape or not np.isfinite(physics).all():
             raise ValueError(f"an env state of shape {physics.shape} where {shape} finite numbers belong")
         env.unwrapped.state = physics
@@ -1185,10 +1219,14 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
 
 def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[float]:
     """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video); their returns."""
-    args, video_dir = run.args, f"videos/{run.name}-eval" if run.args.capture_video else None
-    env, rng, returns = make_env(args.env_id, video_dir, True)(), np.random.default_rng(args.seed), []
+    args = run.args
+    video_dir = f"videos/{run.name}-eval" if args.capture_video else None
+    env = make_env(args.env_id, video_dir, True)()
+    rng = np.random.default_rng(args.seed)
+    returns = []
     for episode in range(args.eval_episodes):
-        (obs, info), done = env.reset(seed=args.seed + 100_000 + episode), False
+        obs, info = env.reset(seed=args.seed + 100_000 + episode)
+        done = False
         returns.append(0.0)
         while not done:
             obs, mask = observation_and_mask(obs, info, agent.nvec)
@@ -1199,7 +1237,8 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
             else:
                 actions = sample_actions(logits, agent.nvec, rng)
             obs, reward, terminated, truncated, info = env.step(env_actions(actions, env.action_space))
-            returns[-1], done = returns[-1] + float(reward), terminated or truncated
+            returns[-1] += float(reward)
+            done = terminated or truncated
         with run.logs_may_fail():
             run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
         if run.received:  # a stop signal: the episodes done are kept
@@ -1216,7 +1255,8 @@ class GreedyPolicy(nn.Module):
 
     def __init__(self, agent: Agent, action_space: gym.Space):
         super().__init__()
-        self.agent, self.discrete = agent, isinstance(action_space, gym.spaces.Discrete)
+        self.agent = agent
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.register_buffer("start", torch.as_tensor(action_space.start))
 
     def forward(self, obs: torch.Tensor, action_mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""The style rules a reader relies on, checked on the three scripts: no line over 110 characters, no nested
+conditional expressions, no values packed into one assignment (`a, b = x, y`: one assignment a line), and no
+`hasattr` on the flags (a copy carries no other script's knowledge)."""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def problems(source: str) -> list[str]:
+    """Where source breaks the rules, one entry each (line number and what)."""
+    found = [f"{number}: {len(line)} characters" for number, line in enumerate(source.split("\n"), 1)
+             if len(line) > 110]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.IfExp) and ast.IfExp in (type(node.body), type(node.orelse)):
+            found.append(f"{node.lineno}: a nested conditional expression")
+        if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple)
+                and isinstance(node.value, ast.Tuple)):
+            found.append(f"{node.lineno}: values packed into one assignment")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr"
+                and ast.unparse(node.args[0]) == "args"):
+            found.append(f"{node.lineno}: hasattr on args")
+    return found
+
+
+@pytest.mark.parametrize("script", ["ppo_discrete.py", "ppo_continuous.py", "ppo_atari.py"])
+def test_script_keeps_the_style_rules(script):
+    with open(os.path.join(ROOT, script)) as file:
+        assert problems(file.read()) == []
+
+
+def test_each_rule_is_caught():
+    lines = ["a, b = 1, 2", "c = 1 if a else 2 if b else 3", "d = hasattr(args, 'x')", "e = 0" + " " * 106]
+    assert sorted(problems("\n".join(lines))) == [
+        "1: values packed into one assignment", "2: a nested conditional expression", "3: hasattr on args",
+        "4: 111 characters"]
