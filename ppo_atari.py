@@ -283,6 +283,10 @@ class Batch(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor
 
+    def take(self, index) -> "Batch":
+        """The samples at index (a permutation or a slice), in every field."""
+        return Batch(*(tensor[index] for tensor in self))
+
 def restart_episodes(envs, args: Args, seed: int, state: Optional[EnvState] = None) -> EnvState:
     """Resets the envs to new games, into state or a new EnvState."""
     obs, _ = envs.reset(seed=seed)
@@ -469,14 +473,14 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
     grad_norms = []
     for epoch in range(args.update_epochs):
         order = torch.from_numpy(rng.permutation(batch_size)).to(batch.obs.device)
-        shuffled = type(batch)(*(None if tensor is None else tensor[order] for tensor in batch))
+        shuffled = batch.take(order)
         if args.norm_adv:  # each minibatch's advantages to mean 0 and std 1, all minibatches at once
             advantages = shuffled.advantages.view(args.num_minibatches, minibatch_size)
             advantages = (advantages - advantages.mean(1, True)) / (advantages.std(1, keepdim=True) + 1e-8)
             shuffled = shuffled._replace(advantages=advantages.view(-1))
         for start in range(0, batch_size, minibatch_size):
             rows = slice(start, start + minibatch_size)
-            minibatch = type(batch)(*(None if tensor is None else tensor[rows] for tensor in shuffled))
+            minibatch = shuffled.take(rows)
             loss, logs, logratio = loss_fn(agent, minibatch, args, schedule)
             totals = {name: totals.get(name, 0.0) + value for name, value in logs.items()}
             logratios.append(logratio)
