@@ -103,6 +103,7 @@ def normalized(env: str, values) -> np.ndarray:
 
 def aggregate(paths: list[str], out: str, label: str = None):
     """Prints the per-env and across-env tables and writes the performance profiles to out."""
+    np.random.seed(0)  # rliable's bootstraps draw from numpy's global generator: same CSVs, same intervals
     scores = final_scores(paths, label=label)
     print("| env | flags | seeds | final score, per seed | IQM [95% CI] |")
     print("|---|---|---|---|---|")
