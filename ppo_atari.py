@@ -79,7 +79,8 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of whole games under `videos/{run_name}/`"""
+    """if toggled, records MP4 videos of whole games under `videos/{run_name}/` (a resumed run: under
+    `videos/{run_name}-resumed-at-step-N/`; evaluation's in the same name + `-eval`)"""
 
     env_id: str = "ALE/Breakout-v5"
     """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
@@ -585,7 +586,11 @@ class Run:
         self.spaces = spaces  # the env's own, which saved files hold and a loaded file must match
         self.lock = None  # rank 0's, on the run directory
         self.seed_sequence = np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ())
-        self.video_dir = f"videos/{self.name}" if args.capture_video and rank == 0 else None
+        self.video_dir = None  # training's videos; evaluation's go to video_dir + "-eval"
+        if args.capture_video and rank == 0:
+            self.video_dir = f"videos/{self.name}"
+        if self.video_dir and args.resume:  # a folder of its own: the videos before the stop stay
+            self.video_dir += f"-resumed-at-step-{checkpoint['counters']['global_step']}"
         self.batch_size = args.num_envs * args.num_steps
         self.num_iterations = args.total_timesteps // self.batch_size
         self.iteration = 0  # the last one done
@@ -1184,7 +1189,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with
     --capture-video); logs, prints and returns their raw scores."""
     args = run.args
-    video_dir = f"videos/{run.name}-eval" if args.capture_video else None
+    video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, args, video_dir)()
     rng = np.random.default_rng(args.seed)
     returns = []

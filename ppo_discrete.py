@@ -85,7 +85,8 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of the agent under `videos/{run_name}/`"""
+    """if toggled, records MP4 videos of the agent under `videos/{run_name}/` (a resumed run: under
+    `videos/{run_name}-resumed-at-step-N/`; evaluation's in the same name + `-eval`)"""
 
     env_id: str = "CartPole-v1"
     """the gymnasium env id (Box or Dict-of-Box observations, Discrete or MultiDiscrete actions)"""
@@ -605,7 +606,11 @@ class Run:
         self.dir = run_dir
         self.name = os.path.basename(run_dir)
         self.device = device
-        self.video_dir = f"videos/{self.name}" if args.capture_video else None
+        self.video_dir = None  # training's videos; evaluation's go to video_dir + "-eval"
+        if args.capture_video:
+            self.video_dir = f"videos/{self.name}"
+        if self.video_dir and args.resume:  # a folder of its own: the videos before the stop stay
+            self.video_dir += f"-resumed-at-step-{checkpoint['counters']['global_step']}"
         self.batch_size = args.num_envs * args.num_steps
         self.num_iterations = args.total_timesteps // self.batch_size
         self.iteration = 0  # the last one done
@@ -1224,7 +1229,7 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
 def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[float]:
     """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video); their returns."""
     args = run.args
-    video_dir = f"videos/{run.name}-eval" if args.capture_video else None
+    video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, video_dir, True)()
     rng = np.random.default_rng(args.seed)
     returns = []

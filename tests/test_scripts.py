@@ -159,8 +159,10 @@ def test_same_seed_same_returns_bit_for_bit(ppo):
 
 @pytest.mark.slow
 @SCRIPTS
-def test_save_load_evaluate_and_record_video(ppo):
-    summary = ppo.train(ppo.Args(save_model=True, eval_episodes=2, capture_video=True, **TINY[ppo]))
+def test_save_load_evaluate_record_video_and_resume(ppo):
+    batch_size = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]  # a checkpoint after the first iteration
+    summary = ppo.train(ppo.Args(save_model=True, eval_episodes=2, capture_video=True,
+                                 checkpoint_every=batch_size, **TINY[ppo]))
     assert len(summary["eval_returns"]) == 2
     events = read_events(summary["run_dir"])
     assert len(events.Scalars("eval/episodic_return")) == 2
@@ -178,6 +180,19 @@ def test_save_load_evaluate_and_record_video(ppo):
         ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=False)
     )
     assert len(sampled["eval_returns"]) == 1 and not sampled["recent_returns"]  # evaluated, not trained
+
+    # resumed, the run records into folders of its own: the videos of the first part stay as they were
+    first_part = {folder: videos(folder) for folder in [f"videos/{run_name}", f"videos/{run_name}-eval"]}
+    ppo.train(ppo.Args(resume=os.path.join(summary["run_dir"], "checkpoint.pt")))
+    assert {folder: videos(folder) for folder in first_part} == first_part
+    assert videos(f"videos/{run_name}-resumed-at-step-{batch_size}")
+    assert len(videos(f"videos/{run_name}-resumed-at-step-{batch_size}-eval")) == 2
+
+
+def videos(folder):
+    """Each MP4 file's name -> its bytes."""
+    return {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)
+            if name.endswith(".mp4")}
 
 
 # start_logging, which runs W&B, is the same in the three scripts
