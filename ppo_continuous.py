@@ -1196,6 +1196,10 @@ def check_env(args: Args):
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
     if obs_size == 0:
         fail(f"{args.env_id}'s observations hold no values (a space of size 0): give them some")
+    render_modes = env.metadata.get("render_modes", [])
+    if args.capture_video and "rgb_array" not in render_modes:
+        fail(f"--capture-video: {args.env_id} cannot render frames (its render modes: {render_modes}); "
+             f"give it an rgb_array render mode, or drop --capture-video")
     # a step's bytes in the rollout, the batch and its shuffled copy: float32 observations and action values
     step = 8 * obs_size + 24 * action_size + 64
     check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,
