@@ -185,17 +185,22 @@ class EnvError(Exception):
 
 
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env; with video_dir, it records MP4s there (every 250th episode, or all)."""
+    """A thunk for one env; a Box observation of other than one dimension becomes one vector. With video_dir,
+    it records MP4s there (every 250th episode, or all)."""
 
     def thunk():
         if video_dir is None:
-            return gym.make(env_id)
-        # MuJoCo renders in software here: 240x240 frames cost half of the default 480x480
-        spec = gym.envs.registry.get(env_id)  # None for "module:Env" ids, whose module is not imported yet
-        size = dict(width=240, height=240) if spec and "mujoco" in str(spec.entry_point) else {}
-        env = gym.make(env_id, render_mode="rgb_array", **size)
-        trigger = (lambda episode: True) if every_episode else (lambda episode: episode % 250 == 0)
-        return gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
+            env = gym.make(env_id)
+        else:
+            # MuJoCo renders in software here: 240x240 frames cost half of the default 480x480
+            spec = gym.envs.registry.get(env_id)  # None for "module:Env" ids, their module not imported yet
+            size = dict(width=240, height=240) if spec and "mujoco" in str(spec.entry_point) else {}
+            env = gym.make(env_id, render_mode="rgb_array", **size)
+            trigger = (lambda episode: True) if every_episode else (lambda episode: episode % 250 == 0)
+            env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
+        if isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) != 1:
+            env = gym.wrappers.FlattenObservation(env)
+        return env
 
     return thunk
 
@@ -1210,8 +1215,10 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
         fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions: use ppo_discrete.py")
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
         fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions (a vector)")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        fail(f"{env_id} has {observation_space} observations; ppo_continuous.py needs a flat Box vector")
+    pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
+    if not isinstance(observation_space, gym.spaces.Box) or pixels:
+        fail(f"{env_id} has {observation_space} observations; ppo_continuous.py needs a Box of numbers (not "
+             f"images)")
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and simulation state (MuJoCo's whole integration state, or
@@ -1289,8 +1296,9 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     return returns
 
 class GreedyPolicy(nn.Module):
-    """Greedy evaluation's choice as one module: the env's raw observations (batch, obs_dim) float32,
-    normalized with the saved statistics -> the mean action clipped to the bounds (batch, action_dim)."""
+    """Greedy evaluation's choice as one module: the env's raw observations (batch, obs_dim) float32 (a Box of
+    other than one dimension flattened as in training), normalized with the saved statistics -> the mean
+    action clipped to the bounds (batch, action_dim)."""
 
     def __init__(self, agent: Agent, obs_rms: Optional[RunningMeanStd], clip_obs: float, space: gym.Space):
         super().__init__()

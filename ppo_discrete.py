@@ -179,8 +179,9 @@ class MaskInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
 
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env; a Dict observation becomes one vector (its Box values in the space's key order; an
-    "action_mask" goes to info). With video_dir, records MP4s there (episodes 0, 1, 8, 27, ..., or all)."""
+    """A thunk for one env; a Dict observation (its Box values in the space's key order; an "action_mask" goes
+    to info), or a Box of other than one dimension, becomes one vector. With video_dir, records MP4s there
+    (episodes 0, 1, 8, 27, ..., or all)."""
 
     def thunk():
         env = gym.make(env_id) if video_dir is None else gym.make(env_id, render_mode="rgb_array")
@@ -192,6 +193,8 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
             if "action_mask" in env.observation_space.keys():
                 env = MaskInInfo(env)
             env = gym.wrappers.FlattenObservation(gym.wrappers.FilterObservation(env, inputs))
+        elif isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) != 1:
+            env = gym.wrappers.FlattenObservation(env)
         return env
     return thunk
 
@@ -1199,10 +1202,11 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
     is_dict = isinstance(observation_space, gym.spaces.Dict)
     if is_dict and all(isinstance(value, gym.spaces.Box) for value in observation_space.values()):
         return
-    if is_dict or not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        hint = ": use ppo_atari.py for pixels" if len(observation_space.shape or ()) == 3 else ""
-        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes a flat Box vector or a "
-             f"Dict of Box arrays{hint}")
+    pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
+    if is_dict or not isinstance(observation_space, gym.spaces.Box) or pixels:
+        hint = ": use ppo_atari.py for pixels" if pixels else ""
+        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes a Box of numbers (not "
+             f"images) or a Dict of Box arrays{hint}")
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and `state` array, for gymnasium's own classic-control envs
@@ -1262,9 +1266,10 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
     return returns
 
 class GreedyPolicy(nn.Module):
-    """Greedy evaluation's choice as one module: observations (batch, obs_dim) float32 (a Dict's values
-    flattened as in training), and where the env gives masks its action_mask (batch, sum(nvec)) bool ->
-    actions: (batch,) for Discrete, (batch, components) for MultiDiscrete, as the env takes them."""
+    """Greedy evaluation's choice as one module: observations (batch, obs_dim) float32 (a Dict's values, a Box
+    of other than one dimension, flattened as in training), and where the env gives masks its action_mask
+    (batch, sum(nvec)) bool -> actions: (batch,) for Discrete, (batch, components) for MultiDiscrete, as the
+    env takes them."""
 
     def __init__(self, agent: Agent, action_space: gym.Space):
         super().__init__()

@@ -252,6 +252,20 @@ def test_bad_input_is_one_line_and_exit_2(ppo, flags, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.train(ppo.Args(**flags)))
 
 
+@VECTOR_SCRIPTS
+def test_a_box_of_several_dimensions_or_none_reaches_the_network_flattened(ppo):
+    suffix = "Continuous" if ppo is ppo_continuous else ""
+    for name, size in [("Matrix", 6), ("Scalar", 1)]:
+        env = ppo.make_env(f"tests.toy_envs:{name}Obs{suffix}-v0")()
+        obs, _ = env.reset(seed=0)
+        np.testing.assert_array_equal(obs, np.arange(size, dtype=np.float32))  # its values in C order
+        np.testing.assert_array_equal(env.step(env.action_space.sample())[0], np.arange(size) + 1.0)
+        summary = ppo.train(ppo.Args(env_id=f"tests.toy_envs:{name}Obs{suffix}-v0", total_timesteps=256,
+                                     num_envs=2, num_steps=128, eval_episodes=1, save_model=True))
+        assert summary["agent"](torch.zeros(1, size))[-1].shape == (1,)  # a value for a vector of that size
+        assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"]))["eval_returns"]
+
+
 @SCRIPTS
 def test_bad_input_from_the_command_line_is_one_line_and_exit_2(ppo):
     out = subprocess.run([sys.executable, script_path(ppo), "--gamma", "1.5"], capture_output=True, text=True)

@@ -124,6 +124,32 @@ gym.register("MaskedTradingDict-v0", entry_point=MaskedTradingEnv, kwargs={"mask
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
 
 
+class MatrixObsEnv(gym.Env):
+    """Observations of any shape (a matrix, a scalar), each value different: t + 0, t + 1, ... in C order."""
+
+    def __init__(self, shape, continuous=False):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32) if continuous else gym.spaces.Discrete(2)
+
+    def observation(self):
+        size = int(np.prod(self.observation_space.shape))  # 1 for a scalar
+        return np.array(np.arange(size).reshape(self.observation_space.shape) + self.t, dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.observation(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self.observation(), 1.0, self.t >= 5, False, {}
+
+
+for name, shape in [("Matrix", (2, 3)), ("Scalar", ())]:
+    gym.register(f"{name}Obs-v0", entry_point=MatrixObsEnv, kwargs={"shape": shape})
+    gym.register(f"{name}ObsContinuous-v0", entry_point=MatrixObsEnv, kwargs={"shape": shape, "continuous": True})
+
+
 class ComboLockEnv(gym.Env):
     """MultiDiscrete actions and Dict observations, one step per episode. The observation tells the value each
     of the 2 components must take ("first": one-hot of 3, "second": one-hot of 4, and "noise"); the reward is
