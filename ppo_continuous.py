@@ -97,7 +97,8 @@ class Args:
     under `videos/{run_name}-resumed-at-step-N/`; evaluation's in the same name + `-eval`)"""
 
     env_id: str = "HalfCheetah-v5"
-    """the id of the gymnasium environment (Box observations, Box actions)"""
+    """the id of the gymnasium environment (observations flattened to a vector: Box, Dict, Tuple, ...; Box
+    actions)"""
     total_timesteps: int = 1000000
     """total environment steps of the training, summed over all envs"""
     learning_rate: float = 3e-4
@@ -185,8 +186,9 @@ class EnvError(Exception):
 
 
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env; a Box observation of other than one dimension becomes one vector. With video_dir,
-    it records MP4s there (every 250th episode, or all)."""
+    """A thunk for one env whose observations are one vector: a Box of other than one dimension, a Dict (its
+    values in the space's key order), a Tuple, a Discrete (one-hot), ... are flattened. With video_dir, it
+    records MP4s there (every 250th episode, or all)."""
 
     def thunk():
         if video_dir is None:
@@ -198,7 +200,7 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
             env = gym.make(env_id, render_mode="rgb_array", **size)
             trigger = (lambda episode: True) if every_episode else (lambda episode: episode % 250 == 0)
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
-        if isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) != 1:
+        if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
             env = gym.wrappers.FlattenObservation(env)
         return env
 
@@ -1216,9 +1218,9 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
         fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions (a vector)")
     pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
-    if not isinstance(observation_space, gym.spaces.Box) or pixels:
-        fail(f"{env_id} has {observation_space} observations; ppo_continuous.py needs a Box of numbers (not "
-             f"images)")
+    if pixels or not observation_space.is_np_flattenable:
+        fail(f"{env_id} has {observation_space} observations; ppo_continuous.py takes what gymnasium "
+             f"flattens to one vector (Box, Discrete, Tuple, Dict, ...), not images")
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and simulation state (MuJoCo's whole integration state, or
@@ -1296,9 +1298,9 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     return returns
 
 class GreedyPolicy(nn.Module):
-    """Greedy evaluation's choice as one module: the env's raw observations (batch, obs_dim) float32 (a Box of
-    other than one dimension flattened as in training), normalized with the saved statistics -> the mean
-    action clipped to the bounds (batch, action_dim)."""
+    """Greedy evaluation's choice as one module: the env's raw observations (batch, obs_dim) float32
+    (flattened as in training where they are not a Box vector), normalized with the saved statistics -> the
+    mean action clipped to the bounds (batch, action_dim)."""
 
     def __init__(self, agent: Agent, obs_rms: Optional[RunningMeanStd], clip_obs: float, space: gym.Space):
         super().__init__()

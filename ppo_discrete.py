@@ -89,7 +89,8 @@ class Args:
     `videos/{run_name}-resumed-at-step-N/`; evaluation's in the same name + `-eval`)"""
 
     env_id: str = "CartPole-v1"
-    """the gymnasium env id (Box or Dict-of-Box observations, Discrete or MultiDiscrete actions)"""
+    """the gymnasium env id (observations flattened to a vector: Box, Dict, Tuple, Discrete one-hot, ...;
+    Discrete or MultiDiscrete actions)"""
     total_timesteps: int = 500000
     """total environment steps of the training, summed over all envs"""
     learning_rate: float = 2.5e-4
@@ -179,9 +180,9 @@ class MaskInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
 
 def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env; a Dict observation (its Box values in the space's key order; an "action_mask" goes
-    to info), or a Box of other than one dimension, becomes one vector. With video_dir, records MP4s there
-    (episodes 0, 1, 8, 27, ..., or all)."""
+    """A thunk for one env whose observations are one vector: a Box of other than one dimension, a Dict (its
+    values in the space's key order; an "action_mask" goes to info), a Tuple, a Discrete (one-hot), ... are
+    flattened. With video_dir, records MP4s there (episodes 0, 1, 8, 27, ..., or all)."""
 
     def thunk():
         env = gym.make(env_id) if video_dir is None else gym.make(env_id, render_mode="rgb_array")
@@ -192,8 +193,8 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
             inputs = [key for key in env.observation_space if key != "action_mask"]
             if "action_mask" in env.observation_space.keys():
                 env = MaskInInfo(env)
-            env = gym.wrappers.FlattenObservation(gym.wrappers.FilterObservation(env, inputs))
-        elif isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) != 1:
+            env = gym.wrappers.FilterObservation(env, inputs)
+        if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
             env = gym.wrappers.FlattenObservation(env)
         return env
     return thunk
@@ -1199,14 +1200,11 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
     discrete = isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
     if not discrete or action_space.shape[1:]:
         fail(f"{actions} Discrete or MultiDiscrete (a vector) ones; no script here takes others")
-    is_dict = isinstance(observation_space, gym.spaces.Dict)
-    if is_dict and all(isinstance(value, gym.spaces.Box) for value in observation_space.values()):
-        return
     pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
-    if is_dict or not isinstance(observation_space, gym.spaces.Box) or pixels:
+    if pixels or not observation_space.is_np_flattenable:
         hint = ": use ppo_atari.py for pixels" if pixels else ""
-        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes a Box of numbers (not "
-             f"images) or a Dict of Box arrays{hint}")
+        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes what gymnasium flattens "
+             f"to one vector (Box, Discrete, Tuple, Dict, ...), not images{hint}")
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and `state` array, for gymnasium's own classic-control envs
@@ -1266,10 +1264,10 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
     return returns
 
 class GreedyPolicy(nn.Module):
-    """Greedy evaluation's choice as one module: observations (batch, obs_dim) float32 (a Dict's values, a Box
-    of other than one dimension, flattened as in training), and where the env gives masks its action_mask
-    (batch, sum(nvec)) bool -> actions: (batch,) for Discrete, (batch, components) for MultiDiscrete, as the
-    env takes them."""
+    """Greedy evaluation's choice as one module: observations (batch, obs_dim) float32 (flattened as in
+    training where they are not a Box vector), and where the env gives masks its action_mask (batch,
+    sum(nvec)) bool -> actions: (batch,) for Discrete, (batch, components) for MultiDiscrete, as the env takes
+    them."""
 
     def __init__(self, agent: Agent, action_space: gym.Space):
         super().__init__()

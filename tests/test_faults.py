@@ -55,7 +55,7 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
               (ppo_discrete, "WrongShape-v0", "cannot make --env-id 'WrongShape-v0'"),
               (ppo_discrete, "ALE/Breakout-v5", "use ppo_atari.py"),
               (ppo_discrete, "TupleActions-v0", "Discrete or MultiDiscrete (a vector) ones; no script here"),
-              (ppo_discrete, "NestedDictObs-v0", "takes a Box of numbers (not images) or a Dict of Box arrays"),
+              (ppo_discrete, "SequenceObs-v0", "takes what gymnasium flattens to one vector (Box, Discrete"),
               (ppo_continuous, "MultiDiscreteActions-v0", "needs Box actions")]
 
 

@@ -252,18 +252,27 @@ def test_bad_input_is_one_line_and_exit_2(ppo, flags, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.train(ppo.Args(**flags)))
 
 
+# observations at steps 0 and 1 of each toy env, flattened by hand
+FLATTENED = {
+    "Matrix": [[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]],  # in C order
+    "Scalar": [[0], [1]],
+    "Discrete": [[1, 0, 0, 0], [0, 1, 0, 0]],  # one-hot
+    "Tuple": [[1, 0, 0, 0, 1], [0, 1, 0, 1, 2]],  # the parts side by side
+}
+
+
 @VECTOR_SCRIPTS
-def test_a_box_of_several_dimensions_or_none_reaches_the_network_flattened(ppo):
-    suffix = "Continuous" if ppo is ppo_continuous else ""
-    for name, size in [("Matrix", 6), ("Scalar", 1)]:
-        env = ppo.make_env(f"tests.toy_envs:{name}Obs{suffix}-v0")()
-        obs, _ = env.reset(seed=0)
-        np.testing.assert_array_equal(obs, np.arange(size, dtype=np.float32))  # its values in C order
-        np.testing.assert_array_equal(env.step(env.action_space.sample())[0], np.arange(size) + 1.0)
-        summary = ppo.train(ppo.Args(env_id=f"tests.toy_envs:{name}Obs{suffix}-v0", total_timesteps=256,
-                                     num_envs=2, num_steps=128, eval_episodes=1, save_model=True))
-        assert summary["agent"](torch.zeros(1, size))[-1].shape == (1,)  # a value for a vector of that size
-        assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"]))["eval_returns"]
+@pytest.mark.parametrize("kind", list(FLATTENED))
+def test_observations_other_than_a_box_vector_reach_the_network_flattened(ppo, kind):
+    env_id = f"tests.toy_envs:{kind}Obs{'Continuous' if ppo is ppo_continuous else ''}-v0"
+    env = ppo.make_env(env_id)()
+    first, second = FLATTENED[kind]
+    np.testing.assert_array_equal(env.reset(seed=0)[0], first)
+    np.testing.assert_array_equal(env.step(env.action_space.sample())[0], second)
+    summary = ppo.train(ppo.Args(env_id=env_id, total_timesteps=256, num_envs=2, num_steps=128,
+                                 eval_episodes=1, save_model=True))
+    assert summary["agent"](torch.zeros(1, len(first)))[-1].shape == (1,)  # a value for a vector of that size
+    assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"]))["eval_returns"]
 
 
 @SCRIPTS

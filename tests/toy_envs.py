@@ -124,16 +124,30 @@ gym.register("MaskedTradingDict-v0", entry_point=MaskedTradingEnv, kwargs={"mask
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
 
 
-class MatrixObsEnv(gym.Env):
-    """Observations of any shape (a matrix, a scalar), each value different: t + 0, t + 1, ... in C order."""
+class ShapedObsEnv(gym.Env):
+    """Observations that are not one Box vector, made from the step count t: a (2, 3) matrix of t + 0, t + 1,
+    ... in C order; a scalar t; a Discrete(4) t % 4; a Tuple of a Discrete(3) t % 3 and a vector [t, t + 1]."""
 
-    def __init__(self, shape, continuous=False):
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+    SPACES = {
+        "Matrix": gym.spaces.Box(-np.inf, np.inf, (2, 3), np.float32),
+        "Scalar": gym.spaces.Box(-np.inf, np.inf, (), np.float32),
+        "Discrete": gym.spaces.Discrete(4),
+        "Tuple": gym.spaces.Tuple([gym.spaces.Discrete(3), gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)]),
+    }
+
+    def __init__(self, kind, continuous=False):
+        self.kind = kind
+        self.observation_space = self.SPACES[kind]
         self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32) if continuous else gym.spaces.Discrete(2)
 
     def observation(self):
-        size = int(np.prod(self.observation_space.shape))  # 1 for a scalar
-        return np.array(np.arange(size).reshape(self.observation_space.shape) + self.t, dtype=np.float32)
+        if self.kind == "Matrix":
+            return np.arange(6, dtype=np.float32).reshape(2, 3) + self.t
+        if self.kind == "Scalar":
+            return np.array(self.t, dtype=np.float32)
+        if self.kind == "Discrete":
+            return self.t % 4
+        return self.t % 3, np.array([self.t, self.t + 1], dtype=np.float32)
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
@@ -145,9 +159,9 @@ class MatrixObsEnv(gym.Env):
         return self.observation(), 1.0, self.t >= 5, False, {}
 
 
-for name, shape in [("Matrix", (2, 3)), ("Scalar", ())]:
-    gym.register(f"{name}Obs-v0", entry_point=MatrixObsEnv, kwargs={"shape": shape})
-    gym.register(f"{name}ObsContinuous-v0", entry_point=MatrixObsEnv, kwargs={"shape": shape, "continuous": True})
+for kind in ShapedObsEnv.SPACES:
+    gym.register(f"{kind}Obs-v0", entry_point=ShapedObsEnv, kwargs={"kind": kind})
+    gym.register(f"{kind}ObsContinuous-v0", entry_point=ShapedObsEnv, kwargs={"kind": kind, "continuous": True})
 
 
 class ComboLockEnv(gym.Env):
@@ -202,10 +216,8 @@ class BrokenEnv(gym.Env):
             self.action_space = gym.spaces.MultiDiscrete([2, 3])
         if fault == "tuple":
             self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
-        if fault == "nested":
-            self.observation_space = gym.spaces.Dict(
-                {"inner": gym.spaces.Dict({"x": self.observation_space})}
-            )
+        if fault == "sequence":  # of any length: no one vector holds it
+            self.observation_space = gym.spaces.Sequence(self.observation_space)
         self.fault = fault
 
     def reset(self, *, seed=None, options=None):
@@ -220,7 +232,7 @@ gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "co
 gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
 gym.register("TupleActions-v0", entry_point=BrokenEnv, kwargs={"fault": "tuple"})
-gym.register("NestedDictObs-v0", entry_point=BrokenEnv, kwargs={"fault": "nested"})
+gym.register("SequenceObs-v0", entry_point=BrokenEnv, kwargs={"fault": "sequence"})
 gym.register("ComboLock-v0", entry_point=ComboLockEnv)
 
 
