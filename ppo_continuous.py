@@ -1272,6 +1272,9 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     args = run.args
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, video_dir, True)()
+    if env.spec.max_episode_steps is None:  # a policy that never ends an episode would play it for ever
+        env = gym.wrappers.TimeLimit(env, 10_000)
+        print(f"note: {args.env_id} has no time limit: evaluation episodes end at 10,000 steps")
     rng = np.random.default_rng(args.seed)
     returns = []
     for episode in range(args.eval_episodes):

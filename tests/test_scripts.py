@@ -275,6 +275,20 @@ def test_observations_other_than_a_box_vector_reach_the_network_flattened(ppo, k
     assert ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"]))["eval_returns"]
 
 
+@VECTOR_SCRIPTS
+def test_evaluation_ends_an_episode_the_env_never_ends(ppo):
+    """An env with no time limit and a policy that never ends its episode: evaluation cuts it, and says so
+    (in a process of its own: were it to hang, the timeout fails the test)."""
+    env_id = f"tests.toy_envs:Endless{'Continuous' if ppo is ppo_continuous else ''}-v0"
+    command = [sys.executable, script_path(ppo), "--env-id", env_id, "--total-timesteps", "256", "--num-envs",
+               "2", "--num-steps", "128", "--eval-episodes", "1", "--no-cuda"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr
+    assert f"note: {env_id} has no time limit: evaluation episodes end at 10,000 steps" in out.stdout
+    assert "eval (greedy, 1 episodes): mean return 10000.00 +- 0.00" in out.stdout  # reward 1 a step
+
+
 @SCRIPTS
 def test_bad_input_from_the_command_line_is_one_line_and_exit_2(ppo):
     out = subprocess.run([sys.executable, script_path(ppo), "--gamma", "1.5"], capture_output=True, text=True)

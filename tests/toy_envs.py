@@ -126,7 +126,8 @@ gym.register("ImageObs-v0", entry_point=ImageObsEnv)
 
 class ShapedObsEnv(gym.Env):
     """Observations that are not one Box vector, made from the step count t: a (2, 3) matrix of t + 0, t + 1,
-    ... in C order; a scalar t; a Discrete(4) t % 4; a Tuple of a Discrete(3) t % 3 and a vector [t, t + 1]."""
+    ... in C order; a scalar t; a Discrete(4) t % 4; a Tuple of a Discrete(3) t % 3 and a vector [t, t + 1].
+    Reward 1 a step; the episode ends after episode_length steps (None: never)."""
 
     SPACES = {
         "Matrix": gym.spaces.Box(-np.inf, np.inf, (2, 3), np.float32),
@@ -135,8 +136,9 @@ class ShapedObsEnv(gym.Env):
         "Tuple": gym.spaces.Tuple([gym.spaces.Discrete(3), gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)]),
     }
 
-    def __init__(self, kind, continuous=False):
+    def __init__(self, kind, continuous=False, episode_length=5):
         self.kind = kind
+        self.episode_length = episode_length
         self.observation_space = self.SPACES[kind]
         self.action_space = gym.spaces.Box(-1, 1, (1,), np.float32) if continuous else gym.spaces.Discrete(2)
 
@@ -156,12 +158,15 @@ class ShapedObsEnv(gym.Env):
 
     def step(self, action):
         self.t += 1
-        return self.observation(), 1.0, self.t >= 5, False, {}
+        return self.observation(), 1.0, self.t == self.episode_length, False, {}
 
 
 for kind in ShapedObsEnv.SPACES:
     gym.register(f"{kind}Obs-v0", entry_point=ShapedObsEnv, kwargs={"kind": kind})
     gym.register(f"{kind}ObsContinuous-v0", entry_point=ShapedObsEnv, kwargs={"kind": kind, "continuous": True})
+for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit either
+    gym.register(f"Endless{suffix}-v0", entry_point=ShapedObsEnv,
+                 kwargs={"kind": "Scalar", "continuous": continuous, "episode_length": None})
 
 
 class ComboLockEnv(gym.Env):
