@@ -252,6 +252,11 @@ def test_bad_input_is_one_line_and_exit_2(ppo, flags, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.train(ppo.Args(**flags)))
 
 
+def toy_env_id(ppo, name: str) -> str:
+    """The id of a toy env of tests/toy_envs.py with the actions of this script (Box ones: "Continuous")."""
+    return f"tests.toy_envs:{name}{'Continuous' if ppo is ppo_continuous else ''}-v0"
+
+
 # observations at steps 0 and 1 of each toy env, flattened by hand
 FLATTENED = {
     "Matrix": [[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]],  # in C order
@@ -264,7 +269,7 @@ FLATTENED = {
 @VECTOR_SCRIPTS
 @pytest.mark.parametrize("kind", list(FLATTENED))
 def test_observations_other_than_a_box_vector_reach_the_network_flattened(ppo, kind):
-    env_id = f"tests.toy_envs:{kind}Obs{'Continuous' if ppo is ppo_continuous else ''}-v0"
+    env_id = toy_env_id(ppo, f"{kind}Obs")
     env = ppo.make_env(env_id)()
     first, second = FLATTENED[kind]
     np.testing.assert_array_equal(env.reset(seed=0)[0], first)
@@ -279,7 +284,7 @@ def test_observations_other_than_a_box_vector_reach_the_network_flattened(ppo, k
 def test_evaluation_ends_an_episode_the_env_never_ends(ppo):
     """An env with no time limit and a policy that never ends its episode: evaluation cuts it, and says so
     (in a process of its own: were it to hang, the timeout fails the test)."""
-    env_id = f"tests.toy_envs:Endless{'Continuous' if ppo is ppo_continuous else ''}-v0"
+    env_id = toy_env_id(ppo, "Endless")
     command = [sys.executable, script_path(ppo), "--env-id", env_id, "--total-timesteps", "256", "--num-envs",
                "2", "--num-steps", "128", "--eval-episodes", "1", "--no-cuda"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120,

@@ -161,11 +161,11 @@ class ShapedObsEnv(gym.Env):
         return self.observation(), 1.0, self.t == self.episode_length, False, {}
 
 
-for kind in ShapedObsEnv.SPACES:
-    gym.register(f"{kind}Obs-v0", entry_point=ShapedObsEnv, kwargs={"kind": kind})
-    gym.register(f"{kind}ObsContinuous-v0", entry_point=ShapedObsEnv, kwargs={"kind": kind, "continuous": True})
-for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit either
-    gym.register(f"Endless{suffix}-v0", entry_point=ShapedObsEnv,
+for suffix, continuous in [("", False), ("Continuous", True)]:
+    for kind in ShapedObsEnv.SPACES:
+        gym.register(f"{kind}Obs{suffix}-v0", entry_point=ShapedObsEnv,
+                     kwargs={"kind": kind, "continuous": continuous})
+    gym.register(f"Endless{suffix}-v0", entry_point=ShapedObsEnv,  # no time limit either
                  kwargs={"kind": "Scalar", "continuous": continuous, "episode_length": None})
 
 
