@@ -603,6 +603,7 @@ class Run:
         self.start_time = time.time()
         self.last_print = 0.0
         self.writer = NO_LOGS
+        self.wandb_id = None  # with --track: the W&B run, which a resumed run goes on in
 
     @property
     def global_step(self) -> int:
@@ -812,7 +813,7 @@ class Run:
         optimizer = dict(kind=type(self.optimizer).__name__, state_dict=self.optimizer.state_dict())
         data = dict(format=CHECKPOINT_FORMAT, args=vars(self.args), counters=counters, ranks=ranks,
                     recent_returns=list(self.recent_returns), agent=self.agent.state_dict(),
-                    optimizer=optimizer, spaces=self.spaces)
+                    optimizer=optimizer, spaces=self.spaces, wandb_id=self.wandb_id)
         return None if self.rank else as_data(data), signals
 
     def write(self, data: dict, name: str):
@@ -953,8 +954,11 @@ def start_logging(run: Run):
         except ImportError:
             fail("--track needs wandb: pip install wandb, or drop --track")
         try:
-            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                       config=config, name=run.name, monitor_gym=True, save_code=True, dir=run.dir)
+            resumed_id = run.checkpoint.get("wandb_id") if args.resume else None  # goes on in its W&B run
+            wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=config,
+                                   sync_tensorboard=True, name=run.name, monitor_gym=True, save_code=True,
+                                   dir=run.dir, id=resumed_id, resume="allow")
+            run.wandb_id = wandb_run.id
         except Exception as error:  # a bad project or entity, no network without WANDB_MODE=offline
             fail(f"--track: W&B did not start ({type(error).__name__}: {first_line(error)}); check "
                  f"--wandb-project-name and --wandb-entity, or drop --track")

@@ -195,14 +195,20 @@ def videos(folder):
             if name.endswith(".mp4")}
 
 
-# start_logging, which runs W&B, is the same in the three scripts
-@pytest.mark.parametrize("ppo", [ppo_discrete])
+# start_logging, which runs W&B, and the Run are the same in ppo_discrete.py and ppo_continuous.py
+@pytest.mark.parametrize("ppo", [ppo_discrete, ppo_atari], ids=lambda module: module.__name__)
 def test_track_with_wandb_offline(ppo, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    summary = ppo.train(ppo.Args(track=True, **TINY[ppo]))
+    batch_size = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]  # a checkpoint after the first iteration
+    summary = ppo.train(ppo.Args(track=True, checkpoint_every=batch_size, **TINY[ppo]))
     wandb_dir = os.path.join(summary["run_dir"], "wandb")
-    assert any(name.startswith("offline-run") for name in os.listdir(wandb_dir))
+    (first_part,) = [name for name in os.listdir(wandb_dir) if name.startswith("offline-run")]
+    # resumed, the run goes on in the same W&B run: an offline run's folder ends with the run's id
+    time.sleep(1)  # W&B names a run's folder by the second it starts
+    ppo.train(ppo.Args(resume=os.path.join(summary["run_dir"], "checkpoint.pt")))
+    folders = [name for name in os.listdir(wandb_dir) if name.startswith("offline-run")]
+    assert len(folders) == 2 and {name.split("-")[-1] for name in folders} == {first_part.split("-")[-1]}
     # a project name that W&B refuses
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(track=True, wandb_project_name="bad/name")))
     assert line.startswith("error: --track: W&B did not start (UsageError: Invalid project name 'bad/name'")
