@@ -648,6 +648,8 @@ class Run:
             args = resumed_args(args, checkpoint, given)
             check_saved(args, checkpoint)
         check_args(args)
+        if args.torch_threads > os.cpu_count():  # this machine's limit, for a saved run's flag too
+            fail(f"--torch-threads {args.torch_threads} is over the {os.cpu_count()} cores here: name fewer")
         if args.capture_video:
             check_video_support()
         check_env(args)
@@ -1063,6 +1065,7 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
                "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+    own += sorted(given & {"torch_threads"})  # named, it suits this machine; left out, the run's own
     for key in sorted(given - set(own)):
         if getattr(args, key) != saved.get(key):
             action = "--resume continues" if args.resume else "--load-model evaluates"
@@ -1127,8 +1130,6 @@ def check_args(args: Args):
               ["kl_beta", "ent_coef", "ent_coef_min", "vf_coef", "eval_episodes", "torch_threads",
                "checkpoint_every"]),
              ("in (0, 1]", lambda value: 0 < value <= 1, ["ent_coef_decay"]),
-             (f"at most {os.cpu_count()}, the cores here", lambda value: value <= os.cpu_count(),
-              ["torch_threads"]),
              ("at most 4096", lambda value: value <= 4096, ["num_envs"]),
              ("in [0, 2**32)", lambda value: 0 <= value < 2**32, ["seed"]),
              ("> 0 (or left out)", lambda value: value is None or value > 0, ["target_kl"]),

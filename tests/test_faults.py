@@ -31,8 +31,7 @@ def float_fields(ppo):
 def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     cases = [(dict(**{name: value}), f"--{name.replace('_', '-')} must be a finite number")
              for name in float_fields(ppo) for value in (float("nan"), float("inf"), -float("inf"))]
-    cases += [(dict(torch_threads=100_000), "--torch-threads must be at most"),
-              (dict(num_envs=1_000_000), "--num-envs must be at most 4096")]
+    cases += [(dict(num_envs=1_000_000), "--num-envs must be at most 4096")]
     huge_rollout = dict(num_steps=10**12, total_timesteps=10**13)
     if ppo is ppo_atari:
         cases.append((huge_rollout, "--num-envs * --num-steps would need over"))
@@ -46,6 +45,8 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     assert len(cases) > 3 * 10
     for overrides, message in cases:
         assert message in one_line_error(capsys, lambda: ppo.check_args(ppo.Args(**overrides))), overrides
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(torch_threads=100_000, **TINY[ppo])))
+    assert line == f"error: --torch-threads 100000 is over the {os.cpu_count()} cores here: name fewer"
 
 
 ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
@@ -196,6 +197,23 @@ def test_resume_refuses_a_given_flag_even_when_it_equals_its_default(capsys, mon
     assert "drop --total-timesteps (saved: 1024)" in one_line_error(capsys, ppo_discrete.main)
     monkeypatch.setattr(sys, "argv", ["ppo_discrete.py", "--resume", path, "--no-anneal-lr"])
     assert "drop --anneal-lr (saved: True)" in one_line_error(capsys, ppo_discrete.main)
+
+
+def test_a_saved_run_goes_on_and_is_evaluated_on_a_machine_with_fewer_cores(capsys, monkeypatch):
+    ppo = ppo_discrete
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    summary = ppo.train(ppo.Args(total_timesteps=1024, checkpoint_every=512, save_model=True, torch_threads=2))
+    checkpoint_path = os.path.join(summary["run_dir"], "checkpoint.pt")
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    for start in [lambda: ppo.train(ppo.Args(resume=checkpoint_path)),
+                  lambda: ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"]))]:
+        assert one_line_error(capsys, start) == "error: --torch-threads 2 is over the 1 cores here: name fewer"
+    # named, --torch-threads suits this machine; the other flags stay the saved run's
+    evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], torch_threads=1),
+                                          {"load_model", "torch_threads"})
+    assert len(evaluation["eval_returns"]) == 10
+    resumed = ppo.train(ppo.Args(resume=checkpoint_path, torch_threads=1), {"resume", "torch_threads"})
+    assert resumed["recent_returns"] and not resumed["stopped"]
 
 
 def test_ctrl_c_while_importing_stops_without_a_traceback():
