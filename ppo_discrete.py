@@ -16,6 +16,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep:
 
 import contextlib
 import fcntl
+import glob
 import importlib.util
 import io
 import logging
@@ -628,6 +629,7 @@ class Run:
         self.last_print = 0.0
         self.writer = NO_LOGS
         self.wandb_id = None  # with --track: the W&B run, which a resumed run goes on in
+        self.videos_sent = set()  # with --track and --capture-video: the MP4s sent to W&B
 
     @property
     def global_step(self) -> int:
@@ -768,6 +770,7 @@ class Run:
         self.iteration = iteration
         self.kl_beta = kl_beta
         self.log(schedule, stats, finished)
+        send_videos(self)
         self.snapshot = self.checkpoint_data()
         stopping = bool(self.received)
         every = self.args.checkpoint_every
@@ -885,6 +888,7 @@ class Run:
         if args.track:
             import wandb
 
+            send_videos(self)
             wandb.finish()
         return dict(agent=self.agent, model_path=model_path, eval_returns=eval_returns, run_dir=self.dir,
                     recent_returns=list(self.recent_returns), stopped=stopped)
@@ -954,7 +958,7 @@ def start_logging(run: Run):
         try:
             resumed_id = run.checkpoint.get("wandb_id") if args.resume else None  # goes on in its W&B run
             wandb_run = wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=config,
-                                   sync_tensorboard=True, name=run.name, monitor_gym=True, save_code=True,
+                                   sync_tensorboard=True, name=run.name, save_code=True,
                                    dir=run.dir, id=resumed_id, resume="allow")
             run.wandb_id = wandb_run.id
         except Exception as error:  # a bad project or entity, no network without WANDB_MODE=offline
@@ -969,6 +973,19 @@ def start_logging(run: Run):
     table = "\n".join(f"|{key}|{value}|" for key, value in config.items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
     return writer
+
+def send_videos(run: Run):
+    """With --track and --capture-video: the MP4s recorded since the last call, training's and evaluation's,
+    to W&B (videos, eval/videos)."""
+    if not (run.args.track and run.video_dir):
+        return
+    import wandb
+
+    for folder, key in [(run.video_dir, "videos"), (f"{run.video_dir}-eval", "eval/videos")]:
+        for path in sorted(glob.glob(os.path.join(folder, "*.mp4")), key=os.path.getmtime):
+            if path not in run.videos_sent:
+                wandb.log({key: wandb.Video(path, format="mp4")})
+                run.videos_sent.add(path)
 
 def env_spaces(env: gym.Env) -> list[str]:
     """The observation and action spaces of the env itself (before any wrapper), as text."""
@@ -1065,7 +1082,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
                "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
-    own += sorted(given & {"torch_threads"})  # named, it suits this machine; left out, the run's own
+    # named, these suit the machine (its cores, its packages); left out, they are the run's own
+    own += sorted(given & {"torch_threads", "capture_video", "track"})
     for key in sorted(given - set(own)):
         if getattr(args, key) != saved.get(key):
             action = "--resume continues" if args.resume else "--load-model evaluates"

@@ -216,6 +216,21 @@ def test_a_saved_run_goes_on_and_is_evaluated_on_a_machine_with_fewer_cores(caps
     assert resumed["recent_returns"] and not resumed["stopped"]
 
 
+def test_a_saved_run_goes_on_where_its_video_and_w_and_b_packages_are_missing(capsys, monkeypatch):
+    ppo = ppo_discrete
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    summary = ppo.train(ppo.Args(total_timesteps=1024, checkpoint_every=512, capture_video=True, track=True))
+    checkpoint_path = os.path.join(summary["run_dir"], "checkpoint.pt")
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # importing them fails
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(resume=checkpoint_path)))
+    assert line == "error: --capture-video needs moviepy: pip install moviepy, or drop --capture-video"
+    resumed = ppo.train(ppo.Args(resume=checkpoint_path, capture_video=False, track=False),
+                        {"resume", "capture_video", "track"})
+    assert resumed["recent_returns"] and not resumed["stopped"]
+
+
 def test_ctrl_c_while_importing_stops_without_a_traceback():
     process = subprocess.Popen([sys.executable, script_path(ppo_discrete)], stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # importing torch and gymnasium takes longer than this

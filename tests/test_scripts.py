@@ -1,6 +1,7 @@
 """Each script end to end: TensorBoard tags, save / load / evaluate / video, bad input, determinism."""
 
 import ast
+import glob
 import os
 import pickle
 import subprocess
@@ -201,9 +202,14 @@ def test_track_with_wandb_offline(ppo, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     batch_size = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]  # a checkpoint after the first iteration
-    summary = ppo.train(ppo.Args(track=True, checkpoint_every=batch_size, **TINY[ppo]))
+    summary = ppo.train(ppo.Args(track=True, capture_video=True, eval_episodes=1, checkpoint_every=batch_size,
+                                 **TINY[ppo]))
     wandb_dir = os.path.join(summary["run_dir"], "wandb")
     (first_part,) = [name for name in os.listdir(wandb_dir) if name.startswith("offline-run")]
+    # every video recorded, in training and in evaluation, went to W&B as well
+    recorded = glob.glob(f"videos/{os.path.basename(summary['run_dir'])}*/*.mp4")
+    sent = glob.glob(os.path.join(wandb_dir, first_part, "files", "media", "videos", "**", "*.mp4"), recursive=True)
+    assert len(recorded) > 1 and len(sent) == len(recorded)
     # resumed, the run goes on in the same W&B run: an offline run's folder ends with the run's id
     time.sleep(1)  # W&B names a run's folder by the second it starts
     ppo.train(ppo.Args(resume=os.path.join(summary["run_dir"], "checkpoint.pt")))
