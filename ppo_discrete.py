@@ -688,12 +688,11 @@ class Run:
                   file=sys.stderr)
 
     def __exit__(self, kind, error, traceback):
-        """Puts the signal handlers back, closes the envs, writes out the logs; after an error or a second
-        signal, writes the checkpoint of the last iteration done and says where the run stands."""
+        """Puts the signal handlers back, writes out the logs; after an error or a second signal, writes the
+        checkpoint of the last iteration done; only then closes the envs (an env that fails to close loses
+        neither) and says where the run stands."""
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
-        if self.envs is not None:
-            self.envs.close()
         with self.logs_may_fail():  # an error or Ctrl-C keeps every point logged so far
             self.writer.flush()
         unexpected = error is not None and not isinstance(error, Failed)  # an env's SystemExit too
@@ -701,6 +700,8 @@ class Run:
             self.write(self.snapshot, "checkpoint.pt")
         if error is not None:  # the run directory is free again, for --resume
             self.lock.close()
+        if self.envs is not None:
+            self.envs.close()
         if unexpected:
             where = f"at step {self.global_step:,}: the logs keep every point, {self.last_checkpoint()}"
             if isinstance(error, EnvError):

@@ -244,6 +244,19 @@ def test_an_env_that_exits_mid_run_keeps_the_last_iteration_and_its_exit_code(mo
     assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 256
 
 
+def test_an_env_that_fails_to_close_after_an_error_loses_neither_the_logs_nor_the_checkpoint(monkeypatch):
+    """RuntimeError from the env at step 300, and again from its close(): the checkpoint of iteration 2 and
+    the logs up to it are written before the envs close."""
+    monkeypatch.setenv("PYTHONPATH", ROOT)
+    process = start(ppo_discrete, ["--env-id", "tests.toy_envs:FailsToClose-v0", *FAULT_FLAGS])
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1 and "RuntimeError: the simulator's connection is gone" in stderr
+    (checkpoint_path,) = glob.glob("runs/*/checkpoint.pt")
+    assert torch.load(checkpoint_path, weights_only=True)["counters"]["global_step"] == 256
+    steps = [event.step for event in read_events(os.path.dirname(checkpoint_path)).Scalars("losses/value_loss")]
+    assert steps == [128, 256]
+
+
 def test_a_second_signal_stops_a_run_whose_env_hangs(monkeypatch):
     """SIGTERM while the env hangs in its step: the run says it will stop after the iteration; a second
     SIGTERM stops it at once, with the checkpoint of the last iteration done (exit 130, as a second

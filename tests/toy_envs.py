@@ -341,8 +341,8 @@ gym.register("EmptyObservationContinuous-v0", entry_point=EmptyObservationEnv, m
 
 
 class FaultMidRunEnv(CountingEnv):
-    """CountingEnv that, at its 300th step, raises SystemExit(5) ("exit"), or hangs ("hang") after creating
-    the file "hanging" in the working directory."""
+    """CountingEnv that, at its 300th step, raises SystemExit(5) ("exit"), hangs ("hang") after creating the
+    file "hanging" in the working directory, or raises RuntimeError, and again when closed after ("close")."""
 
     def __init__(self, fault):
         super().__init__(episode_length=20)
@@ -352,12 +352,19 @@ class FaultMidRunEnv(CountingEnv):
         self.steps += 1
         if self.steps == 300 and self.fault == "exit":
             raise SystemExit(5)
+        if self.steps == 300 and self.fault == "close":
+            raise RuntimeError("the simulator stopped")
         if self.steps == 300:
             open("hanging", "w").close()
             while True:
                 time.sleep(1)
         return super().step(action)
 
+    def close(self):
+        if self.fault == "close" and self.steps >= 300:
+            raise RuntimeError("the simulator's connection is gone")
+
 
 gym.register("ExitsMidRun-v0", entry_point=FaultMidRunEnv, kwargs={"fault": "exit"})
 gym.register("HangsMidRun-v0", entry_point=FaultMidRunEnv, kwargs={"fault": "hang"})
+gym.register("FailsToClose-v0", entry_point=FaultMidRunEnv, kwargs={"fault": "close"})
