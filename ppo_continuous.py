@@ -1179,9 +1179,14 @@ def check_args(args: Args):
         for name in names:
             if not holds(getattr(args, name)):
                 fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
-    activation = getattr(nn, args.activation, None)
-    if not (isinstance(activation, type) and issubclass(activation, nn.Module)):
-        fail(f"--activation must name a torch.nn module (Tanh, ReLU, ELU, ...), got {args.activation!r}")
+    try:  # a torch.nn module made without arguments that keeps its input's shape
+        works = getattr(nn, args.activation)()(torch.zeros(2, 3)).shape == (2, 3)
+    except Exception:
+        works = False
+    if not works:
+        hint = "".join(f": did you mean {name}?" for name in dir(nn)
+                       if name.lower() == args.activation.lower() and name != args.activation)
+        fail(f"--activation {args.activation!r} is not a torch.nn activation (Tanh, ReLU, ELU, ...){hint}")
     sizes = args.hidden_sizes
     check_memory("--hidden-sizes", 56 * sum(a * b for a, b in zip(sizes, sizes[1:])))  # 2 MLPs, 56 B a weight
     if args.ent_coef_min > args.ent_coef:

@@ -33,6 +33,11 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
              for name in float_fields(ppo) for value in (float("nan"), float("inf"), -float("inf"))]
     cases += [(dict(num_envs=1_000_000), "--num-envs must be at most 4096")]
     huge_rollout = dict(num_steps=10**12, total_timesteps=10**13)
+    if ppo is not ppo_atari:  # a name in the wrong case, a module that takes arguments, one that has no forward
+        cases += [(dict(activation="relu"), "--activation 'relu' is not a torch.nn activation (Tanh, ReLU, "
+                                            "ELU, ...): did you mean ReLU?"),
+                  (dict(activation="Linear"), "--activation 'Linear' is not a torch.nn activation"),
+                  (dict(activation="Module"), "--activation 'Module' is not a torch.nn activation")]
     if ppo is ppo_atari:
         cases.append((huge_rollout, "--num-envs * --num-steps would need over"))
     else:  # counted from the env's spaces, when the env is made
