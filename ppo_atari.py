@@ -900,10 +900,10 @@ class Run:
 def flag_name(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
-def first_line(error: BaseException) -> str:
-    """The first sentence of an error's message (of its first line), whole, without terminal colour codes."""
+def first_line(error: BaseException, sentences: int = 1) -> str:
+    """The first sentences of an error's message (of its first line), whole, without terminal colour codes."""
     lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
-    return re.split(r"(?<=\.)\s", lines[0], maxsplit=1)[0] if lines else ""
+    return " ".join(re.split(r"(?<=\.)\s", lines[0])[:sentences]) if lines else ""
 
 def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters
@@ -1194,7 +1194,7 @@ def check_atari_id(env_id: str):
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
-        fail(f"cannot make --env-id {env_id!r}: {first_line(error)} (Atari: ALE/Breakout-v5, ...)")
+        fail(f"cannot make --env-id {env_id!r}: {first_line(error, 2)} (Atari: ALE/Breakout-v5, ...)")
     if not str(spec.entry_point).startswith("ale_py"):
         fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
 

@@ -914,10 +914,10 @@ class Run:
 def flag_name(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
-def first_line(error: BaseException) -> str:
-    """The first sentence of an error's message (of its first line), whole, without terminal colour codes."""
+def first_line(error: BaseException, sentences: int = 1) -> str:
+    """The first sentences of an error's message (of its first line), whole, without terminal colour codes."""
     lines = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().splitlines()
-    return re.split(r"(?<=\.)\s", lines[0], maxsplit=1)[0] if lines else ""
+    return " ".join(re.split(r"(?<=\.)\s", lines[0])[:sentences]) if lines else ""
 
 def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters
@@ -1228,7 +1228,7 @@ def check_env(args: Args):
         hint = ""
         if args.env_id.startswith("ALE/"):
             hint = "; Atari games: use ppo_atari.py"
-        message = f"{type(error).__name__}: {first_line(error)}"
+        message = f"{type(error).__name__}: {first_line(error, 2)}"  # gymnasium's second says what to do
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
     if obs_size == 0:
         fail(f"{args.env_id}'s observations hold no values (a space of size 0): give them some")

@@ -177,11 +177,11 @@ def test_a_saved_model_is_evaluated_with_its_own_protocol(capsys, tmp_path, monk
     assert "drop --sticky-actions (saved: True)" in error
 
 
-def test_non_atari_and_unknown_ids_are_refused():
-    for env_id, message in [("CartPole-v1", "not an Atari game"), ("ALE/NoSuchGame-v5", "cannot make")]:
-        with pytest.raises(SystemExit) as exit_info:
-            ppo.check_atari_id(env_id)
-        assert exit_info.value.code == 2
+def test_non_atari_and_unknown_ids_are_refused(capsys):
+    for env_id, message in [("CartPole-v1", "not an Atari game"), ("ALE/NoSuchGame-v5", "cannot make"),
+                            ("ALE/breakout-v5", "doesn't exist in namespace ALE. Did you mean: `Breakout`?"),
+                            ("ALE/Breakout-v1", "is deprecated. Please use `ALE/Breakout-v5` instead.")]:
+        assert message in one_line_error(capsys, lambda: ppo.check_atari_id(env_id))
     ppo.check_atari_id("BreakoutNoFrameskip-v4")
 
 

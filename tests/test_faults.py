@@ -59,6 +59,8 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
               (ppo_discrete, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
               (ppo_continuous, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
               (ppo_discrete, "WrongShape-v0", "cannot make --env-id 'WrongShape-v0'"),
+              (ppo_discrete, "cartpole-v1", "doesn't exist. Did you mean: `CartPole`?"),  # gymnasium's advice
+              (ppo_continuous, "HalfCheetah-v1", "is deprecated. Please use `HalfCheetah-v5` instead."),
               (ppo_discrete, "ALE/Breakout-v5", "use ppo_atari.py"),
               (ppo_discrete, "TupleActions-v0", "Discrete or MultiDiscrete (a vector) ones; no script here"),
               (ppo_discrete, "SequenceObs-v0", "takes what gymnasium flattens to one vector (Box, Discrete"),
