@@ -1217,10 +1217,13 @@ def check_env(args: Args):
     try:
         env = make_env(args.env_id)()
         check_spaces(args.env_id, env.unwrapped.observation_space, env.unwrapped.action_space)
-        obs, _ = env.reset(seed=args.seed)
+        obs, info = env.reset(seed=args.seed)
         if np.shape(obs) != env.observation_space.shape:
             raise ValueError(f"an observation of shape {np.shape(obs)} for the space's "
                              f"{env.observation_space.shape}")
+        reward = env.step(random_action(env, obs, info, args.seed))[1]  # a reward must be one number
+        if np.ndim(reward) != 0:
+            raise ValueError(f"its step returns a reward of shape {np.shape(reward)}: return one number")
         obs_size = gym.spaces.flatdim(env.observation_space)
         action_size = gym.spaces.flatdim(env.action_space)  # the logits of Discrete actions
         env.close()
@@ -1240,6 +1243,11 @@ def check_env(args: Args):
     step = 8 * obs_size + 24 * action_size + 64
     check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,
                  f" for {args.env_id}'s observations and actions")
+
+def random_action(env: gym.Env, obs, info: dict, seed: int):
+    """A random action, as the env takes it."""
+    env.action_space.seed(seed)
+    return env.action_space.sample()
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
     if isinstance(action_space, gym.spaces.Discrete):

@@ -29,6 +29,7 @@ OWN = {
     "train",
     "check_args",
     "check_spaces",
+    "random_action",
     "env_states",
     "restore_env_states",
     "check_video_support",

@@ -208,13 +208,16 @@ class ComboLockEnv(gym.Env):
 
 
 class BrokenEnv(gym.Env):
-    """An env that fails the way user envs do: its constructor raises, or its observations do not fit
-    the space it declares; or it has spaces a script does not take."""
+    """An env that fails the way user envs do: its constructor raises, its observations do not fit the space
+    it declares, its step returns the old gym API's four values or a reward in an array; or it has spaces a
+    script does not take."""
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, fault):
+    def __init__(self, fault, continuous=False):
+        if continuous:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         if fault == "constructor":
             raise RuntimeError("the simulator failed to start")
         if fault == "multidiscrete":
@@ -230,9 +233,16 @@ class BrokenEnv(gym.Env):
         return np.zeros(5 if self.fault == "shape" else 3, np.float32), {}
 
     def step(self, action):
-        return np.zeros(3, np.float32), 0.0, True, False, {}
+        if self.fault == "old_step_api":
+            return np.zeros(3, np.float32), 0.0, True, {}
+        return np.zeros(3, np.float32), np.array([0.0]) if self.fault == "array_reward" else 0.0, True, False, {}
 
 
+for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit: the env's own step is seen
+    gym.register(f"OldStepApi{suffix}-v0", entry_point=BrokenEnv,
+                 kwargs={"fault": "old_step_api", "continuous": continuous})
+    gym.register(f"ArrayReward{suffix}-v0", entry_point=BrokenEnv,
+                 kwargs={"fault": "array_reward", "continuous": continuous})
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
 gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
