@@ -14,7 +14,8 @@ Under torchrun, each of N processes steps num_envs/N envs; the update averages t
 import os
 import signal
 
-signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
+if __name__ == "__main__":  # Ctrl-C while importing stops quietly; a program importing this keeps its own
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib

@@ -12,7 +12,8 @@ follows the line "Operational parts", and train() reaches it through one object,
 import os
 import signal
 
-signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C while importing: stop quietly
+if __name__ == "__main__":  # Ctrl-C while importing stops quietly; a program importing this keeps its own
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib

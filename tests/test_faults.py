@@ -250,6 +250,13 @@ def test_ctrl_c_while_importing_stops_without_a_traceback():
     assert process.returncode == -signal.SIGINT and "Traceback" not in stderr
 
 
+@SCRIPTS
+def test_a_program_that_imports_a_script_keeps_its_own_ctrl_c(ppo):
+    code = f"import signal, {ppo.__name__}; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "True", out.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     disk = tmp_path / "disk"
