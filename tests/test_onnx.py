@@ -109,3 +109,14 @@ def test_the_readme_example_runs_an_exported_policy_without_the_script():
         obs, reward, terminated, truncated, _ = env.step(action)
         total, done = total + reward, terminated or truncated
     assert scope["total"] == total
+
+
+def test_the_readme_example_loads_a_saved_model_into_the_agent():
+    summary = ppo_discrete.train(ppo_discrete.Args(total_timesteps=1024, save_model=True))
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    (example,) = re.findall(r"```python\n(import gymnasium as gym, torch\nimport ppo_discrete\n.*?)```", readme, re.S)
+    scope = {}
+    exec(example.replace("runs/RUN/ppo_discrete.model", summary["model_path"]), scope)
+    obs, _ = gym.make("CartPole-v1").reset(seed=0)
+    logits, value = summary["agent"](torch.as_tensor(obs[None]))
+    assert torch.equal(scope["logits"], logits) and torch.equal(scope["value"], value)
