@@ -1070,6 +1070,8 @@ def check_saved(args: Args, saved: dict):
     if len(returns) > 100 or not all(type(value) in (int, float) and math.isfinite(value)
                                      for value in returns):
         fail(f"{path!r} is damaged: its recent returns are not up to 100 finite numbers")
+    if not isinstance(saved.get("wandb_id"), (str, type(None))):
+        fail(f"{path!r} is damaged: its W&B run id {saved['wandb_id']!r} is not text")
     for name, weight in saved["agent"].items():
         if not (isinstance(weight, torch.Tensor) and torch.isfinite(weight).all()):
             fail(f"{path!r} is damaged: its weight {name!r} is not a tensor of finite numbers")

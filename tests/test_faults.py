@@ -180,6 +180,7 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
         f"its weight '{first_weight}' is not a tensor of finite numbers",
     )
     damaged["text_returns.pt"] = ({**good, "recent_returns": ["a"]}, "its recent returns are not")
+    damaged["wandb_id.pt"] = ({**good, "wandb_id": 7}, "its W&B run id 7 is not text")
     damaged["zero_steps.pt"] = (
         {**good, "args": {**good["args"], "total_timesteps": 0}},
         "holds flags this run cannot take: --total-timesteps must be a positive integer",
