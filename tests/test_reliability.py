@@ -453,11 +453,16 @@ def test_paths_that_are_not_files_are_named_and_outputs_are_checked_before_train
 
 @EXACT
 def test_capture_video_of_an_env_that_cannot_render_is_one_line(ppo, capsys):
-    """A custom env without an rgb_array render mode: one line before training, not a traceback at step 0."""
+    """A custom env without an rgb_array render mode, or whose constructor takes no render_mode: one line before
+    training, not a traceback at step 0."""
     env_id = {ppo_discrete: "Counting-v0", ppo_continuous: "OwnStateContinuous-v0"}[ppo]
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(env_id=env_id, capture_video=True)))
     assert line == (f"error: --capture-video: {env_id} cannot render frames (its render modes: []); give it an "
                     f"rgb_array render mode, or drop --capture-video") and not os.path.exists("runs")
+    env_id = {ppo_discrete: "NoRenderMode-v0", ppo_continuous: "NoRenderModeContinuous-v0"}[ppo]
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(env_id=env_id, capture_video=True)))
+    assert line.startswith(f"error: --capture-video: {env_id} cannot be made to render (TypeError: ") and line.endswith(
+        "give its constructor a render_mode argument, or drop --capture-video") and not os.path.exists("runs")
 
 
 @SCRIPTS

@@ -209,8 +209,8 @@ class ComboLockEnv(gym.Env):
 
 class BrokenEnv(gym.Env):
     """An env that fails the way user envs do: its constructor raises, its observations do not fit the space
-    it declares, its step returns the old gym API's four values or a reward in an array; or it has spaces a
-    script does not take."""
+    it declares, its step returns the old gym API's four values or a reward in an array, it declares an
+    rgb_array render mode that its constructor does not take; or it has spaces a script does not take."""
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -226,6 +226,8 @@ class BrokenEnv(gym.Env):
             self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
         if fault == "sequence":  # of any length: no one vector holds it
             self.observation_space = gym.spaces.Sequence(self.observation_space)
+        if fault == "no_render_mode":  # says it renders, but its constructor takes no render_mode
+            self.metadata = {"render_modes": ["rgb_array"]}
         self.fault = fault
 
     def reset(self, *, seed=None, options=None):
@@ -243,6 +245,8 @@ for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit:
                  kwargs={"fault": "old_step_api", "continuous": continuous})
     gym.register(f"ArrayReward{suffix}-v0", entry_point=BrokenEnv,
                  kwargs={"fault": "array_reward", "continuous": continuous})
+    gym.register(f"NoRenderMode{suffix}-v0", entry_point=BrokenEnv,
+                 kwargs={"fault": "no_render_mode", "continuous": continuous})
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
 gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
