@@ -968,8 +968,8 @@ def start_logging(run: Run):
                                    dir=run.dir, id=resumed_id, resume="allow")
             run.wandb_id = wandb_run.id
         except Exception as error:  # a bad project or entity, no network without WANDB_MODE=offline
-            fail(f"--track: W&B did not start ({type(error).__name__}: {first_line(error)}); check "
-                 f"--wandb-project-name and --wandb-entity, or drop --track")
+            fail(f"--track: W&B did not start ({type(error).__name__}: {first_line(error, 2)}); check "
+                 f"--wandb-project-name and --wandb-entity, or run with WANDB_MODE=offline, or drop --track")
     from torch.utils.tensorboard import SummaryWriter
 
     threading.excepthook = quiet_log_thread

@@ -218,6 +218,14 @@ def test_track_with_wandb_offline(ppo, monkeypatch, capsys):
     # a project name that W&B refuses
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(track=True, wandb_project_name="bad/name")))
     assert line.startswith("error: --track: W&B did not start (UsageError: Invalid project name 'bad/name'")
+    # online, with no API key (a process of its own: W&B keeps its settings in the process)
+    env = {name: value for name, value in os.environ.items() if name not in ("WANDB_MODE", "WANDB_API_KEY")}
+    env.update(HOME=os.getcwd(), WANDB_CONFIG_DIR=os.getcwd())  # no ~/.netrc, no settings of this machine's user
+    out = subprocess.run([sys.executable, script_path(ppo), "--track", "--env-id", TINY[ppo]["env_id"]], env=env,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        "error: --track: W&B did not start (UsageError: No API key configured. Use `wandb login` to log in.); "
+        "check --wandb-project-name and --wandb-entity, or run with WANDB_MODE=offline, or drop --track")
 
 
 def field_docstrings(path):
