@@ -1095,7 +1095,7 @@ def check_saved(args: Args, saved: dict):
 
 def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> Args:
     """The checkpoint's flags; a given flag that differs is an error, but for those of --load-model's
-    evaluation."""
+    evaluation and those below."""
     saved = checkpoint["args"]
     own = ["resume", "export_onnx", "cuda"]  # a run may go on on another device
     if args.load_model:
@@ -1103,8 +1103,10 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
                "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
         given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
-    # named, these suit the machine (its cores, its packages); left out, they are the run's own
-    own += sorted(given & {"torch_threads", "capture_video", "track"})
+    # named, these suit the machine (its cores, its packages) or choose what the run leaves, never how it
+    # trains; left out, they are the run's own
+    own += sorted(given & {"torch_threads", "capture_video", "track", "save_model", "eval_episodes",
+                           "eval_greedy", "checkpoint_every"})
     for key in sorted(given - set(own)):
         if getattr(args, key) != saved.get(key):
             action = "--resume continues" if args.resume else "--load-model evaluates"

@@ -238,9 +238,11 @@ def test_a_saved_run_goes_on_where_its_video_and_w_and_b_packages_are_missing(ca
     monkeypatch.setitem(sys.modules, "wandb", None)
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(resume=checkpoint_path)))
     assert line == "error: --capture-video needs moviepy: pip install moviepy, or drop --capture-video"
-    resumed = ppo.train(ppo.Args(resume=checkpoint_path, capture_video=False, track=False),
-                        {"resume", "capture_video", "track"})
+    # what the run leaves may be chosen anew too: here a saved model and an evaluation it was started without
+    resumed = ppo.train(ppo.Args(resume=checkpoint_path, capture_video=False, track=False, save_model=True,
+                                 eval_episodes=2), {"resume", "capture_video", "track", "save_model", "eval_episodes"})
     assert resumed["recent_returns"] and not resumed["stopped"]
+    assert os.path.isfile(resumed["model_path"]) and len(resumed["eval_returns"]) == 2
 
 
 def test_ctrl_c_while_importing_stops_without_a_traceback():
