@@ -655,6 +655,8 @@ class Run:
             fail(f"--torch-threads {args.torch_threads} is over the {os.cpu_count()} cores here: name fewer")
         if args.capture_video:
             check_video_support()
+        if args.compile:
+            check_compile()
         check_env(args)
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
@@ -1126,6 +1128,14 @@ def set_numerics(args: Args, device: torch.device):
     if args.torch_deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts: the first matmul
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+def check_compile():
+    """--compile: torch.compile works here (on a CPU it needs a C++ compiler), tried on a small function."""
+    try:
+        torch.compile(lambda x: x.sin() + 1)(torch.zeros(3))
+    except Exception as error:
+        fail(f"--compile: torch.compile does not work here ({type(error).__name__}: {first_line(error)}); "
+             f"install what it names (a C++ compiler: gcc), or drop --compile")
 
 def check_video_support():
     try:

@@ -260,6 +260,16 @@ def test_a_program_that_imports_a_script_keeps_its_own_ctrl_c(ppo):
     assert out.stdout.strip() == "True", out.stderr
 
 
+def test_compile_where_torch_compile_cannot_work_is_one_line(tmp_path):
+    env = {**os.environ, "CXX": "/nonexistent/g++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    out = subprocess.run([sys.executable, script_path(ppo_discrete), "--compile"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: --compile: torch.compile does not work here (InductorError: InvalidCxxCompiler: No working C++ "
+        "compiler found in torch._inductor.config.cpp.cxx: (None, '/nonexistent/g++')); install what it names "
+        "(a C++ compiler: gcc), or drop --compile"] and not os.path.exists("runs")
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_disk_stops_the_run_with_one_line_keeping_the_last_checkpoint(tmp_path, monkeypatch, capsys):
     disk = tmp_path / "disk"

@@ -4,6 +4,7 @@ import ast
 import glob
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -194,6 +195,13 @@ def videos(folder):
     """Each MP4 file's name -> its bytes."""
     return {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)
             if name.endswith(".mp4")}
+
+
+@pytest.mark.skipif(not shutil.which("c++"), reason="torch.compile on a CPU needs a C++ compiler")
+def test_compile_trains():
+    summary = ppo_discrete.train(ppo_discrete.Args(compile=True, eval_episodes=1, **TINY[ppo_discrete]))
+    assert summary["recent_returns"] and len(summary["eval_returns"]) == 1
+    assert all(torch.isfinite(weight).all() for weight in summary["agent"].parameters())
 
 
 # start_logging, which runs W&B, and the Run are the same in ppo_discrete.py and ppo_continuous.py
