@@ -26,6 +26,16 @@ def test_observations_are_normalized_and_clipped_as_computed_by_hand_in_arrays_a
     assert ppo.normalize(obs, None, 3.0) is obs  # --no-norm-obs
 
 
+def test_the_rollout_clips_normalized_observations_at_clip_obs():
+    args = ppo.Args(env_id="Pendulum-v1", num_envs=2, num_steps=64, clip_obs=0.5)
+    envs = ppo.make_envs(args)
+    agent = ppo.make_agent(args, envs.single_observation_space, envs.single_action_space)
+    state = ppo.restart_episodes(envs, args, seed=0)
+    rollout, _ = ppo.collect_rollout(envs, agent, state, args, np.random.default_rng(0), torch.device("cpu"))
+    assert np.abs(rollout.obs).max() == 0.5  # reached: Pendulum's angular velocity is many stds at first
+    assert np.abs(state.obs).max() <= 0.5
+
+
 def test_running_mean_std_matches_numpy_over_uneven_batches():
     rng = np.random.default_rng(0)
     batches = [rng.normal(3.0, 2.0, size=(n, 5)) for n in (1, 7, 3, 100, 2)]
