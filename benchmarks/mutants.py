@@ -445,6 +445,13 @@ MUTANTS = [
         "float(1 - np.var(predicted) / target_variance)",
         "tests/test_discrete.py -k explained",
     ),
+    Mutant(
+        "observations clipped at 10, not at --clip-obs",
+        (CONTINUOUS,),
+        "state.obs = normalize(raw_obs, state.obs_rms, args.clip_obs)",
+        "state.obs = normalize(raw_obs, state.obs_rms, 10.0)",
+        "tests/test_continuous.py -k clip_obs",
+    ),
 ]
 
 
