@@ -452,6 +452,13 @@ MUTANTS = [
         "state.obs = normalize(raw_obs, state.obs_rms, 10.0)",
         "tests/test_continuous.py -k clip_obs",
     ),
+    Mutant(
+        "rewards clipped at 10, not at --clip-reward",
+        (CONTINUOUS,),
+        "-args.clip_reward, args.clip_reward)",
+        "-10.0, 10.0)",
+        "tests/test_continuous.py -k reward_scaling",
+    ),
 ]
 
 
