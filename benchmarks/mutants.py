@@ -459,6 +459,20 @@ MUTANTS = [
         "-10.0, 10.0)",
         "tests/test_continuous.py -k reward_scaling",
     ),
+    Mutant(
+        "--gae-lambda ignored (GAE at 0.95 whatever the flag)",
+        ALL,
+        "args.gamma, args.gae_lambda)",
+        "args.gamma, 0.95)",
+        "tests/test_wiring.py -k gae_lambda",
+    ),
+    Mutant(
+        "--max-grad-norm ignored (the gradient clipped at 0.5 whatever the flag)",
+        ALL,
+        "clip_grad_norm_(agent.parameters(), args.max_grad_norm)",
+        "clip_grad_norm_(agent.parameters(), 0.5)",
+        "tests/test_wiring.py -k max_grad_norm",
+    ),
 ]
 
 

@@ -1,7 +1,7 @@
 """Every flag of the algorithm reaches the code: set alone to another value, it changes the weights of a short
 training run (two iterations, the same seed). The formula tests say what a flag does; this says that it does
-something, so a flag the code ignores, or reads as a fixed default, fails here. Runs with one seed are the same
-to the bit on a CPU, so an unchanged flag gives equal weights."""
+something, so a flag the code ignores, or reads as a fixed default, fails here. Runs with one seed are the
+same to the bit on a CPU, so an unchanged flag gives equal weights."""
 
 import functools
 
@@ -13,7 +13,7 @@ import ppo_continuous
 import ppo_discrete
 from tests.test_scripts import TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: an autouse fixture)
 
-# flag: (another value, the flags it needs to act); the runs have two iterations, so a schedule shows in the second
+# flag: (another value, the flags it needs to act); a schedule shows in the second of the two iterations
 COMMON = {
     "learning_rate": (1e-3, {}),
     "anneal_lr": (False, {}),
@@ -39,7 +39,8 @@ OWN = {
     ppo_discrete: {"shared_body": (True, {}), "hidden_sizes": ((32,), {}), "activation": ("ReLU", {})},
     ppo_continuous: {"hidden_sizes": ((32,), {}), "activation": ("ReLU", {}), "log_std_init": (-1.0, {}),
                      "norm_obs": (False, {}), "clip_obs": (0.5, {}), "norm_reward": (False, {}),
-                     "clip_reward": (0.1, {})},
+                     "clip_reward": (0.1, {}),
+                     "bootstrap_truncation": (False, {})},  # Pendulum's episodes are cut at 200 steps
     ppo_atari: {"noop_max": (0, {}), "episodic_life": (False, {}),
                 "clip_rewards": (False, {"env_id": "ALE/SpaceInvaders-v5"}),  # Breakout's first rewards are 1
                 "sticky_actions": (True, {})},
@@ -61,6 +62,7 @@ def test_every_algorithm_flag_changes_the_trained_weights(ppo, flag, value, need
         TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"])
     before = trained(ppo, tuple(sorted(needs.items())))
     after = trained(ppo, tuple(sorted({**needs, flag: value}.items())))
-    assert before.keys() != after.keys() or any(
-        before[name].shape != after[name].shape or not torch.equal(before[name], after[name]) for name in before
-    ), f"--{flag.replace('_', '-')} {value} trains the same weights as {getattr(ppo.Args(), flag)}"
+    changed = [name for name in before if name not in after or before[name].shape != after[name].shape
+               or not torch.equal(before[name], after[name])]
+    assert changed or before.keys() != after.keys(), (
+        f"--{flag.replace('_', '-')} {value} trains the weights of {getattr(ppo.Args(), flag)}")
