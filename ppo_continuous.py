@@ -1259,7 +1259,8 @@ def check_env(args: Args):
             gym.make(args.env_id, render_mode="rgb_array").close()
         except Exception as error:
             fail(f"--capture-video: {args.env_id} cannot be made to render ({type(error).__name__}: "
-                 f"{first_line(error)}); give its constructor a render_mode argument, or drop --capture-video")
+                 f"{first_line(error)}); give its constructor a render_mode argument, or drop "
+                 f"--capture-video")
     # a step's bytes in the rollout, the batch and its shuffled copy: float32 observations and action values
     step = 8 * obs_size + 24 * action_size + 64
     check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,
