@@ -1228,6 +1228,10 @@ def check_env(args: Args):
         if args.env_id.startswith("ALE/"):
             hint = "; Atari games: use ppo_atari.py"
         message = f"{type(error).__name__}: {first_line(error, 2)}"  # gymnasium's second says what to do
+        module = args.env_id.partition(":")[0]  # of an id "module:EnvId", which gymnasium imports first
+        missing = getattr(error.__cause__, "name", None)
+        if ":" in args.env_id and missing and f"{module}.".startswith(f"{missing}."):
+            message = f"{error.__cause__}: put its folder on PYTHONPATH (PYTHONPATH=. from there)"
         fail(f"cannot make --env-id {args.env_id!r}: {message}{hint}")
     if obs_size == 0:
         fail(f"{args.env_id}'s observations hold no values (a space of size 0): give them some")

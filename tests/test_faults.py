@@ -54,8 +54,8 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     assert line == f"error: --torch-threads 100000 is over the {os.cpu_count()} cores here: name fewer"
 
 
-ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
-              (ppo_continuous, "nosuchmodule:Env-v0", "ModuleNotFoundError"),
+ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put its folder on PYTHONPATH"),
+              (ppo_continuous, "nosuchmodule.envs:Env-v0", "'nosuchmodule': put its folder on PYTHONPATH"),
               (ppo_discrete, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
               (ppo_continuous, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
               (ppo_discrete, "WrongShape-v0", "cannot make --env-id 'WrongShape-v0'"),
@@ -92,6 +92,15 @@ def test_a_nan_from_the_env_is_named_as_the_envs(ppo, env_id, what, capsys):
 )
 def test_envs_that_fail_are_one_line_errors(ppo, env_id, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_id=env_id)))
+
+
+def test_an_env_module_that_imports_a_missing_package_is_not_told_to_use_pythonpath(tmp_path, monkeypatch,
+                                                                                      capsys):
+    (tmp_path / "envs_needing_a_package.py").write_text("import no_such_package_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    line = one_line_error(capsys, lambda: ppo_discrete.check_env(
+        ppo_discrete.Args(env_id="envs_needing_a_package:Env-v0")))
+    assert "No module named 'no_such_package_here'" in line and "PYTHONPATH" not in line
 
 
 def test_under_torchrun_only_rank_0_prints_an_error(capsys, monkeypatch):
