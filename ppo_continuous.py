@@ -1164,7 +1164,8 @@ def check_video_support():
     if not (os.path.isdir("videos") and os.access("videos", os.W_OK)):
         fail("--capture-video writes under videos/, which cannot be written here: run from a writable folder")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen, no display needed
-    os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
+    if sys.platform.startswith("linux"):  # elsewhere gymnasium picks MuJoCo's OpenGL (macOS has no EGL)
+        os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
 
 def check_memory(flags: str, needed: int, purpose: str = ""):
     """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built."""

@@ -489,3 +489,13 @@ def test_capture_video_without_moviepy_is_a_one_line_error(ppo, monkeypatch, cap
         ppo.train(ppo.Args(**SMALL[ppo], capture_video=True))
     assert exit_info.value.code == 2
     assert "--capture-video needs moviepy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("platform,backend", [("linux", "egl"), ("darwin", None)])
+def test_mujoco_renders_headless_on_linux_and_as_gymnasium_chooses_elsewhere(platform, backend, monkeypatch,
+                                                                              tmp_path):
+    monkeypatch.chdir(tmp_path)  # check_video_support makes videos/ here
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.setattr(sys, "platform", platform)
+    ppo_continuous.check_video_support()
+    assert os.environ.get("MUJOCO_GL") == backend  # macOS has no EGL
