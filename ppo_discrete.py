@@ -814,9 +814,11 @@ class Run:
                 self.writer.add_scalar(f"charts/{name}", value, step)
         if time.time() - self.last_print > 10 or self.iteration == self.num_iterations:
             self.last_print = time.time()
-            returns = self.recent_returns
-            print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, mean return of the last "
-                  f"{len(returns)} episodes: {np.mean(returns) if returns else float('nan'):.2f}", flush=True)
+            ended = "no episode has ended yet"
+            if self.recent_returns:
+                count = len(self.recent_returns)
+                ended = f"mean return of the last {count} episodes: {np.mean(self.recent_returns):.2f}"
+            print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, {ended}", flush=True)
 
     def checkpoint_data(self) -> dict:
         """A copy of all the run needs to go on from the iteration just done."""

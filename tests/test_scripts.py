@@ -412,3 +412,13 @@ def test_an_interrupted_run_keeps_every_point_logged_before_it(ppo, monkeypatch)
     assert checkpoint["counters"]["global_step"] == batch  # Ctrl-C twice keeps the one finished iteration
     (sps_point,) = events.Scalars("charts/SPS")
     assert sps_point.wall_time < calls[1]  # the time it was logged at, not the time the burst was written
+
+
+def test_progress_lines_say_no_episode_has_ended_until_one_has(capsys):
+    # Pendulum's episodes last 200 steps: none has ended at step 128 of each env, one of each at step 256
+    summary = ppo_continuous.train(ppo_continuous.Args(env_id="Pendulum-v1", total_timesteps=512, num_envs=2,
+                                                       num_steps=128, num_minibatches=4, update_epochs=1))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert len(summary["recent_returns"]) == 2
+    assert lines[0].endswith("steps/s, no episode has ended yet")
+    assert lines[-1].endswith(f"mean return of the last 2 episodes: {np.mean(summary['recent_returns']):.2f}")
