@@ -422,3 +422,22 @@ def test_progress_lines_say_no_episode_has_ended_until_one_has(capsys):
     assert len(summary["recent_returns"]) == 2
     assert lines[0].endswith("steps/s, no episode has ended yet")
     assert lines[-1].endswith(f"mean return of the last 2 episodes: {np.mean(summary['recent_returns']):.2f}")
+
+
+def test_an_env_of_ones_own_module_trains_saves_and_loads_from_the_shell(tmp_path):
+    # as the README says: registered in the user's module, named "module:EnvId", the module on PYTHONPATH
+    (tmp_path / "my_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "from gymnasium.envs.classic_control import CartPoleEnv\n"
+        "gym.register('MyPole-v0', entry_point=CartPoleEnv, max_episode_steps=50)\n")
+    env = {**os.environ, "PYTHONPATH": "."}
+    flags = ["--env-id", "my_envs:MyPole-v0", "--total-timesteps", "1024", "--save-model"]
+    trained = subprocess.run([sys.executable, script_path(ppo_discrete), *flags], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    (model,) = glob.glob(str(tmp_path / "runs" / "my_envs:MyPole-v0__ppo_discrete__1__*" / "ppo_discrete.model"))
+    loaded = subprocess.run([sys.executable, script_path(ppo_discrete), "--load-model", model, "--eval-episodes",
+                             "2"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    mean_return = float(loaded.stdout.split("mean return ")[1].split()[0])
+    assert 0 < mean_return <= 50  # episodes of at most 50 steps, as registered
