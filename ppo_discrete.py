@@ -1070,6 +1070,9 @@ def check_saved(args: Args, saved: dict):
             and counters.get("global_step") == iteration * batch_size
             and isinstance(kl_beta, float) and math.isfinite(kl_beta) and kl_beta >= 0):
         fail(f"{path!r} is damaged: its counters {counters} do not fit its flags")
+    if args.resume and iteration == args.total_timesteps // batch_size:
+        fail(f"--resume {path!r}: the run is complete (step {iteration * batch_size:,}), nothing is left to "
+             f"train; evaluate its model with --load-model")
     returns = saved["recent_returns"]
     if len(returns) > 100 or not all(type(value) in (int, float) and math.isfinite(value)
                                      for value in returns):

@@ -359,3 +359,10 @@ def test_idle_torch_threads_sleep_unless_the_environment_says_otherwise(imported
         timeout=120,
     )
     assert f"GOMP_SPINCOUNT = '{spin_count}'" in result.stderr
+
+
+def test_resuming_a_complete_run_is_a_one_line_error(capsys):
+    summary = ppo_discrete.train(ppo_discrete.Args(**TINY[ppo_discrete], save_model=True))
+    line = one_line_error(capsys, lambda: ppo_discrete.train(ppo_discrete.Args(resume=summary["model_path"])))
+    assert line == (f"error: --resume {summary['model_path']!r}: the run is complete (step 1,024), nothing is "
+                    f"left to train; evaluate its model with --load-model")
