@@ -60,20 +60,15 @@ class Args:
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
-    """if toggled, CUDA runs deterministic algorithms (cuDNN's, cuBLAS's with a fixed workspace, and
-    torch.use_deterministic_algorithms, warning of an op that has none); CPU runs are deterministic anyway"""
+    """if toggled, CUDA runs deterministic algorithms (warning of an op that has none); CPU runs are anyway"""
     tf32: bool = False
-    """if toggled, CUDA matmuls and convolutions of float32 may run in TF32 (faster from Ampere on; 10-bit
-    mantissa)"""
+    """if toggled, CUDA float32 matmuls and convolutions may run in TF32 (faster on Ampere+)"""
     cuda: bool = True
-    """if toggled, trains on the GPU (under torchrun, one GPU a process); where CUDA is not usable: on the CPU
-    with a note, or an error if --cuda is named"""
+    """if toggled, trains on the GPU, one a process under torchrun (none usable: the CPU, with a note)"""
     compile: bool = False
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """the CNN trunk's arithmetic: bf16 runs it under bfloat16 autocast (weights, heads, losses and Adam stay
-    float32); auto: bf16 on GPUs with bf16 convolutions (compute capability 8.0 on), fp32 on older GPUs and
-    CPUs (bf16 runs side by side crawl there)"""
+    """the CNN trunk's arithmetic (bf16: autocast, the rest float32); auto: bf16 on GPUs of compute 8.0 on"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
@@ -81,8 +76,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of whole games under `videos/{run_name}/` (a resumed run: under
-    `videos/{run_name}-resumed-at-step-N/`; evaluation's in the same name + `-eval`)"""
+    """if toggled, records MP4s of whole games in videos/{run_name}/ (evaluation's: {run_name}-eval/)"""
 
     env_id: str = "ALE/Breakout-v5"
     """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
@@ -120,9 +114,7 @@ class Args:
     """if set, the update stops at the first minibatch whose approximate KL exceeds it"""
 
     objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
-    """the policy objective (PPO paper, sections 3-4): clip: the clipped surrogate; none: the plain surrogate
-    r*A; kl-adaptive: r*A - beta*KL[pi_old||pi], beta adapted to --kl-target; kl-fixed: a fixed --kl-beta;
-    ppog: A*log(pi) without the samples the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
+    """the policy objective: clip, none (r*A), kl-adaptive or kl-fixed (r*A - beta*KL), ppog (README)"""
     kl_beta: float = 1.0
     """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
     kl_target: float = 0.01
@@ -137,8 +129,7 @@ class Args:
     sticky_actions: bool = False
     """if toggled, repeats the previous action with probability 0.25 (ALE v5's protocol); off in CleanRL"""
     async_envs: Literal["auto", "on", "off"] = "auto"
-    """steps the envs in worker processes (gymnasium's AsyncVectorEnv, shared memory); auto: where the machine
-    has a core for each env and each learner process"""
+    """steps the envs in worker processes (AsyncVectorEnv); auto: where each env and learner has a core"""
     noop_max: int = 30
     """1 to this many no-op frames (0: none) at the start of each game"""
     episodic_life: bool = True

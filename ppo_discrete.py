@@ -70,14 +70,11 @@ class Args:
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
-    """if toggled, CUDA runs deterministic algorithms (cuDNN's, cuBLAS's with a fixed workspace, and
-    torch.use_deterministic_algorithms, warning of an op that has none); CPU runs are deterministic anyway"""
+    """if toggled, CUDA runs deterministic algorithms (warning of an op that has none); CPU runs are anyway"""
     tf32: bool = False
-    """if toggled, CUDA matmuls and convolutions of float32 may run in TF32 (faster from Ampere on; 10-bit
-    mantissa)"""
+    """if toggled, CUDA float32 matmuls and convolutions may run in TF32 (faster on Ampere+)"""
     cuda: bool = True
-    """if toggled, trains on the GPU (the small default networks are faster on the CPU); where CUDA is not
-    usable: on the CPU with a note, or an error if --cuda is named"""
+    """if toggled, trains on the GPU (where none is usable: on the CPU with a note, or an error if named)"""
     compile: bool = False
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     track: bool = False
@@ -87,12 +84,10 @@ class Args:
     wandb_entity: Optional[str] = None
     """the Weights and Biases entity (team)"""
     capture_video: bool = False
-    """if toggled, records MP4 videos of the agent under `videos/{run_name}/` (a resumed run: under
-    `videos/{run_name}-resumed-at-step-N/`; evaluation's in the same name + `-eval`)"""
+    """if toggled, records MP4s of the agent in videos/{run_name}/ (evaluation's: {run_name}-eval/)"""
 
     env_id: str = "CartPole-v1"
-    """the gymnasium env id (observations flattened to a vector: Box, Dict, Tuple, Discrete one-hot, ...;
-    Discrete or MultiDiscrete actions)"""
+    """the gymnasium env id (Discrete or MultiDiscrete actions); my_envs:MyEnv-v0 imports my_envs first"""
     total_timesteps: int = 500000
     """total environment steps of the training, summed over all envs"""
     learning_rate: float = 2.5e-4
@@ -127,9 +122,7 @@ class Args:
     """if set, the update stops at the first minibatch whose approximate KL exceeds it"""
 
     objective: Literal["clip", "kl-adaptive", "kl-fixed", "none", "ppog"] = "clip"
-    """the policy objective (PPO paper, sections 3-4): clip: the clipped surrogate; none: the plain surrogate
-    r*A; kl-adaptive: r*A - beta*KL[pi_old||pi], beta adapted to --kl-target; kl-fixed: a fixed --kl-beta;
-    ppog: A*log(pi) without the samples the clip stops ("PPO Gilad version", from slides on PPO for Atari)"""
+    """the policy objective: clip, none (r*A), kl-adaptive or kl-fixed (r*A - beta*KL), ppog (README)"""
     kl_beta: float = 1.0
     """the KL penalty coefficient beta: fixed (kl-fixed) or initial (kl-adaptive)"""
     kl_target: float = 0.01

@@ -29,15 +29,15 @@ def one_line_error(capsys, run) -> str:
     return lines[0]
 
 
-def help_text(ppo, monkeypatch, capsys) -> str:
-    """What `python ppo_*.py --help` prints, read in this process (main() as the shell calls it), on one
-    line."""
-    monkeypatch.setenv("COLUMNS", "200")
+def help_text(ppo, monkeypatch, capsys, columns: int = 200) -> str:
+    """What `python ppo_*.py --help` prints in a terminal this wide, read in this process (main() as the shell
+    calls it)."""
+    monkeypatch.setenv("COLUMNS", str(columns))
     monkeypatch.setattr(sys, "argv", [f"{ppo.__name__}.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:
         ppo.main()
     assert exit_info.value.code == 0
-    return " ".join(capsys.readouterr().out.split())
+    return capsys.readouterr().out
 
 
 class StubAgent(torch.nn.Module):

@@ -49,7 +49,7 @@ def test_every_preset_passes_the_checks_of_the_command_line(ppo):
 
 @PRESET_SCRIPTS
 def test_help_lists_every_preset_and_where_it_comes_from(ppo, monkeypatch, capsys):
-    text = help_text(ppo, monkeypatch, capsys)
+    text = " ".join(help_text(ppo, monkeypatch, capsys).split())  # on one line
     for name, (source, _) in ppo.PRESETS.items():
         assert f"{name}: {source}" in text
     assert "--preset {None," in text

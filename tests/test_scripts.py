@@ -251,10 +251,10 @@ def field_docstrings(path):
 def test_help_shows_every_field_with_its_docstring(ppo, monkeypatch, capsys):
     docs = field_docstrings(script_path(ppo))
     assert set(docs) == {f.name for f in ppo.Args.__dataclass_fields__.values()}
-    text = help_text(ppo, monkeypatch, capsys)
+    lines = help_text(ppo, monkeypatch, capsys, columns=1000).splitlines()  # no line wraps at this width
     for name, doc in docs.items():
-        assert f"--{name.replace('_', '-')}" in text
-        assert " ".join(doc.split())[:40] in text, name
+        assert any(f"--{name.replace('_', '-')}" in line for line in lines)
+        assert any(" ".join(doc.split()) in line for line in lines), name  # whole: tyro shows line breaks
 
 
 BAD_INPUTS = [
