@@ -868,8 +868,11 @@ class Run:
         launcher = "python" if self.world_size == 1 else f"torchrun --nproc_per_node {self.world_size} ..."
         if stopped and self.rank == 0:
             checkpoint = os.path.join(self.dir, "checkpoint.pt")
-            print(f"stopped at step {self.global_step:,}; continue with: {launcher} "
-                  f"{os.path.basename(__file__)} --resume {checkpoint}", file=sys.stderr)
+            script = os.path.basename(__file__)
+            then = f"continue with: {launcher} {script} --resume {checkpoint}"
+            if self.iteration == self.num_iterations:  # the evaluation and export were left: --load-model
+                then = f"the training is done; evaluate with: python {script} --load-model {checkpoint}"
+            print(f"stopped at step {self.global_step:,}; {then}", file=sys.stderr)
         elif self.rank == 0:
             with self:  # a stop signal ends the evaluation after its game, and is said
                 if args.eval_episodes:

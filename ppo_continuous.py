@@ -886,8 +886,12 @@ class Run:
             model_path = os.path.join(self.dir, f"{args.exp_name}.model")
             print(f"model saved to {model_path}")
         if stopped:
-            print(f"stopped at step {self.global_step:,}; continue with: python {os.path.basename(__file__)} "
-                  f"--resume {os.path.join(self.dir, 'checkpoint.pt')}", file=sys.stderr)
+            checkpoint = os.path.join(self.dir, "checkpoint.pt")
+            script = os.path.basename(__file__)
+            then = f"continue with: python {script} --resume {checkpoint}"
+            if self.iteration == self.num_iterations:  # the evaluation and export were left: --load-model
+                then = f"the training is done; evaluate with: python {script} --load-model {checkpoint}"
+            print(f"stopped at step {self.global_step:,}; {then}", file=sys.stderr)
         else:
             with self:  # a stop signal ends the evaluation after its episode, and is said
                 if args.eval_episodes:

@@ -312,6 +312,27 @@ def test_a_closed_terminal_stops_the_run_as_sigterm_does(ppo, monkeypatch):
 
 
 @SCRIPTS
+def test_a_stop_in_the_last_iteration_says_to_evaluate_not_to_resume(ppo, monkeypatch, capsys):
+    """A signal in the last iteration: the training is done, its evaluation is not; --resume would refuse."""
+    original, calls = ppo.update, []
+    last = SMALL[ppo]["total_timesteps"] // ITERATION[ppo]
+
+    def update_then_stop(*args):
+        calls.append(1)
+        if len(calls) == last:
+            signal.raise_signal(signal.SIGTERM)
+        return original(*args)
+
+    monkeypatch.setattr(ppo, "update", update_then_stop)
+    summary = ppo.train(ppo.Args(**SMALL[ppo], eval_episodes=1))
+    checkpoint = os.path.join(summary["run_dir"], "checkpoint.pt")
+    assert summary["stopped"] == signal.SIGTERM and summary["eval_returns"] == []
+    assert capsys.readouterr().err.strip().endswith(
+        f"the training is done; evaluate with: python {ppo.__name__}.py --load-model {checkpoint}")
+    assert len(ppo.evaluate_saved_model(ppo.Args(load_model=checkpoint, eval_episodes=1))["eval_returns"]) == 1
+
+
+@SCRIPTS
 def test_a_nan_stops_the_run_and_keeps_the_last_good_checkpoint(ppo, monkeypatch, capsys):
     """A nan in the gradients of iteration 4's first minibatch: the step makes every weight nan."""
     original, calls = ppo.ppo_loss, []
