@@ -1210,16 +1210,17 @@ def check_args(args: Args):
              f"{batch_size}; raise it or shrink the batch")
 
 def check_env(args: Args):
-    """Makes one env and resets it: an env that cannot be made, or whose spaces this script does not take, is
-    a one-line error."""
+    """Makes one env, resets it and takes one random legal step: an env that cannot be made, whose spaces this
+    script does not take, or whose observations or reward do not fit, is a one-line error."""
     try:
         env = make_env(args.env_id)()
         check_spaces(args.env_id, env.unwrapped.observation_space, env.unwrapped.action_space)
         obs, info = env.reset(seed=args.seed)
-        if np.shape(obs) != env.observation_space.shape:
-            raise ValueError(f"an observation of shape {np.shape(obs)} for the space's "
-                             f"{env.observation_space.shape}")
-        reward = env.step(random_action(env, obs, info, args.seed))[1]  # a reward must be one number
+        step_obs, reward = env.step(random_action(env, obs, info, args.seed))[:2]
+        for method, observation in [("reset", obs), ("step", step_obs)]:
+            if np.shape(observation) != env.observation_space.shape:
+                raise ValueError(f"its {method} returns an observation of shape {np.shape(observation)} for "
+                                 f"the space's {env.observation_space.shape}")
         if np.ndim(reward) != 0:
             raise ValueError(f"its step returns a reward of shape {np.shape(reward)}: return one number")
         obs_size = gym.spaces.flatdim(env.observation_space)

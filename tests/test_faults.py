@@ -58,7 +58,9 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put i
               (ppo_continuous, "nosuchmodule.envs:Env-v0", "'nosuchmodule': put its folder on PYTHONPATH"),
               (ppo_discrete, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
               (ppo_continuous, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
-              (ppo_discrete, "WrongShape-v0", "cannot make --env-id 'WrongShape-v0'"),
+              (ppo_discrete, "WrongShape-v0", "reset returns an observation of shape (5,) for the space's"),
+              (ppo_discrete, "WrongStepShape-v0", "its step returns an observation of shape (3, 1) for the"),
+              (ppo_continuous, "WrongStepShapeContinuous-v0", "step returns an observation of shape (3, 1)"),
               (ppo_discrete, "cartpole-v1", "doesn't exist. Did you mean: `CartPole`?"),  # gymnasium's advice
               (ppo_discrete, "OldStepApi-v0", "ValueError: not enough values to unpack (expected 5, got 4)"),
               (ppo_continuous, "OldStepApiContinuous-v0", "not enough values to unpack (expected 5, got 4)"),

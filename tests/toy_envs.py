@@ -237,6 +237,8 @@ class BrokenEnv(gym.Env):
     def step(self, action):
         if self.fault == "old_step_api":
             return np.zeros(3, np.float32), 0.0, True, {}
+        if self.fault == "step_shape":  # (3, 1) after a step, (3,) at reset
+            return np.zeros((3, 1), np.float32), 0.0, True, False, {}
         return np.zeros(3, np.float32), np.array([0.0]) if self.fault == "array_reward" else 0.0, True, False, {}
 
 
@@ -245,6 +247,8 @@ for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit:
                  kwargs={"fault": "old_step_api", "continuous": continuous})
     gym.register(f"ArrayReward{suffix}-v0", entry_point=BrokenEnv,
                  kwargs={"fault": "array_reward", "continuous": continuous})
+    gym.register(f"WrongStepShape{suffix}-v0", entry_point=BrokenEnv,
+                 kwargs={"fault": "step_shape", "continuous": continuous})
     gym.register(f"NoRenderMode{suffix}-v0", entry_point=BrokenEnv,
                  kwargs={"fault": "no_render_mode", "continuous": continuous})
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
