@@ -78,7 +78,7 @@ class Args:
     seed: int = 1
     """seed of the experiment (python, numpy, torch and the envs)"""
     torch_deterministic: bool = True
-    """if toggled, CUDA runs deterministic algorithms (warning of an op that has none); CPU runs are anyway"""
+    """if toggled, CUDA runs are deterministic, as CPU runs are (a warning names an op that cannot be)"""
     tf32: bool = False
     """if toggled, CUDA float32 matmuls and convolutions may run in TF32 (faster on Ampere+)"""
     cuda: bool = True
