@@ -36,14 +36,12 @@ from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F  # noqa: F401  (what an edited loss usually needs: F.huber_loss, ...)
 import tyro
 from gymnasium.envs.classic_control import Continuous_MountainCarEnv, PendulumEnv
-from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
 CHECKPOINT_FORMAT = "ppo_continuous/5"  # written into every checkpoint and saved model, checked on load
 NETWORK_FLAGS = ["hidden_sizes", "activation"]  # the flags that shape the Agent
@@ -1299,7 +1297,9 @@ def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     for env in envs.envs:
         unwrapped = env.unwrapped
         physics = getattr(unwrapped, "state", None)
-        if isinstance(unwrapped, MujocoEnv):
+        if own_mujoco(unwrapped):
+            import mujoco
+
             physics = np.empty(mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION))
             mujoco.mj_getState(unwrapped.model, unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         states.append(dict(physics=torch.from_numpy(np.array(physics)),
@@ -1310,8 +1310,16 @@ def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
 
 def saves_state(env: gym.Env) -> bool:
     """Whether env is one of gymnasium's own envs whose whole state env_states knows how to save."""
-    own_mujoco = isinstance(env, MujocoEnv) and type(env).__module__.startswith("gymnasium.envs.mujoco.")
-    return own_mujoco or type(env) in (PendulumEnv, Continuous_MountainCarEnv)
+    return own_mujoco(env) or type(env) in (PendulumEnv, Continuous_MountainCarEnv)
+
+def own_mujoco(env: gym.Env) -> bool:
+    """Whether env is one of gymnasium's own MuJoCo envs (MuJoCo is imported only once one is made: the other
+    envs run where it is not installed)."""
+    if not type(env).__module__.startswith("gymnasium.envs.mujoco."):
+        return False
+    from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+    return isinstance(env, MujocoEnv)
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     if len(states) != len(envs.envs):
@@ -1319,13 +1327,15 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     for env, state in zip(envs.envs, states):
         physics = state["physics"].numpy()
         unwrapped = env.unwrapped
-        if isinstance(unwrapped, MujocoEnv):
+        if own_mujoco(unwrapped):
+            import mujoco
+
             shape = (mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION),)
         else:
             shape = np.shape(unwrapped.state)
         if physics.shape != shape or not np.isfinite(physics).all():
             raise ValueError(f"an env state of shape {physics.shape} where {shape} finite numbers belong")
-        if isinstance(unwrapped, MujocoEnv):
+        if own_mujoco(unwrapped):
             mujoco.mj_setState(unwrapped.model, unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         else:
             unwrapped.state = physics

@@ -219,3 +219,24 @@ def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
     )
     saved = torch.load(summary["model_path"], weights_only=True)
     assert saved["args"]["env_id"] == env_id and saved["state"]["obs_rms"]["count"] == 1 + 128
+
+
+def test_envs_other_than_mujocos_train_and_resume_where_mujoco_is_not_installed(tmp_path):
+    code = ("import sys; sys.modules['mujoco'] = None  # as if not installed: importing it fails\n"
+            "sys.argv[0] = 'ppo_continuous.py'; import ppo_continuous; ppo_continuous.main()")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(*flags):
+        return subprocess.run([sys.executable, "-c", code, *flags], cwd=tmp_path, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": root}, timeout=120)
+
+    trained = run("--env-id", "Pendulum-v1", "--total-timesteps", "512", "--num-envs", "2", "--num-steps",
+                  "128", "--checkpoint-every", "256")
+    assert trained.returncode == 0, trained.stderr
+    (checkpoint,) = [str(path) for path in tmp_path.glob("runs/*/checkpoint.pt")]
+    resumed = run("--resume", checkpoint)  # the envs' state put back, without MuJoCo
+    assert resumed.returncode == 0 and "cannot save its state" not in resumed.stdout, resumed.stderr
+    refused = run()  # HalfCheetah-v5, the default
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1] == (
+        "error: cannot make --env-id 'HalfCheetah-v5': DependencyNotInstalled: MuJoCo is not installed, run "
+        "`pip install \"gymnasium[mujoco]\"`")
