@@ -68,7 +68,7 @@ class Args:
     compile: bool = False
     """if toggled, runs the agent and the loss through torch.compile (compiling takes a while at the start)"""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """the CNN trunk's arithmetic (bf16: autocast, the rest float32); auto: bf16 on GPUs of compute 8.0 on"""
+    """the CNN trunk's arithmetic (bf16: under autocast, the rest float32); auto: bf16 on GPUs from sm_80"""
     track: bool = False
     """if toggled, logs the run to Weights and Biases (WANDB_MODE=offline works without network)"""
     wandb_project_name: str = "cleanRL"
