@@ -1327,7 +1327,8 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     for env, state in zip(envs.envs, states):
         physics = state["physics"].numpy()
         unwrapped = env.unwrapped
-        if own_mujoco(unwrapped):
+        is_mujoco = own_mujoco(unwrapped)
+        if is_mujoco:
             import mujoco
 
             shape = (mujoco.mj_stateSize(unwrapped.model, mujoco.mjtState.mjSTATE_INTEGRATION),)
@@ -1335,7 +1336,7 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
             shape = np.shape(unwrapped.state)
         if physics.shape != shape or not np.isfinite(physics).all():
             raise ValueError(f"an env state of shape {physics.shape} where {shape} finite numbers belong")
-        if own_mujoco(unwrapped):
+        if is_mujoco:
             mujoco.mj_setState(unwrapped.model, unwrapped.data, physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         else:
             unwrapped.state = physics
