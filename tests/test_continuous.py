@@ -13,6 +13,7 @@ import torch
 
 import ppo_continuous as ppo
 from tests.checks import assert_orthogonal_init
+from tests.test_scripts import ROOT, script_path
 from tests.toy_envs import BoundedActionEnv
 
 
@@ -166,8 +167,7 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     # a reloaded network's weights lie elsewhere in memory)
     evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=2))
     np.testing.assert_allclose(evaluation["eval_returns"], summary["eval_returns"], rtol=1e-4)
-    script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "ppo_continuous.py")
-    command = [sys.executable, script, "--load-model", summary["model_path"], "--eval-episodes", "2"]
+    command = [sys.executable, script_path(ppo), "--load-model", summary["model_path"], "--eval-episodes", "2"]
     out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(evaluation['eval_returns']):.2f}" in out.stdout  # same process layout
@@ -224,11 +224,10 @@ def test_works_by_env_id_alone(env_id, tmp_path, monkeypatch):
 def test_envs_other_than_mujocos_train_and_resume_where_mujoco_is_not_installed(tmp_path):
     code = ("import sys; sys.modules['mujoco'] = None  # as if not installed: importing it fails\n"
             "sys.argv[0] = 'ppo_continuous.py'; import ppo_continuous; ppo_continuous.main()")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def run(*flags):
         return subprocess.run([sys.executable, "-c", code, *flags], cwd=tmp_path, capture_output=True,
-                              text=True, env={**os.environ, "PYTHONPATH": root}, timeout=120)
+                              text=True, env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
 
     trained = run("--env-id", "Pendulum-v1", "--total-timesteps", "512", "--num-envs", "2", "--num-steps",
                   "128", "--checkpoint-every", "256")
