@@ -1221,8 +1221,8 @@ def check_env(args: Args):
             if np.shape(observation) != env.observation_space.shape:
                 raise ValueError(f"its {method} returns an observation of shape {np.shape(observation)} for "
                                  f"the space's {env.observation_space.shape}")
-        if np.ndim(reward) != 0:
-            raise ValueError(f"its step returns a reward of shape {np.shape(reward)}: return one number")
+        if np.ndim(reward) != 0 or np.asarray(reward).dtype.kind not in "biuf":
+            raise ValueError(f"its step returns the reward {reward!r}: return one number")
         obs_size = gym.spaces.flatdim(env.observation_space)
         action_size = gym.spaces.flatdim(env.action_space)  # the logits of Discrete actions
         env.close()
@@ -1231,6 +1231,9 @@ def check_env(args: Args):
         if args.env_id.startswith("ALE/"):
             hint = "; Atari games: use ppo_atari.py"
         message = f"{type(error).__name__}: {first_line(error, 2)}"  # gymnasium's second says what to do
+        if "values to unpack" in message:  # the old gym API: reset returned obs alone, step four values
+            message += (" (gymnasium's API: reset returns (obs, info), step (obs, reward, terminated, "
+                        "truncated, info))")
         module = args.env_id.partition(":")[0]  # of an id "module:EnvId", which gymnasium imports first
         missing = getattr(error.__cause__, "name", None)
         if ":" in args.env_id and missing and f"{module}.".startswith(f"{missing}."):

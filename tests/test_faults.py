@@ -54,6 +54,8 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     assert line == f"error: --torch-threads 100000 is over the {os.cpu_count()} cores here: name fewer"
 
 
+OLD_API = ("(gymnasium's API: reset returns (obs, info), step (obs, reward, terminated, truncated, "
+           "info))")
 ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put its folder on PYTHONPATH"),
               (ppo_continuous, "nosuchmodule.envs:Env-v0", "'nosuchmodule': put its folder on PYTHONPATH"),
               (ppo_discrete, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
@@ -62,10 +64,16 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put i
               (ppo_discrete, "WrongStepShape-v0", "its step returns an observation of shape (3, 1) for the"),
               (ppo_continuous, "WrongStepShapeContinuous-v0", "step returns an observation of shape (3, 1)"),
               (ppo_discrete, "cartpole-v1", "doesn't exist. Did you mean: `CartPole`?"),  # gymnasium's advice
-              (ppo_discrete, "OldStepApi-v0", "ValueError: not enough values to unpack (expected 5, got 4)"),
-              (ppo_continuous, "OldStepApiContinuous-v0", "not enough values to unpack (expected 5, got 4)"),
-              (ppo_discrete, "ArrayReward-v0", "its step returns a reward of shape (1,): return one number"),
-              (ppo_continuous, "ArrayRewardContinuous-v0", "a reward of shape (1,): return one number"),
+              (ppo_discrete, "OldStepApi-v0", "ValueError: not enough values to unpack (expected 5, got 4) "
+               f"{OLD_API}"),
+              (ppo_continuous, "OldStepApiContinuous-v0", f"values to unpack (expected 5, got 4) {OLD_API}"),
+              (ppo_discrete, "OldStepApiTimeLimit-v0", f"values to unpack (expected 5, got 4) {OLD_API}"),
+              (ppo_discrete, "OldResetApi-v0", f"ValueError: too many values to unpack (expected 2) {OLD_API}"),
+              (ppo_continuous, "OldResetApiContinuous-v0", f"too many values to unpack (expected 2) {OLD_API}"),
+              (ppo_discrete, "ArrayReward-v0", "its step returns the reward array([0.]): return one number"),
+              (ppo_continuous, "ArrayRewardContinuous-v0", "the reward array([0.]): return one number"),
+              (ppo_discrete, "NoneReward-v0", "its step returns the reward None: return one number"),
+              (ppo_continuous, "NoneRewardContinuous-v0", "its step returns the reward None: return one number"),
               (ppo_continuous, "HalfCheetah-v1", "is deprecated. Please use `HalfCheetah-v5` instead."),
               (ppo_discrete, "ALE/Breakout-v5", "use ppo_atari.py"),
               (ppo_discrete, "TupleActions-v0", "Discrete or MultiDiscrete (a vector) ones; no script here"),

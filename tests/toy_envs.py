@@ -209,8 +209,9 @@ class ComboLockEnv(gym.Env):
 
 class BrokenEnv(gym.Env):
     """An env that fails the way user envs do: its constructor raises, its observations do not fit the space
-    it declares, its step returns the old gym API's four values or a reward in an array, it declares an
-    rgb_array render mode that its constructor does not take; or it has spaces a script does not take."""
+    it declares, its reset or step returns what the old gym API did, its reward is an array or None, it
+    declares an rgb_array render mode that its constructor does not take; or it has spaces a script does not
+    take."""
 
     observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Discrete(2)
@@ -232,6 +233,8 @@ class BrokenEnv(gym.Env):
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
+        if self.fault == "old_reset_api":  # the observation alone
+            return np.zeros(3, np.float32)
         return np.zeros(5 if self.fault == "shape" else 3, np.float32), {}
 
     def step(self, action):
@@ -239,19 +242,22 @@ class BrokenEnv(gym.Env):
             return np.zeros(3, np.float32), 0.0, True, {}
         if self.fault == "step_shape":  # (3, 1) after a step, (3,) at reset
             return np.zeros((3, 1), np.float32), 0.0, True, False, {}
-        return np.zeros(3, np.float32), np.array([0.0]) if self.fault == "array_reward" else 0.0, True, False, {}
+        rewards = {"array_reward": np.array([0.0]), "none_reward": None}
+        return np.zeros(3, np.float32), rewards.get(self.fault, 0.0), True, False, {}
 
 
 for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit: the env's own step is seen
-    gym.register(f"OldStepApi{suffix}-v0", entry_point=BrokenEnv,
-                 kwargs={"fault": "old_step_api", "continuous": continuous})
-    gym.register(f"ArrayReward{suffix}-v0", entry_point=BrokenEnv,
-                 kwargs={"fault": "array_reward", "continuous": continuous})
+    for name, fault in [("OldStepApi", "old_step_api"), ("OldResetApi", "old_reset_api"),
+                        ("ArrayReward", "array_reward"), ("NoneReward", "none_reward")]:
+        gym.register(f"{name}{suffix}-v0", entry_point=BrokenEnv,
+                     kwargs={"fault": fault, "continuous": continuous})
     gym.register(f"WrongStepShape{suffix}-v0", entry_point=BrokenEnv,
                  kwargs={"fault": "step_shape", "continuous": continuous})
     gym.register(f"NoRenderMode{suffix}-v0", entry_point=BrokenEnv,
                  kwargs={"fault": "no_render_mode", "continuous": continuous})
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
+gym.register("OldStepApiTimeLimit-v0", entry_point=BrokenEnv, kwargs={"fault": "old_step_api"},  # the wrapper's
+             max_episode_steps=10)  # step unpacks the four values
 gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
 gym.register("TupleActions-v0", entry_point=BrokenEnv, kwargs={"fault": "tuple"})
