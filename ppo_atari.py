@@ -647,7 +647,7 @@ class Run:
                 fail("--resume goes on in the checkpoint's directory, which is not writable: make it so")
         else:
             suffix = "-eval" if args.load_model else ""
-            name = f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}"
+            name = f"{re.sub('[/:]', '-', args.env_id)}__{args.exp_name}{suffix}__{args.seed}"
             run_dir = gather_from_ranks([new_run_dir(name) if rank == 0 else None])[0]
         run = cls(args, checkpoint, run_dir, device, rank, world_size, spaces)
         if rank == 0:

@@ -657,7 +657,7 @@ class Run:
                 fail("--resume goes on in the checkpoint's directory, which is not writable: make it so")
         else:
             suffix = "-eval" if args.load_model else ""
-            run_dir = new_run_dir(f"{args.env_id.replace('/', '-')}__{args.exp_name}{suffix}__{args.seed}")
+            run_dir = new_run_dir(f"{re.sub('[/:]', '-', args.env_id)}__{args.exp_name}{suffix}__{args.seed}")
         run = cls(args, checkpoint, run_dir, training_device(args, given))
         run.lock = lock_run_dir(run_dir)
         run.writer = start_logging(run)

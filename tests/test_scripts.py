@@ -435,7 +435,8 @@ def test_an_env_of_ones_own_module_trains_saves_and_loads_from_the_shell(tmp_pat
     trained = subprocess.run([sys.executable, script_path(ppo_discrete), *flags], env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=120)
     assert trained.returncode == 0, trained.stderr
-    (model,) = glob.glob(str(tmp_path / "runs" / "my_envs:MyPole-v0__ppo_discrete__1__*" / "ppo_discrete.model"))
+    # the run's folder has no ":" (scp and rsync read "name:" as a host; Windows refuses it in names)
+    (model,) = glob.glob(str(tmp_path / "runs" / "my_envs-MyPole-v0__ppo_discrete__1__*" / "ppo_discrete.model"))
     loaded = subprocess.run([sys.executable, script_path(ppo_discrete), "--load-model", model, "--eval-episodes",
                              "2"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
