@@ -85,6 +85,20 @@ def test_two_iterations_write_every_tag(ppo):
     assert len(episode_steps) >= len(summary["recent_returns"]) > 0 and episode_steps == sorted(episode_steps)
 
 
+@VECTOR_SCRIPTS
+def test_logged_episodes_are_the_envs_raw_returns_at_the_steps_they_ended(ppo):
+    # every env's episodes last 5 steps with reward 1 a step: each ends with return 5 and length 5 (the env's
+    # own reward, though ppo_continuous trains on scaled ones) at the global steps 5 N, 10 N, ... of N envs
+    num_envs = 2
+    num_steps = 64
+    summary = ppo.train(ppo.Args(env_id=toy_env_id(ppo, "ScalarObs"), total_timesteps=2 * num_envs * num_steps,
+                                 num_envs=num_envs, num_steps=num_steps, num_minibatches=2, update_epochs=1))
+    events = read_events(summary["run_dir"])
+    ends = [5 * num_envs * k for k in range(1, 2 * num_steps // 5 + 1) for env in range(num_envs)]
+    assert [(e.step, e.value) for e in events.Scalars("charts/episodic_return")] == [(end, 5.0) for end in ends]
+    assert [(e.step, e.value) for e in events.Scalars("charts/episodic_length")] == [(end, 5.0) for end in ends]
+
+
 @SCRIPTS
 def test_losses_are_means_over_the_whole_update(ppo, monkeypatch):
     """The logged value loss is the mean of every minibatch's loss, not the last one's."""
