@@ -473,6 +473,70 @@ MUTANTS = [
         "clip_grad_norm_(agent.parameters(), 0.5)",
         "tests/test_wiring.py -k max_grad_norm",
     ),
+    # 62-70: a second search (2026-12-06), of what the curves and the update read
+    Mutant(
+        "ppo_continuous logs the scaled return, not the env's",
+        (CONTINUOUS,),
+        "state.episode_returns += reward",
+        "state.episode_returns += rewards[step]",
+        "tests/test_scripts.py -k logged_episodes",
+    ),
+    Mutant(
+        "episodes logged one vector step early",
+        (DISCRETE, CONTINUOUS),
+        "(episode.step + 1) * self.args.num_envs",
+        "episode.step * self.args.num_envs",
+        "tests/test_scripts.py -k logged_episodes",
+    ),
+    Mutant(
+        "rewards scaled by the return's variance, not its std",
+        (CONTINUOUS,),
+        "reward / np.sqrt(state.return_rms.var + 1e-8)",
+        "reward / (state.return_rms.var + 1e-8)",
+        "tests/test_continuous.py -k reward_scaling",
+    ),
+    Mutant(
+        "the loss takes the flag's entropy coefficient, not the decayed one",
+        ALL,
+        "loss = pg_loss - schedule.ent_coef * entropy",
+        "loss = pg_loss - args.ent_coef * entropy",
+        "tests/test_wiring.py -k ent_coef_decay",
+    ),
+    Mutant(
+        "ppo_discrete evaluation: --eval-greedy inverted",
+        (DISCRETE,),
+        "if args.eval_greedy:",
+        "if not args.eval_greedy:",
+        "tests/test_scripts.py -k greedy_evaluation",
+    ),
+    Mutant(
+        "observation statistics updated with the previous observation",
+        (CONTINUOUS,),
+        "state.obs_rms.update(raw_obs)",
+        "state.obs_rms.update(state.obs)",
+        "tests/test_continuous.py -k normalized_final_observation",
+    ),
+    Mutant(
+        "the update ignores the action mask (the rollout keeps it)",
+        (DISCRETE,),
+        "log_probs = masked_log_probs(logits, minibatch.masks, agent.nvec)",
+        "log_probs = masked_log_probs(logits, None, agent.nvec)",
+        "tests/test_multidiscrete.py -k components_probabilities",
+    ),
+    Mutant(
+        "truncation bootstraps V(final obs) without gamma",
+        ALL,
+        "rewards[step, env] += args.gamma * final_value",
+        "rewards[step, env] += final_value",
+        "tests/test_discrete_rollout.py tests/test_continuous.py tests/test_formulas.py -k truncation",
+    ),
+    Mutant(
+        "ppo_continuous steps the env with the unclipped sample",
+        (CONTINUOUS,),
+        "envs.step(np.clip(actions[step], low, high))",
+        "envs.step(actions[step])",
+        "tests/test_continuous.py -k clipped_actions",
+    ),
 ]
 
 

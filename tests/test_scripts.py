@@ -205,6 +205,22 @@ def test_save_load_evaluate_record_video_and_resume(ppo):
     assert len(videos(f"videos/{run_name}-resumed-at-step-{batch_size}-eval")) == 2
 
 
+def test_greedy_evaluation_takes_each_observations_most_likely_action():
+    # Counting-v0: observations [t, 1] for t = 0, 1, 2, reward = action + 1; a greedy episode's return is the
+    # sum over t of 1 + the argmax of the saved agent's logits at [t, 1], each computed as evaluation does
+    args = dict(env_id="tests.toy_envs:Counting-v0", total_timesteps=512, num_envs=2, num_steps=128,
+                num_minibatches=4, update_epochs=1)
+    summary = ppo_discrete.train(ppo_discrete.Args(save_model=True, **args))
+    with torch.no_grad():
+        actions = [summary["agent"](torch.tensor([[t, 1.0]]))[0].argmax().item() for t in range(3)]
+    greedy = ppo_discrete.evaluate_saved_model(
+        ppo_discrete.Args(load_model=summary["model_path"], eval_episodes=4))
+    assert greedy["eval_returns"] == [float(sum(actions) + 3)] * 4
+    sampled = ppo_discrete.evaluate_saved_model(
+        ppo_discrete.Args(load_model=summary["model_path"], eval_episodes=4, eval_greedy=False))
+    assert sampled["eval_returns"] != greedy["eval_returns"]  # a policy still near uniform: other actions
+
+
 def videos(folder):
     """Each MP4 file's name -> its bytes."""
     return {name: open(os.path.join(folder, name), "rb").read() for name in os.listdir(folder)
