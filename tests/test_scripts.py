@@ -138,6 +138,30 @@ def test_the_learning_rate_schedule_scales_every_parameter_group(ppo):
 
 
 @SCRIPTS
+def test_the_logged_kl_estimates_and_clip_fraction_cover_every_minibatch(ppo):
+    """old_approx_kl = mean(-log r), approx_kl = mean((r - 1) - log r), clipfrac = the share of |r - 1| over
+    the iteration's clip coefficient (an annealed one here, not the flag's), over all the update's samples."""
+    agent, batch, _ = agent_and_its_own_batch(ppo)
+    args = ppo.Args(num_minibatches=4, update_epochs=2, clip_coef=0.2)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=3e-4 if ppo is ppo_atari else 3e-2)  # ratios near 1
+    schedule = ppo.Schedule(1.0, 0.01, 0.0, 0.0)
+    seen = []
+
+    def recorded_loss(*inputs):
+        loss, logs, logratio = ppo.ppo_loss(*inputs)
+        seen.append(logratio)
+        return loss, logs, logratio
+
+    stats = ppo.update(agent, optimizer, batch, args, np.random.default_rng(0), recorded_loss, schedule)
+    logratio = torch.cat(seen).double().numpy()
+    assert len(seen) == 8 and stats["gradient_steps"] == 8
+    assert stats["old_approx_kl"] == pytest.approx(np.mean(-logratio), rel=1e-4, abs=1e-7)
+    assert stats["approx_kl"] == pytest.approx(np.mean(np.expm1(logratio) - logratio), rel=1e-4, abs=1e-9)
+    assert stats["clipfrac"] == pytest.approx(np.mean(np.abs(np.expm1(logratio)) > 0.01), abs=1e-6)
+    assert np.mean(np.abs(np.expm1(logratio)) > 0.01) != np.mean(np.abs(np.expm1(logratio)) > 0.2)
+
+
+@SCRIPTS
 def test_target_kl_stops_the_update_at_the_first_minibatch_over_it(ppo):
     """Minibatch 1 sees the old policy (KL 0) and steps; minibatch 2 sees KL > 0 and stops the whole update,
     before its step and without evaluating any later minibatch (CleanRL would finish the epoch: 4 steps)."""
