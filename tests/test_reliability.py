@@ -72,6 +72,17 @@ def test_resume_continues_bit_for_bit(ppo):
     assert len(evaluated["eval_returns"]) == 1
 
 
+def test_resume_goes_on_with_the_adapted_kl_beta():
+    args = ppo_discrete.Args(**SMALL[ppo_discrete], objective="kl-adaptive", save_model=True)
+    whole = ppo_discrete.train(args)
+    os.makedirs("runs/copy")
+    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
+    saved_beta = torch.load("runs/copy/checkpoint.pt", weights_only=True)["counters"]["kl_beta"]
+    assert saved_beta != ppo_discrete.Args.kl_beta  # adapted in the first four updates
+    resumed = ppo_discrete.train(ppo_discrete.Args(resume="runs/copy/checkpoint.pt"))
+    assert_same_model(ppo_discrete, whole["run_dir"], resumed["run_dir"])
+
+
 @EXACT
 def test_an_error_mid_run_keeps_the_last_iteration_done_and_resumes_from_it_bit_for_bit(
     ppo, monkeypatch, capsys
