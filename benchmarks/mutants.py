@@ -537,6 +537,27 @@ MUTANTS = [
         "envs.step(actions[step])",
         "tests/test_continuous.py -k clipped_actions",
     ),
+    Mutant(
+        "clipfrac logged against the flag's clip, not the iteration's",
+        ALL,
+        "clipfrac=((ratio - 1.0).abs() > schedule.clip_coef)",
+        "clipfrac=((ratio - 1.0).abs() > args.clip_coef)",
+        "tests/test_scripts.py -k logged_kl",
+    ),
+    Mutant(
+        "approx_kl logged as old_approx_kl",
+        ALL,
+        "approx_kl=((ratio - 1) - logratio).mean()",
+        "approx_kl=(-logratio).mean()",
+        "tests/test_scripts.py -k logged_kl",
+    ),
+    Mutant(
+        "resume forgets the adapted KL beta",
+        ALL,
+        'return self.iteration + 1, saved["counters"]["kl_beta"]',
+        "return self.iteration + 1, self.args.kl_beta",
+        "tests/test_reliability.py -k adapted_kl_beta",
+    ),
 ]
 
 
