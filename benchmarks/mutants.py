@@ -558,6 +558,13 @@ MUTANTS = [
         "return self.iteration + 1, self.args.kl_beta",
         "tests/test_reliability.py -k adapted_kl_beta",
     ),
+    Mutant(
+        "resume forgets the time limit's count of the running episodes",
+        (DISCRETE, CONTINUOUS),
+        'env.set_wrapper_attr("_elapsed_steps", state["elapsed_steps"])',
+        "pass",
+        "tests/test_reliability.py -k resume",
+    ),
 ]
 
 

@@ -72,6 +72,17 @@ def test_resume_continues_bit_for_bit(ppo):
     assert len(evaluated["eval_returns"]) == 1
 
 
+def test_a_resumed_episode_keeps_its_time_limit_count():
+    # MountainCar-v0: a young policy never reaches the flag, so every episode is cut at 200 steps; the checkpoint
+    # at step 2,048 (512 steps of each of 4 envs) falls 112 steps into the third episodes, which end 88 later
+    whole = ppo_discrete.train(ppo_discrete.Args(**SMALL[ppo_discrete], env_id="MountainCar-v0"))
+    os.makedirs("runs/copy")
+    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
+    resumed = ppo_discrete.train(ppo_discrete.Args(resume="runs/copy/checkpoint.pt"))
+    assert episode_curve(resumed["run_dir"])[:4] == [(600 * 4, -200.0)] * 4
+    assert episode_curve(resumed["run_dir"]) == [e for e in episode_curve(whole["run_dir"]) if e[0] > 2048]
+
+
 @SCRIPTS
 def test_resume_goes_on_with_the_adapted_kl_beta(ppo):
     whole = ppo.train(ppo.Args(**SMALL[ppo], objective="kl-adaptive", save_model=True))
