@@ -565,6 +565,20 @@ MUTANTS = [
         "pass",
         "tests/test_reliability.py -k resume",
     ),
+    Mutant(
+        "ppo_continuous greedy evaluation samples",
+        (CONTINUOUS,),
+        "action = mean if args.eval_greedy else sample_actions(mean, np.exp(log_std), rng)",
+        "action = sample_actions(mean, np.exp(log_std), rng)",
+        "tests/test_continuous.py -k greedy_evaluation",
+    ),
+    Mutant(
+        "ppo_continuous evaluation on unnormalized observations",
+        (CONTINUOUS,),
+        "obs = normalize(obs[None], state.obs_rms, args.clip_obs).astype(np.float32)",
+        "obs = obs[None].astype(np.float32)",
+        "tests/test_continuous.py -k normalization_statistics_survive",
+    ),
 ]
 
 

@@ -179,6 +179,41 @@ def test_normalization_statistics_survive_save_load_evaluate(tmp_path, monkeypat
     assert not np.allclose(unnormalized["eval_returns"], evaluation["eval_returns"], rtol=1e-3)
 
 
+def test_greedy_evaluation_acts_with_the_mean_action_clipped_to_the_bounds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ppo.Args(env_id="Pendulum-v1", total_timesteps=512, num_envs=2, num_steps=256, num_minibatches=4,
+                    update_epochs=1, norm_obs=False, save_model=True)
+    summary = ppo.train(args)
+    recorders = []
+
+    class Recorder(gym.Wrapper):
+        """Keeps (observation, the action the env got) of every step."""
+
+        def reset(self, **kwargs):
+            self.obs, info = self.env.reset(**kwargs)
+            self.steps = []
+            recorders.append(self)
+            return self.obs, info
+
+        def step(self, action):
+            self.steps.append((self.obs, np.array(action)))
+            self.obs, *rest = self.env.step(action)
+            return self.obs, *rest
+
+    make_env = ppo.make_env
+
+    def recorded_env(*given, **named):
+        return lambda: Recorder(make_env(*given, **named)())
+
+    monkeypatch.setattr(ppo, "make_env", recorded_env)
+    ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))
+    seen = recorders[-1].steps  # the evaluation's episode (before it: the one step that checks the env)
+    assert len(seen) == 200  # Pendulum's time limit
+    with torch.no_grad():
+        means = summary["agent"](torch.tensor(np.array([obs for obs, _ in seen]), dtype=torch.float32))[0]
+    np.testing.assert_allclose([action for _, action in seen], means.clamp(-2.0, 2.0).numpy(), atol=1e-5)
+
+
 def test_orthogonal_init_and_log_std():
     agent = ppo.Agent(obs_dim=17, action_dim=6)
     for layer, gain in [
