@@ -579,6 +579,13 @@ MUTANTS = [
         "obs = obs[None].astype(np.float32)",
         "tests/test_continuous.py -k normalization_statistics_survive",
     ),
+    Mutant(
+        "ppo_atari: --eval-greedy inverted",
+        (ATARI,),
+        "logits.argmax(-1)[0] if args.eval_greedy",
+        "logits.argmax(-1)[0] if not args.eval_greedy",
+        "tests/test_atari.py -k greedy_evaluation",
+    ),
 ]
 
 

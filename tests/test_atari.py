@@ -177,6 +177,39 @@ def test_a_saved_model_is_evaluated_with_its_own_protocol(capsys, tmp_path, monk
     assert "drop --sticky-actions (saved: True)" in error
 
 
+def test_greedy_evaluation_takes_each_observations_most_likely_action(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ppo.Args(total_timesteps=256, num_envs=2, num_steps=128, update_epochs=1, save_model=True)
+    summary = ppo.train(args)
+    recorders = []
+
+    class Recorder(gym.Wrapper):
+        """Keeps (observation, the action the env got) of every step."""
+
+        def reset(self, **kwargs):
+            self.obs, info = self.env.reset(**kwargs)
+            recorders.append(self)
+            self.steps = []
+            return self.obs, info
+
+        def step(self, action):
+            self.steps.append((np.asarray(self.obs), action))
+            self.obs, *rest = self.env.step(action)
+            return self.obs, *rest
+
+    make_env = ppo.make_env
+
+    def recorded_env(*given, **named):
+        return lambda: Recorder(make_env(*given, **named)())
+
+    monkeypatch.setattr(ppo, "make_env", recorded_env)
+    ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=True))
+    steps = recorders[-1].steps  # the evaluation's game
+    with torch.no_grad():  # one observation at a time, as evaluation plays
+        greedy = [summary["agent"](torch.as_tensor(obs[None]))[0].argmax().item() for obs, _ in steps]
+    assert steps and [action for _, action in steps] == greedy
+
+
 def test_non_atari_and_unknown_ids_are_refused(capsys):
     for env_id, message in [("CartPole-v1", "not an Atari game"), ("ALE/NoSuchGame-v5", "cannot make"),
                             ("ALE/breakout-v5", "doesn't exist in namespace ALE. Did you mean: `Breakout`?"),
