@@ -473,7 +473,7 @@ MUTANTS = [
         "clip_grad_norm_(agent.parameters(), 0.5)",
         "tests/test_wiring.py -k max_grad_norm",
     ),
-    # 62-70: a second search (2026-12-06), of what the curves and the update read
+    # 62-79: a second search (2026-12-06), of what the curves, evaluation and resume read
     Mutant(
         "ppo_continuous logs the scaled return, not the env's",
         (CONTINUOUS,),
@@ -585,6 +585,20 @@ MUTANTS = [
         "logits.argmax(-1)[0] if args.eval_greedy",
         "logits.argmax(-1)[0] if not args.eval_greedy",
         "tests/test_atari.py -k greedy_evaluation",
+    ),
+    Mutant(
+        "ppo_continuous's ONNX policy takes no observation statistics",
+        (CONTINUOUS,),
+        "obs = normalize(obs, None if self.mean is None else self, self.clip_obs)",
+        "obs = obs",
+        "tests/test_onnx.py -k normalizes",
+    ),
+    Mutant(
+        "an episode's return is not reset when it ends",
+        (DISCRETE, CONTINUOUS),
+        "state.episode_returns[env] = 0.0",
+        "pass",
+        "tests/test_scripts.py -k logged_episodes",
     ),
 ]
 
