@@ -20,6 +20,35 @@ def assert_orthogonal_init(layer: torch.nn.Module, gain: float):
     assert torch.all(layer.bias == 0)
 
 
+def record_steps(ppo, monkeypatch) -> list:
+    """From now on every env the script makes keeps (observation, the action it got) of each of its steps in
+    .steps; returns the list of those envs, in the order they were made."""
+    made = []
+
+    class Recorder(gym.Wrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.steps = []
+            made.append(self)
+
+        def reset(self, **kwargs):
+            self.obs, info = self.env.reset(**kwargs)
+            return self.obs, info
+
+        def step(self, action):
+            self.steps.append((np.asarray(self.obs), np.array(action)))
+            self.obs, *rest = self.env.step(action)
+            return self.obs, *rest
+
+    make_env = ppo.make_env
+
+    def recorded_env(*given, **named):
+        return lambda: Recorder(make_env(*given, **named)())
+
+    monkeypatch.setattr(ppo, "make_env", recorded_env)
+    return made
+
+
 def one_line_error(capsys, run) -> str:
     """run() stops with exit code 2 and one line on stderr starting "error: "; returns that line."""
     with pytest.raises(SystemExit) as exit_info:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import ppo_atari as ppo
-from tests.checks import one_line_error
+from tests.checks import one_line_error, record_steps
 
 
 class RecordingALE:
@@ -181,33 +181,12 @@ def test_greedy_evaluation_takes_each_observations_most_likely_action(tmp_path, 
     monkeypatch.chdir(tmp_path)
     args = ppo.Args(total_timesteps=256, num_envs=2, num_steps=128, update_epochs=1, save_model=True)
     summary = ppo.train(args)
-    recorders = []
-
-    class Recorder(gym.Wrapper):
-        """Keeps (observation, the action the env got) of every step."""
-
-        def reset(self, **kwargs):
-            self.obs, info = self.env.reset(**kwargs)
-            recorders.append(self)
-            self.steps = []
-            return self.obs, info
-
-        def step(self, action):
-            self.steps.append((np.asarray(self.obs), action))
-            self.obs, *rest = self.env.step(action)
-            return self.obs, *rest
-
-    make_env = ppo.make_env
-
-    def recorded_env(*given, **named):
-        return lambda: Recorder(make_env(*given, **named)())
-
-    monkeypatch.setattr(ppo, "make_env", recorded_env)
+    made = record_steps(ppo, monkeypatch)
     ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=True))
-    steps = recorders[-1].steps  # the evaluation's game
+    steps = made[-1].steps  # the evaluation's game (made last)
     with torch.no_grad():  # one observation at a time, as evaluation plays
         greedy = [summary["agent"](torch.as_tensor(obs[None]))[0].argmax().item() for obs, _ in steps]
-    assert steps and [action for _, action in steps] == greedy
+    assert steps and [int(action) for _, action in steps] == greedy
 
 
 def test_non_atari_and_unknown_ids_are_refused(capsys):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ppo_continuous as ppo
-from tests.checks import assert_orthogonal_init
+from tests.checks import assert_orthogonal_init, record_steps
 from tests.test_scripts import ROOT, script_path
 from tests.toy_envs import BoundedActionEnv
 
@@ -184,30 +184,9 @@ def test_greedy_evaluation_acts_with_the_mean_action_clipped_to_the_bounds(tmp_p
     args = ppo.Args(env_id="Pendulum-v1", total_timesteps=512, num_envs=2, num_steps=256, num_minibatches=4,
                     update_epochs=1, norm_obs=False, save_model=True)
     summary = ppo.train(args)
-    recorders = []
-
-    class Recorder(gym.Wrapper):
-        """Keeps (observation, the action the env got) of every step."""
-
-        def reset(self, **kwargs):
-            self.obs, info = self.env.reset(**kwargs)
-            self.steps = []
-            recorders.append(self)
-            return self.obs, info
-
-        def step(self, action):
-            self.steps.append((self.obs, np.array(action)))
-            self.obs, *rest = self.env.step(action)
-            return self.obs, *rest
-
-    make_env = ppo.make_env
-
-    def recorded_env(*given, **named):
-        return lambda: Recorder(make_env(*given, **named)())
-
-    monkeypatch.setattr(ppo, "make_env", recorded_env)
+    made = record_steps(ppo, monkeypatch)
     ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))
-    seen = recorders[-1].steps  # the evaluation's episode (before it: the one step that checks the env)
+    seen = made[-1].steps  # the evaluation's episode (made last; the first env made checks the env)
     assert len(seen) == 200  # Pendulum's time limit
     with torch.no_grad():
         means = summary["agent"](torch.tensor(np.array([obs for obs, _ in seen]), dtype=torch.float32))[0]
