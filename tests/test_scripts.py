@@ -402,7 +402,8 @@ def test_bad_model_and_checkpoint_files_are_refused_without_running_them(ppo, fl
         "truncated.pt": "not a readable checkpoint or model",
         "code.pt": "not a readable checkpoint or model",
         "zipped_code.pt": "not a readable checkpoint or model (UnpicklingError: Weights only load failed.)",
-        "other_script.pt": f"not a {ppo.__name__}.py checkpoint or model",
+        "other_script.pt": f"not a {ppo.__name__}.py checkpoint or model (format {other.CHECKPOINT_FORMAT!r}; "
+                           f"this script reads {ppo.CHECKPOINT_FORMAT!r})",
         "missing.pt": "no such file",
     }
     for name, message in cases.items():
