@@ -1033,8 +1033,8 @@ def load_data_file(args: Args) -> dict:
              f"{first_line(error)})")
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
-        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r}; this "
-             f"script reads {CHECKPOINT_FORMAT!r})")
+        fail(f"{flag} {path!r} is not a {os.path.basename(__file__)} checkpoint or model (format {found!r}; "
+             f"this script reads {CHECKPOINT_FORMAT!r})")
     parts = dict(args=dict, counters=dict, generator=dict, torch=torch.Tensor, state=dict,
                  recent_returns=list, agent=dict, optimizer=dict, spaces=list)
     for name, kind in parts.items():
