@@ -1241,7 +1241,8 @@ def check_env(args: Args):
                 raise ValueError(f"its {method} returns an observation of shape {np.shape(observation)} for "
                                  f"the space's {env.observation_space.shape}")
         if np.ndim(reward) != 0 or np.asarray(reward).dtype.kind not in "biuf":
-            raise ValueError(f"its step returns the reward {reward!r}: return one number")
+            raise ValueError(f"its step returns a reward of type {type(reward).__name__} and shape "
+                             f"{np.shape(reward)}: return one number")
         obs_size = gym.spaces.flatdim(env.observation_space)
         action_size = gym.spaces.flatdim(env.action_space)  # the logits of Discrete actions
         env.close()
