@@ -57,14 +57,19 @@ def assert_same_model(ppo, first_dir, second_dir):
             assert torch.equal(value, second["state"][name][key]), (name, key)
 
 
+def copy_of_checkpoint(run_dir: str) -> str:
+    """The run's checkpoint.pt copied to runs/copy/, where a resume goes on: the run's own stays as it was."""
+    os.makedirs("runs/copy")
+    return shutil.copy(os.path.join(run_dir, "checkpoint.pt"), "runs/copy/checkpoint.pt")
+
+
 @EXACT
 def test_resume_continues_bit_for_bit(ppo):
     whole = ppo.train(ppo.Args(**SMALL[ppo], save_model=True))
-    os.makedirs("runs/copy")
-    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
-    checkpoint = torch.load("runs/copy/checkpoint.pt", weights_only=True)
+    copy = copy_of_checkpoint(whole["run_dir"])
+    checkpoint = torch.load(copy, weights_only=True)
     assert (checkpoint["counters"]["global_step"], checkpoint["counters"]["iteration"]) == (2048, 4)
-    resumed = ppo.train(ppo.Args(resume="runs/copy/checkpoint.pt"))
+    resumed = ppo.train(ppo.Args(resume=copy))
     assert episode_curve(resumed["run_dir"]) == [e for e in episode_curve(whole["run_dir"]) if e[0] > 2048]
     assert_same_model(ppo, whole["run_dir"], resumed["run_dir"])
     evaluated = ppo.evaluate_saved_model(ppo.Args(load_model=resumed["model_path"], eval_episodes=1))
@@ -73,12 +78,12 @@ def test_resume_continues_bit_for_bit(ppo):
 
 
 def test_a_resumed_episode_keeps_its_time_limit_count():
-    # MountainCar-v0: a young policy never reaches the flag, so every episode is cut at 200 steps; the checkpoint
-    # at step 2,048 (512 steps of each of 4 envs) falls 112 steps into the third episodes, which end 88 later
+    # MountainCar-v0: a young policy never reaches the flag, so every episode is cut at 200 steps; the
+    # checkpoint at step 2,048 (512 steps of each of 4 envs) falls 112 steps into the third episodes, which
+    # end 88 steps later
     whole = ppo_discrete.train(ppo_discrete.Args(**SMALL[ppo_discrete], env_id="MountainCar-v0"))
-    os.makedirs("runs/copy")
-    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
-    resumed = ppo_discrete.train(ppo_discrete.Args(resume="runs/copy/checkpoint.pt"))
+    copy = copy_of_checkpoint(whole["run_dir"])
+    resumed = ppo_discrete.train(ppo_discrete.Args(resume=copy))
     assert episode_curve(resumed["run_dir"])[:4] == [(600 * 4, -200.0)] * 4
     assert episode_curve(resumed["run_dir"]) == [e for e in episode_curve(whole["run_dir"]) if e[0] > 2048]
 
@@ -86,11 +91,10 @@ def test_a_resumed_episode_keeps_its_time_limit_count():
 @SCRIPTS
 def test_resume_goes_on_with_the_adapted_kl_beta(ppo):
     whole = ppo.train(ppo.Args(**SMALL[ppo], objective="kl-adaptive", save_model=True))
-    os.makedirs("runs/copy")
-    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
-    saved_beta = torch.load("runs/copy/checkpoint.pt", weights_only=True)["counters"]["kl_beta"]
+    copy = copy_of_checkpoint(whole["run_dir"])
+    saved_beta = torch.load(copy, weights_only=True)["counters"]["kl_beta"]
     assert saved_beta != ppo.Args.kl_beta  # adapted in the first four updates
-    resumed = ppo.train(ppo.Args(resume="runs/copy/checkpoint.pt"))
+    resumed = ppo.train(ppo.Args(resume=copy))
     first_resumed = read_events(resumed["run_dir"]).Scalars("charts/kl_beta")[0]
     assert first_resumed.step == 5 * ITERATION[ppo] and first_resumed.value == saved_beta
 
@@ -179,9 +183,8 @@ def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
     )
     checkpoint = torch.load(os.path.join(whole["run_dir"], "checkpoint.pt"), weights_only=True)
     assert [env["elapsed_steps"] for env in checkpoint["envs"]] == [None] * 4
-    os.makedirs("runs/copy")
-    shutil.copy(os.path.join(whole["run_dir"], "checkpoint.pt"), "runs/copy/checkpoint.pt")
-    resumed = ppo_discrete.train(ppo_discrete.Args(resume="runs/copy/checkpoint.pt"))
+    copy = copy_of_checkpoint(whole["run_dir"])
+    resumed = ppo_discrete.train(ppo_discrete.Args(resume=copy))
     assert_same_model(ppo_discrete, whole["run_dir"], resumed["run_dir"])
 
 
