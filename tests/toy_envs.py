@@ -248,13 +248,10 @@ class BrokenEnv(gym.Env):
 
 for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit: the env's own step is seen
     for name, fault in [("OldStepApi", "old_step_api"), ("OldResetApi", "old_reset_api"),
-                        ("ArrayReward", "array_reward"), ("NoneReward", "none_reward")]:
+                        ("ArrayReward", "array_reward"), ("NoneReward", "none_reward"),
+                        ("WrongStepShape", "step_shape"), ("NoRenderMode", "no_render_mode")]:
         gym.register(f"{name}{suffix}-v0", entry_point=BrokenEnv,
                      kwargs={"fault": fault, "continuous": continuous})
-    gym.register(f"WrongStepShape{suffix}-v0", entry_point=BrokenEnv,
-                 kwargs={"fault": "step_shape", "continuous": continuous})
-    gym.register(f"NoRenderMode{suffix}-v0", entry_point=BrokenEnv,
-                 kwargs={"fault": "no_render_mode", "continuous": continuous})
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
 gym.register("OldStepApiTimeLimit-v0", entry_point=BrokenEnv, kwargs={"fault": "old_step_api"},  # the wrapper's
              max_episode_steps=10)  # step unpacks the four values
