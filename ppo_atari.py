@@ -19,7 +19,6 @@ if __name__ == "__main__":  # Ctrl-C while importing stops quietly; a program im
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib
-import fcntl
 import glob
 import importlib.util
 import io
@@ -38,6 +37,13 @@ from dataclasses import dataclass, is_dataclass
 from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
 
+try:  # the run directory's lock: fcntl on Linux and macOS, msvcrt on Windows
+    import fcntl
+except ImportError:
+    import msvcrt
+
+    fcntl = None
+
 import ale_py
 import gymnasium as gym
 import numpy as np
@@ -51,6 +57,8 @@ from stable_baselines3.common.atari_wrappers import EpisodicLifeEnv, FireResetEn
 
 CHECKPOINT_FORMAT = "ppo_atari/5"  # written into every checkpoint and saved model, checked on load
 NETWORK_FLAGS = ["precision"]  # the flags that shape the Agent
+# Ctrl-C, kill, and where the system has it (not Windows) SIGHUP: the terminal was closed
+STOP_SIGNALS = [getattr(signal, name) for name in ["SIGINT", "SIGTERM", "SIGHUP"] if hasattr(signal, name)]
 MAX_FRAMES_PER_GAME = 108_000  # 30 minutes of play: the standard time limit, reached as a truncation
 
 @dataclass
@@ -166,7 +174,7 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
 
     def thunk():
         if multiprocessing.parent_process() is not None:  # in an env worker: the learner takes stop signals
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
         env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if args.sticky_actions else 0.0,
                        full_action_space=False, max_num_frames_per_episode=MAX_FRAMES_PER_GAME,
@@ -548,7 +556,6 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
 
 class Failed(SystemExit):
     """The exit of fail(), whose line is printed already."""
@@ -936,8 +943,14 @@ def lock_run_dir(run_dir: str):
     in the same directory, two --resume of one checkpoint at once, is refused."""
     try:
         lock = open(os.path.join(run_dir, "run.lock"), "a")
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as error:
+        fail(f"cannot open the run directory's lock file in {run_dir}: {error.strerror}")
+    try:
+        if fcntl is None:  # Windows: a lock on the file's first byte
+            msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # fcntl's and msvcrt's word for a lock another process holds
         fail(f"{run_dir} is in use by another run (two --resume of one checkpoint?): let it end or stop it")
     except OSError as error:
         fail(f"cannot lock the run directory {run_dir}: {error.strerror}")
@@ -1152,7 +1165,10 @@ def gather_from_ranks(items: list) -> list:
     return [item for rank_items in per_rank for item in rank_items]
 
 def check_memory(flags: str, needed: int, purpose: str = ""):
-    """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built."""
+    """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built (where os
+    tells the memory's size: not on Windows)."""
+    if not hasattr(os, "sysconf"):
+        return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > memory:
         fail(f"{flags} would need over {needed / 2**30:.0f} GiB{purpose}; this machine has "

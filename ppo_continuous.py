@@ -17,7 +17,6 @@ if __name__ == "__main__":  # Ctrl-C while importing stops quietly; a program im
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep: runs side by side share cores
 
 import contextlib
-import fcntl
 import glob
 import importlib.util
 import io
@@ -34,6 +33,13 @@ from collections import deque
 from dataclasses import dataclass, field, is_dataclass
 from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
+
+try:  # the run directory's lock: fcntl on Linux and macOS, msvcrt on Windows
+    import fcntl
+except ImportError:
+    import msvcrt
+
+    fcntl = None
 
 import gymnasium as gym
 import numpy as np
@@ -597,7 +603,8 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
+# Ctrl-C, kill, and where the system has it (not Windows) SIGHUP: the terminal was closed
+STOP_SIGNALS = [getattr(signal, name) for name in ["SIGINT", "SIGTERM", "SIGHUP"] if hasattr(signal, name)]
 
 class Failed(SystemExit):
     """The exit of fail(), whose line is printed already."""
@@ -951,8 +958,14 @@ def lock_run_dir(run_dir: str):
     in the same directory, two --resume of one checkpoint at once, is refused."""
     try:
         lock = open(os.path.join(run_dir, "run.lock"), "a")
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as error:
+        fail(f"cannot open the run directory's lock file in {run_dir}: {error.strerror}")
+    try:
+        if fcntl is None:  # Windows: a lock on the file's first byte
+            msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # fcntl's and msvcrt's word for a lock another process holds
         fail(f"{run_dir} is in use by another run (two --resume of one checkpoint?): let it end or stop it")
     except OSError as error:
         fail(f"cannot lock the run directory {run_dir}: {error.strerror}")
@@ -1169,7 +1182,10 @@ def check_video_support():
         os.environ.setdefault("MUJOCO_GL", "egl")  # MuJoCo's headless OpenGL
 
 def check_memory(flags: str, needed: int, purpose: str = ""):
-    """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built."""
+    """A size this machine's memory cannot hold (needed, in bytes) is refused before it is built (where os
+    tells the memory's size: not on Windows)."""
+    if not hasattr(os, "sysconf"):
+        return
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > memory:
         fail(f"{flags} would need over {needed / 2**30:.0f} GiB{purpose}; this machine has "

@@ -546,3 +546,30 @@ def test_mujoco_renders_headless_on_linux_and_as_gymnasium_chooses_elsewhere(pla
     monkeypatch.setattr(sys, "platform", platform)
     ppo_continuous.check_video_support()
     assert os.environ.get("MUJOCO_GL") == backend  # macOS has no EGL
+
+
+@SCRIPTS
+def test_a_run_without_fcntl_sighup_and_sysconf_as_on_windows(ppo, tmp_path):
+    """Windows has no fcntl (msvcrt locks files), no SIGHUP and no os.sysconf: tests/as_on_windows.py runs a
+    script without them, with a stand-in msvcrt. The run ends well; its lock, held, refuses a --resume."""
+    flags = {  # two iterations, a checkpoint after the first
+        ppo_discrete: ["--total-timesteps", "1024", "--checkpoint-every", "512"],
+        ppo_continuous: ["--env-id", "Pendulum-v1", "--total-timesteps", "4096", "--checkpoint-every", "2048"],
+        ppo_atari: ["--env-id", "ALE/Breakout-v5", "--total-timesteps", "256", "--checkpoint-every", "128",
+                    "--num-envs", "2", "--num-steps", "64", "--num-minibatches", "4", "--update-epochs", "1",
+                    "--async-envs", "on"],
+    }[ppo]
+
+    def run(*flags):
+        command = [sys.executable, os.path.join(ROOT, "tests", "as_on_windows.py"), ppo.__file__, *flags]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+
+    first = run(*flags)
+    assert first.returncode == 0, first.stderr
+    [run_dir] = glob.glob(os.path.join(tmp_path, "runs", "*"))
+    with open(os.path.join(run_dir, "run.lock"), "a") as lock:  # as a run going on in the directory holds it
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        second = run("--resume", os.path.join(run_dir, "checkpoint.pt"))
+    assert second.returncode == 2 and "Traceback" not in second.stderr  # ALE's banner comes first
+    assert second.stderr.splitlines()[-1] == (
+        f"error: {run_dir} is in use by another run (two --resume of one checkpoint?): let it end or stop it")
