@@ -1267,9 +1267,9 @@ def check_env(args: Args):
         if args.env_id.startswith("ALE/"):
             hint = "; Atari games: use ppo_atari.py"
         message = f"{type(error).__name__}: {first_line(error, 2)}"  # gymnasium's second says what to do
-        if "values to unpack" in message:  # the old gym API: reset returned obs alone, step four values
-            message += (" (gymnasium's API: reset returns (obs, info), step (obs, reward, terminated, "
-                        "truncated, info))")
+        if re.search(r"values to unpack|reset\(\) got an unexpected keyword", message):  # the old gym API
+            message += (" (gymnasium's API: reset(seed=None, options=None) returns (obs, info), step(action) "
+                        "(obs, reward, terminated, truncated, info))")
         module = args.env_id.partition(":")[0]  # of an id "module:EnvId", which gymnasium imports first
         missing = getattr(error.__cause__, "name", None)
         if ":" in args.env_id and missing and f"{module}.".startswith(f"{missing}."):

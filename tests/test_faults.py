@@ -54,8 +54,8 @@ def test_absurd_flag_values_are_refused_naming_the_flag(ppo, capsys):
     assert line == f"error: --torch-threads 100000 is over the {os.cpu_count()} cores here: name fewer"
 
 
-OLD_API = ("(gymnasium's API: reset returns (obs, info), step (obs, reward, terminated, truncated, "
-           "info))")
+OLD_API = ("(gymnasium's API: reset(seed=None, options=None) returns (obs, info), step(action) (obs, reward, "
+           "terminated, truncated, info))")
 ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put its folder on PYTHONPATH"),
               (ppo_continuous, "nosuchmodule.envs:Env-v0", "'nosuchmodule': put its folder on PYTHONPATH"),
               (ppo_discrete, "BrokenConstructor-v0", "RuntimeError: the simulator failed to start"),
@@ -70,6 +70,9 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put i
               (ppo_discrete, "OldStepApiTimeLimit-v0", f"values to unpack (expected 5, got 4) {OLD_API}"),
               (ppo_discrete, "OldResetApi-v0", f"ValueError: too many values to unpack (expected 2) {OLD_API}"),
               (ppo_continuous, "OldResetApiContinuous-v0", f"too many values to unpack (expected 2) {OLD_API}"),
+              (ppo_discrete, "OldResetSignature-v0", "TypeError: OldResetSignature.reset() got an unexpected "
+               f"keyword argument 'seed' {OLD_API}"),
+              (ppo_continuous, "OldResetSignatureContinuous-v0", f"unexpected keyword argument 'seed' {OLD_API}"),
               (ppo_discrete, "ArrayReward-v0", "a reward of type ndarray and shape (1,): return one number"),
               (ppo_continuous, "ArrayRewardContinuous-v0", "type ndarray and shape (1,): return one number"),
               (ppo_discrete, "NoneReward-v0", "a reward of type NoneType and shape (): return one number"),

@@ -246,12 +246,21 @@ class BrokenEnv(gym.Env):
         return np.zeros(3, np.float32), rewards.get(self.fault, 0.0), True, False, {}
 
 
+class OldResetSignature(BrokenEnv):
+    """The old gym API's reset, which takes no seed (and returns the observation alone)."""
+
+    def reset(self):
+        return np.zeros(3, np.float32)
+
+
 for suffix, continuous in [("", False), ("Continuous", True)]:  # no time limit: the env's own step is seen
     for name, fault in [("OldStepApi", "old_step_api"), ("OldResetApi", "old_reset_api"),
                         ("ArrayReward", "array_reward"), ("NoneReward", "none_reward"),
                         ("WrongStepShape", "step_shape"), ("NoRenderMode", "no_render_mode")]:
         gym.register(f"{name}{suffix}-v0", entry_point=BrokenEnv,
                      kwargs={"fault": fault, "continuous": continuous})
+    gym.register(f"OldResetSignature{suffix}-v0", entry_point=OldResetSignature,
+                 kwargs={"fault": "old_reset_signature", "continuous": continuous})
 gym.register("BrokenConstructor-v0", entry_point=BrokenEnv, kwargs={"fault": "constructor"})
 gym.register("OldStepApiTimeLimit-v0", entry_point=BrokenEnv, kwargs={"fault": "old_step_api"},  # the wrapper's
              max_episode_steps=10)  # step unpacks the four values
