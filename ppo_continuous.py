@@ -34,11 +34,9 @@ from dataclasses import dataclass, field, is_dataclass
 from types import SimpleNamespace
 from typing import Literal, NamedTuple, Optional
 
-try:  # the run directory's lock: fcntl on Linux and macOS, msvcrt on Windows
+try:  # the run directory's lock (lock_run_dir): fcntl on Linux and macOS, msvcrt on Windows
     import fcntl
 except ImportError:
-    import msvcrt
-
     fcntl = None
 
 import gymnasium as gym
@@ -962,6 +960,8 @@ def lock_run_dir(run_dir: str):
         fail(f"cannot open the run directory's lock file in {run_dir}: {error.strerror}")
     try:
         if fcntl is None:  # Windows: a lock on the file's first byte
+            import msvcrt
+
             msvcrt.locking(lock.fileno(), msvcrt.LK_NBLCK, 1)
         else:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
