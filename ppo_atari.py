@@ -554,7 +554,6 @@ def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
 # What a run needs around the algorithm: checks, run directory, logs, checkpoints and resume, stop signals,
 # evaluation and export, main(). train() reaches it through the Run alone.
 
-
 class Failed(SystemExit):
     """The exit of fail(), whose line is printed already."""
 
