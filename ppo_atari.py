@@ -87,7 +87,7 @@ class Args:
     env_id: str = "ALE/Breakout-v5"
     """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
     total_timesteps: int = 10000000
-    """total environment steps of the training, summed over all envs"""
+    """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer"""
     num_envs: int = 8
@@ -806,7 +806,8 @@ class Run:
             if self.recent_returns:
                 count = len(self.recent_returns)
                 ended = f"mean return of the last {count} episodes: {np.mean(self.recent_returns):.2f}"
-            print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, {ended}", flush=True)
+            trained = self.num_iterations * self.batch_size  # --total-timesteps in whole batches
+            print(f"step {step:,} of {trained:,}, {sps:,} steps/s, {ended}", flush=True)
 
     def checkpoint_data(self) -> tuple[Optional[dict], list]:
         """A copy of all the run needs to go on from the iteration just done, with every process's generators

@@ -99,7 +99,7 @@ class Args:
     env_id: str = "HalfCheetah-v5"
     """the gymnasium env id (Box actions); my_envs:MyEnv-v0 imports my_envs first"""
     total_timesteps: int = 1000000
-    """total environment steps of the training, summed over all envs"""
+    """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 3e-4
     """the learning rate of the optimizer"""
     num_envs: int = 1
@@ -831,7 +831,8 @@ class Run:
             if self.recent_returns:
                 count = len(self.recent_returns)
                 ended = f"mean return of the last {count} episodes: {np.mean(self.recent_returns):.2f}"
-            print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, {ended}", flush=True)
+            trained = self.num_iterations * self.batch_size  # --total-timesteps in whole batches
+            print(f"step {step:,} of {trained:,}, {sps:,} steps/s, {ended}", flush=True)
 
     def checkpoint_data(self) -> dict:
         """A copy of all the run needs to go on from the iteration just done."""

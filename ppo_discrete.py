@@ -93,7 +93,7 @@ class Args:
     env_id: str = "CartPole-v1"
     """the gymnasium env id (Discrete or MultiDiscrete actions); my_envs:MyEnv-v0 imports my_envs first"""
     total_timesteps: int = 500000
-    """total environment steps of the training, summed over all envs"""
+    """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer"""
     num_envs: int = 4
@@ -816,7 +816,8 @@ class Run:
             if self.recent_returns:
                 count = len(self.recent_returns)
                 ended = f"mean return of the last {count} episodes: {np.mean(self.recent_returns):.2f}"
-            print(f"step {step:,} of {self.args.total_timesteps:,}, {sps:,} steps/s, {ended}", flush=True)
+            trained = self.num_iterations * self.batch_size  # --total-timesteps in whole batches
+            print(f"step {step:,} of {trained:,}, {sps:,} steps/s, {ended}", flush=True)
 
     def checkpoint_data(self) -> dict:
         """A copy of all the run needs to go on from the iteration just done."""

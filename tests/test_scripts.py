@@ -497,3 +497,14 @@ def test_an_env_of_ones_own_module_trains_saves_and_loads_from_the_shell(tmp_pat
     assert loaded.returncode == 0, loaded.stderr
     mean_return = float(loaded.stdout.split("mean return ")[1].split()[0])
     assert 0 < mean_return <= 50  # episodes of at most 50 steps, as registered
+
+
+@SCRIPTS
+def test_the_progress_counts_to_the_steps_of_the_whole_batches_trained(ppo, capsys, in_tmp_dir):
+    """--total-timesteps is rounded down to whole batches (as in CleanRL): the progress says so, and the run's
+    last line reads as a finished run's."""
+    batch = TINY[ppo]["num_envs"] * TINY[ppo]["num_steps"]
+    summary = ppo.train(ppo.Args(**{**TINY[ppo], "total_timesteps": 2 * batch + batch // 2}))
+    assert summary["stopped"] is None
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert progress[-1].startswith(f"step {2 * batch:,} of {2 * batch:,}, ")
