@@ -1312,8 +1312,9 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and simulation state (MuJoCo's whole integration state, or
     classic control's `state` array), for gymnasium's own MuJoCo and classic-control envs (known by their
-    class); None if one is any other env (Box2D, a custom env), whose whole state the script cannot know."""
-    if not all(saves_state(env.unwrapped) for env in envs.envs):
+    class), plainly wrapped; None if one is any other env (Box2D, a custom env), or in a wrapper of the
+    user's, whose whole state the script cannot know."""
+    if not all(saves_state(env.unwrapped) and plainly_wrapped(env) for env in envs.envs):
         return None
     states = []
     for env in envs.envs:
@@ -1342,6 +1343,15 @@ def own_mujoco(env: gym.Env) -> bool:
     from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 
     return isinstance(env, MujocoEnv)
+
+def plainly_wrapped(env: gym.Env) -> bool:
+    """Whether env's wrappers are only gym.make's and --capture-video's, which hold no state that a resumed
+    run needs but the time limit's counter (saved); one of the user's (NormalizeObservation, ...) may."""
+    plain = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker,
+             gym.wrappers.RecordVideo)
+    while type(env) in plain:
+        env = env.env
+    return not isinstance(env, gym.Wrapper)
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     if len(states) != len(envs.envs):

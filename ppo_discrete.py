@@ -1297,14 +1297,25 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and `state` array, for gymnasium's own classic-control envs
-    (known by their class); None if one is any other env, whose whole state the script cannot know."""
-    if not all(type(env.unwrapped) in (CartPoleEnv, AcrobotEnv, MountainCarEnv) for env in envs.envs):
+    (known by their class), plainly wrapped; None if one is any other env, or in a wrapper of the user's,
+    whose whole state the script cannot know."""
+    if not all(type(env.unwrapped) in (CartPoleEnv, AcrobotEnv, MountainCarEnv) and plainly_wrapped(env)
+               for env in envs.envs):
         return None
     return [dict(physics=torch.from_numpy(np.array(env.unwrapped.state)),
                  random=env.unwrapped.np_random.bit_generator.state,
                  steps_beyond_terminated=getattr(env.unwrapped, "steps_beyond_terminated", None),
                  elapsed_steps=env.get_wrapper_attr("_elapsed_steps")
                  if env.has_wrapper_attr("_elapsed_steps") else None) for env in envs.envs]
+
+def plainly_wrapped(env: gym.Env) -> bool:
+    """Whether env's wrappers are only gym.make's and --capture-video's, which hold no state that a resumed
+    run needs but the time limit's counter (saved); one of the user's (NormalizeObservation, ...) may."""
+    plain = (gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker,
+             gym.wrappers.RecordVideo)
+    while type(env) in plain:
+        env = env.env
+    return not isinstance(env, gym.Wrapper)
 
 def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
     if len(states) != len(envs.envs):

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import pytest
 import torch
 
@@ -175,6 +176,26 @@ def test_a_custom_env_with_state_of_its_own_trains_and_resumes_with_new_episodes
     output = capsys.readouterr()
     assert output.out.count(f"{env_id} cannot save its state: new episodes start") == 1 and output.err == ""
     assert os.path.exists(resumed["model_path"])
+
+
+@EXACT
+def test_an_env_in_a_wrapper_of_the_users_own_is_not_saved_as_if_whole(ppo, monkeypatch):
+    args = ppo.Args(env_id={ppo_discrete: "CartPole-v1", ppo_continuous: "Pendulum-v1"}[ppo], num_envs=2)
+
+    def states(video_dir=None):
+        envs = ppo.make_envs(args, video_dir)
+        envs.reset(seed=1)
+        return ppo.env_states(envs)
+
+    # gym.make's wrappers, and RecordVideo on the first env: the env's state is saved
+    assert states() is not None and states("videos/first") is not None
+    original = ppo.make_env
+
+    def make_env(*args, **kwargs):  # an edit: a wrapper whose running statistics no checkpoint keeps
+        return lambda: gym.wrappers.NormalizeObservation(original(*args, **kwargs)())
+
+    monkeypatch.setattr(ppo, "make_env", make_env)
+    assert states() is None
 
 
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
