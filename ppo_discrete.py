@@ -604,9 +604,11 @@ class Run:
     and stop signals. Around the training loop (`with Run.start(args) as run:`), Ctrl-C and SIGTERM stop the
     run after the iteration, and an error keeps the checkpoint of the last iteration done."""
 
-    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device):
+    def __init__(self, args: Args, checkpoint: Optional[dict], run_dir: str, device: torch.device,
+                 spaces: list[str]):
         self.args = args
         self.checkpoint = checkpoint
+        self.spaces = spaces  # the env's observation and action spaces, as text
         self.dir = run_dir
         self.name = os.path.basename(run_dir)
         self.device = device
@@ -655,7 +657,7 @@ class Run:
             check_video_support()
         if args.compile:
             check_compile()
-        check_env(args)
+        spaces = check_env(args)
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):
@@ -663,7 +665,7 @@ class Run:
         else:
             suffix = "-eval" if args.load_model else ""
             run_dir = new_run_dir(f"{re.sub('[/:]', '-', args.env_id)}__{args.exp_name}{suffix}__{args.seed}")
-        run = cls(args, checkpoint, run_dir, training_device(args, given))
+        run = cls(args, checkpoint, run_dir, training_device(args, given), spaces)
         run.lock = lock_run_dir(run_dir)
         run.writer = start_logging(run)
         random.seed(args.seed)
@@ -721,7 +723,8 @@ class Run:
         if self.checkpoint is None:
             return 1, self.args.kl_beta
         saved = self.checkpoint
-        self.load_agent(agent, envs.envs[0])
+        exact = saved["envs"] is not None and env_states(envs) is not None  # both runs' envs can be saved
+        self.load_agent(agent, self.spaces)
         check_optimizer(self.path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
@@ -732,7 +735,7 @@ class Run:
             rng.bit_generator.state = saved["generator"]
             torch.set_rng_state(saved["torch"])
             restore_data(state, saved["state"])
-            if saved["envs"] is not None:
+            if exact:
                 restore_env_states(envs, saved["envs"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             fail(f"{self.path!r} does not fit this run: {type(error).__name__}: {first_line(error)}")
@@ -740,18 +743,18 @@ class Run:
         self.start_time = time.time()
         self.recent_returns.extend(saved["recent_returns"])
         note = ""
-        if saved["envs"] is None:  # the envs' state could not be saved: new episodes
+        if not exact:  # the envs' state could not be saved, or set: new episodes
             restart_episodes(envs, self.args, self.args.seed + self.global_step, state)
             note = f"; {self.args.env_id} cannot save its state: new episodes start"
         print(f"resuming {self.name} at step {self.global_step:,} (iteration {self.iteration + 1}){note}")
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
-    def load_agent(self, agent: nn.Module, env: gym.Env):
+    def load_agent(self, agent: nn.Module, spaces: list[str]):
         """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
         network that does not fit (one line naming the parameters and the flags that built it), stop."""
         weights = self.checkpoint["agent"]
         own = agent.state_dict()
-        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], env_spaces(env)):
+        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], spaces):
             if saved != now:  # a Dict's keys, their order and shapes too
                 fail(f"{self.path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
@@ -828,7 +831,7 @@ class Run:
                             envs=env_states(self.envs), state=self.state,
                             recent_returns=list(self.recent_returns),
                             agent=self.agent.state_dict(), optimizer=optimizer,
-                            spaces=env_spaces(self.envs.envs[0]), wandb_id=self.wandb_id))
+                            spaces=self.spaces, wandb_id=self.wandb_id))
 
     def write(self, data: dict, name: str):
         """Writes data into a synced temporary file renamed over the old: a kill leaves one whole."""
@@ -1227,9 +1230,10 @@ def check_args(args: Args):
         fail(f"--total-timesteps {args.total_timesteps} is smaller than one batch of num_envs * num_steps = "
              f"{batch_size}; raise it or shrink the batch")
 
-def check_env(args: Args):
+def check_env(args: Args) -> list[str]:
     """Makes one env, resets it and takes one random legal step: an env that cannot be made, whose spaces this
-    script does not take, or whose observations or reward do not fit, is a one-line error."""
+    script does not take, or whose observations or reward do not fit, is a one-line error. Returns its
+    spaces."""
     try:
         env = make_env(args.env_id)()
         check_spaces(args.env_id, env.unwrapped.observation_space, env.unwrapped.action_space)
@@ -1275,6 +1279,7 @@ def check_env(args: Args):
     step = 8 * obs_size + 24 * action_size + 64
     check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,
                  f" for {args.env_id}'s observations and actions")
+    return env_spaces(env)
 
 def random_action(env: gym.Env, obs, info: dict, seed: int):
     """A random legal action, as the env takes it."""
@@ -1297,10 +1302,11 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and `state` array, for gymnasium's own classic-control envs
-    (known by their class), plainly wrapped; None if one is any other env, or in a wrapper of the user's,
-    whose whole state the script cannot know."""
-    if not all(type(env.unwrapped) in (CartPoleEnv, AcrobotEnv, MountainCarEnv) and plainly_wrapped(env)
-               for env in envs.envs):
+    (known by their class), plainly wrapped, in this process; None if one is any other env, or in a wrapper of
+    the user's, whose whole state the script cannot know, or if they run in worker processes."""
+    in_process = isinstance(envs, gym.vector.SyncVectorEnv)  # not an AsyncVectorEnv
+    if not (in_process and all(type(env.unwrapped) in (CartPoleEnv, AcrobotEnv, MountainCarEnv)
+                               and plainly_wrapped(env) for env in envs.envs)):
         return None
     return [dict(physics=torch.from_numpy(np.array(env.unwrapped.state)),
                  random=env.unwrapped.np_random.bit_generator.state,
@@ -1408,7 +1414,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     run = Run.start(args, given)
     env = make_env(run.args.env_id)()
     agent = make_agent(run.args, env.observation_space, env.action_space).to(run.device)
-    run.load_agent(agent, env)
+    run.load_agent(agent, run.spaces)
     env.close()
     return run.finish()
 

@@ -198,6 +198,26 @@ def test_an_env_in_a_wrapper_of_the_users_own_is_not_saved_as_if_whole(ppo, monk
     assert states() is None
 
 
+@EXACT
+def test_envs_in_worker_processes_train_and_resume_with_new_episodes(ppo, monkeypatch, capsys):
+    """A user's edit for speed: gymnasium's AsyncVectorEnv in make_envs (the envs' state is in the workers)."""
+    def make_envs(args, video_dir=None):
+        thunks = [ppo.make_env(args.env_id, video_dir if i == 0 else None) for i in range(args.num_envs)]
+        return gym.vector.AsyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+    monkeypatch.setattr(ppo, "make_envs", make_envs)
+    settings = {ppo_discrete: dict(num_steps=128), ppo_continuous: dict(env_id="Pendulum-v1", num_steps=256)}
+    whole = ppo.train(ppo.Args(**settings[ppo], total_timesteps=2048, update_epochs=1, checkpoint_every=1024,
+                               save_model=True, eval_episodes=1))
+    path = os.path.join(whole["run_dir"], "checkpoint.pt")
+    assert torch.load(path, weights_only=True)["envs"] is None and len(whole["eval_returns"]) == 1
+    os.remove(whole["model_path"])
+    capsys.readouterr()
+    resumed = ppo.train(ppo.Args(resume=path))
+    assert "cannot save its state: new episodes start" in capsys.readouterr().out
+    assert os.path.exists(resumed["model_path"])
+
+
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
     whole = ppo_discrete.train(
         ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"}, save_model=True)
