@@ -735,6 +735,7 @@ class Run:
         self.rng = rng
         self.envs = envs
         self.state = state
+        check_autoreset(envs)
         if self.checkpoint is None:
             return 1, self.args.kl_beta
         saved = self.checkpoint
@@ -1171,6 +1172,14 @@ def check_compile():
     except Exception as error:
         fail(f"--compile: torch.compile does not work here ({type(error).__name__}: {first_line(error)}); "
              f"install what it names (a C++ compiler: gcc), or drop --compile")
+
+def check_autoreset(envs: gym.vector.VectorEnv):
+    """The rollout reads SAME_STEP autoreset (a done step returns the next episode's first observation):
+    vector envs that reset a step late (gymnasium's default, NEXT_STEP) are a one-line error."""
+    mode = envs.metadata.get("autoreset_mode")
+    if mode != gym.vector.AutoresetMode.SAME_STEP:
+        fail(f"make_envs gives vector envs that autoreset with {mode}; the rollout needs "
+             f"gym.vector.AutoresetMode.SAME_STEP: pass it as their autoreset_mode")
 
 def check_video_support():
     try:

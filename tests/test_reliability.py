@@ -200,10 +200,11 @@ def test_an_env_in_a_wrapper_of_the_users_own_is_not_saved_as_if_whole(ppo, monk
 
 @EXACT
 def test_envs_in_worker_processes_train_and_resume_with_new_episodes(ppo, monkeypatch, capsys):
-    """A user's edit for speed: gymnasium's AsyncVectorEnv in make_envs (the envs' state is in the workers)."""
+    """A user's edit for speed: gymnasium's AsyncVectorEnv in make_envs (the envs' state is in workers)."""
     def make_envs(args, video_dir=None):
         thunks = [ppo.make_env(args.env_id, video_dir if i == 0 else None) for i in range(args.num_envs)]
-        return gym.vector.AsyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        same_step = gym.vector.AutoresetMode.SAME_STEP
+        return gym.vector.AsyncVectorEnv(thunks, copy=False, autoreset_mode=same_step)
 
     monkeypatch.setattr(ppo, "make_envs", make_envs)
     settings = {ppo_discrete: dict(num_steps=128), ppo_continuous: dict(env_id="Pendulum-v1", num_steps=256)}
@@ -216,6 +217,22 @@ def test_envs_in_worker_processes_train_and_resume_with_new_episodes(ppo, monkey
     resumed = ppo.train(ppo.Args(resume=path))
     assert "cannot save its state: new episodes start" in capsys.readouterr().out
     assert os.path.exists(resumed["model_path"])
+
+
+@SCRIPTS
+def test_vector_envs_that_reset_a_step_late_are_a_one_line_error(ppo, monkeypatch, capsys):
+    """A user's edit: gymnasium's default NEXT_STEP autoreset (gym.make_vec, a vector env built without
+    autoreset_mode), whose step after a done one is the reset, which the rollout would store as a step."""
+    original = ppo.make_envs
+
+    def make_envs(*args, **kwargs):
+        envs = original(*args, **kwargs)
+        envs.close()
+        return gym.vector.SyncVectorEnv(envs.env_fns)  # the same envs
+
+    monkeypatch.setattr(ppo, "make_envs", make_envs)
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**TINY[ppo])))
+    assert "with AutoresetMode.NEXT_STEP; the rollout needs gym.vector.AutoresetMode.SAME_STEP" in line
 
 
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
