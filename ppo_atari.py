@@ -1253,6 +1253,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with
     --capture-video); logs, prints and returns their raw scores."""
     args = run.args
+    agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, args, video_dir)()
     rng = np.random.default_rng(args.seed)

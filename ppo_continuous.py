@@ -1395,6 +1395,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video), with the observation
     statistics frozen; logs, prints and returns their raw returns."""
     args = run.args
+    agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, video_dir, True)()
     if env.spec.max_episode_steps is None:  # a policy that never ends an episode would play it for ever

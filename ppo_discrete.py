@@ -1350,6 +1350,7 @@ def restore_env_states(envs: gym.vector.SyncVectorEnv, states: list[dict]):
 def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[float]:
     """Plays eval_episodes whole episodes in a fresh env (recorded with --capture-video); their returns."""
     args = run.args
+    agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, video_dir, True)()
     if env.spec.max_episode_steps is None:  # a policy that never ends an episode would play it for ever

@@ -235,6 +235,28 @@ def test_vector_envs_that_reset_a_step_late_are_a_one_line_error(ppo, monkeypatc
     assert "with AutoresetMode.NEXT_STEP; the rollout needs gym.vector.AutoresetMode.SAME_STEP" in line
 
 
+@SCRIPTS
+def test_a_network_with_batch_norm_is_evaluated_in_eval_mode(ppo, monkeypatch):
+    """A user's edit: batch normalization of the observations, which on one observation (an evaluation step)
+    works only in eval mode, with the running statistics the training gathered."""
+    original = ppo.make_agent
+
+    def make_agent(*args):
+        agent = original(*args)
+        if ppo is ppo_atari:  # (batch, 4 frames, 84, 84), made on the device
+            agent.add_module("input_norm", torch.nn.BatchNorm2d(4).to(args[-1]))
+        else:  # (batch, obs_dim), moved with the agent
+            agent.add_module("input_norm", torch.nn.BatchNorm1d(args[1].shape[0]))
+        agent.register_forward_pre_hook(lambda agent, inputs: (agent.input_norm(inputs[0].float()),))
+        return agent
+
+    monkeypatch.setattr(ppo, "make_agent", make_agent)
+    summary = ppo.train(ppo.Args(**TINY[ppo], eval_episodes=1, save_model=True))
+    assert len(summary["eval_returns"]) == 1 and not summary["agent"].training
+    evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))
+    assert evaluation["eval_returns"] == summary["eval_returns"]
+
+
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
     whole = ppo_discrete.train(
         ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"}, save_model=True)
