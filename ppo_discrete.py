@@ -547,10 +547,10 @@ def train(args: Args, given: Optional[set] = None) -> dict:
         state = restart_episodes(envs, args, args.seed)
         agent = make_agent(args, envs.single_observation_space, envs.single_action_space).to(device)
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+        first_iteration, kl_beta = run.restore(agent, optimizer, rng, envs, state)
         loss_fn = torch.compile(ppo_loss) if args.compile else ppo_loss
         if args.compile:
             agent.compile()
-        first_iteration, kl_beta = run.restore(agent, optimizer, rng, envs, state)
         num_iterations = args.total_timesteps // (args.num_envs * args.num_steps)
         for iteration in range(first_iteration, num_iterations + 1):
             schedule = iteration_schedule(iteration, num_iterations, args, kl_beta)
@@ -721,6 +721,7 @@ class Run:
         self.envs = envs
         self.state = state
         check_autoreset(envs)
+        check_agent(agent, envs, state.obs, self.device)
         if self.checkpoint is None:
             return 1, self.args.kl_beta
         saved = self.checkpoint
@@ -1165,6 +1166,21 @@ def check_autoreset(envs: gym.vector.VectorEnv):
     if mode != gym.vector.AutoresetMode.SAME_STEP:
         fail(f"make_envs gives vector envs that autoreset with {mode}; the rollout needs "
              f"gym.vector.AutoresetMode.SAME_STEP: pass it as their autoreset_mode")
+
+def check_agent(agent: nn.Module, envs: gym.vector.VectorEnv, obs: np.ndarray, device: torch.device):
+    """The Agent's outputs for the envs' first observations have the shapes the rollout and the loss read:
+    each (num_envs, an env's actions flattened) but the values, (num_envs,). An edit of the network or of
+    make_env that breaks them (a value head left (batch, 1)) is a one-line error, not a silent broadcast."""
+    agent.eval()  # batch norm's statistics left as they are, no dropout's random draw
+    with torch.inference_mode():
+        outputs = agent(torch.as_tensor(obs, device=device))
+    agent.train()
+    shapes = [tuple(output.shape) for output in outputs]
+    wanted = [(envs.num_envs, gym.spaces.flatdim(envs.single_action_space))] * (len(shapes) - 1)
+    wanted.append((envs.num_envs,))
+    if shapes != wanted:
+        fail(f"the Agent gives outputs of shapes {shapes} for the envs' observations {obs.shape}; the "
+             f"rollout and the loss read {wanted}: fix the network (or make_env's observations)")
 
 def check_video_support():
     try:

@@ -257,6 +257,23 @@ def test_a_network_with_batch_norm_is_evaluated_in_eval_mode(ppo, monkeypatch):
     assert evaluation["eval_returns"] == summary["eval_returns"]
 
 
+@SCRIPTS
+def test_a_network_whose_outputs_do_not_fit_the_rollout_is_a_one_line_error(ppo, monkeypatch, capsys):
+    """A user's edit: the value head left (batch, 1), the classic slip that broadcasts silently in the loss
+    where the batch allows it."""
+    original = ppo.make_agent
+
+    def make_agent(*args):
+        agent = original(*args)
+        agent.register_forward_hook(lambda agent, inputs, outputs: (*outputs[:-1], outputs[-1][:, None]))
+        return agent
+
+    monkeypatch.setattr(ppo, "make_agent", make_agent)
+    line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**TINY[ppo])))
+    num_envs = TINY[ppo]["num_envs"]
+    assert f"({num_envs}, 1)] for the envs' observations" in line and f"({num_envs},)]" in line
+
+
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
     whole = ppo_discrete.train(
         ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"}, save_model=True)
