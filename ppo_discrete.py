@@ -1168,16 +1168,16 @@ def check_autoreset(envs: gym.vector.VectorEnv):
              f"gym.vector.AutoresetMode.SAME_STEP: pass it as their autoreset_mode")
 
 def check_agent(agent: nn.Module, envs: gym.vector.VectorEnv, obs: np.ndarray, device: torch.device):
-    """The Agent's outputs for the envs' first observations have the shapes the rollout and the loss read:
-    each (num_envs, an env's actions flattened) but the values, (num_envs,). An edit of the network or of
-    make_env that breaks them (a value head left (batch, 1)) is a one-line error, not a silent broadcast."""
+    """The Agent's logits and values for the envs' first observations have the shapes the rollout and the
+    loss read, (num_envs, sum(nvec)) and (num_envs,) (outputs after them are the user's): an edit of the
+    network or of make_env that breaks them (a value head left (batch, 1)) is a one-line error, not a silent
+    broadcast."""
     agent.eval()  # batch norm's statistics left as they are, no dropout's random draw
     with torch.inference_mode():
         outputs = agent(torch.as_tensor(obs, device=device))
     agent.train()
-    shapes = [tuple(output.shape) for output in outputs]
-    wanted = [(envs.num_envs, gym.spaces.flatdim(envs.single_action_space))] * (len(shapes) - 1)
-    wanted.append((envs.num_envs,))
+    shapes = [tuple(output.shape) for output in outputs[:2]]
+    wanted = [(envs.num_envs, sum(action_nvec(envs.single_action_space))), (envs.num_envs,)]
     if shapes != wanted:
         fail(f"the Agent gives outputs of shapes {shapes} for the envs' observations {obs.shape}; the "
              f"rollout and the loss read {wanted}: fix the network (or make_env's observations)")

@@ -32,6 +32,7 @@ OWN = {
     "random_action",
     "env_states",
     "restore_env_states",
+    "check_agent",
     "check_video_support",
     "evaluate",
     "GreedyPolicy",

@@ -274,6 +274,15 @@ def test_a_network_whose_outputs_do_not_fit_the_rollout_is_a_one_line_error(ppo,
     assert f"({num_envs}, 1)] for the envs' observations" in line and f"({num_envs},)]" in line
 
 
+def test_outputs_after_those_the_rollout_reads_are_left_to_the_user():
+    args = ppo_discrete.Args(**TINY[ppo_discrete])
+    envs = ppo_discrete.make_envs(args)
+    obs, _ = envs.reset(seed=1)
+    agent = ppo_discrete.make_agent(args, envs.single_observation_space, envs.single_action_space)
+    agent.register_forward_hook(lambda agent, inputs, outputs: (*outputs, outputs[0][:, :1]))  # an extra head
+    ppo_discrete.check_agent(agent, envs, obs.astype("float32"), torch.device("cpu"))
+
+
 def test_gymnasium_envs_without_a_time_limit_resume_bit_for_bit():
     whole = ppo_discrete.train(
         ppo_discrete.Args(**{**SMALL[ppo_discrete], "env_id": "CartPoleNoTimeLimit-v0"}, save_model=True)
