@@ -728,8 +728,9 @@ class Run:
 
     def restore(self, agent: nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator, envs,
                 state) -> tuple[int, float]:
-        """Keeps the training's objects for its checkpoints; with --resume, puts them back as they were at the
-        end of the checkpoint's iteration. Returns the first iteration to run and the KL beta."""
+        """Keeps the training's objects for its checkpoints, once the envs' autoreset and the Agent's outputs
+        are checked; with --resume, puts them back as they were at the end of the checkpoint's iteration.
+        Returns the first iteration to run and the KL beta."""
         self.agent = agent
         self.optimizer = optimizer
         self.rng = rng
