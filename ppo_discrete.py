@@ -1174,9 +1174,13 @@ def check_agent(agent: nn.Module, envs: gym.vector.VectorEnv, obs: np.ndarray, d
     network or of make_env that breaks them (a value head left (batch, 1)) is a one-line error, not a silent
     broadcast."""
     agent.eval()  # batch norm's statistics left as they are, no dropout's random draw
-    with torch.inference_mode():
-        outputs = agent(torch.as_tensor(obs, device=device))
-    agent.train()
+    try:
+        with torch.inference_mode():
+            outputs = agent(torch.as_tensor(obs, device=device))
+    except Exception:  # a forward pass that fails is left to the rollout, whose traceback shows where
+        return
+    finally:
+        agent.train()
     shapes = [tuple(output.shape) for output in outputs[:2]]
     wanted = [(envs.num_envs, sum(action_nvec(envs.single_action_space))), (envs.num_envs,)]
     if shapes != wanted:

@@ -274,6 +274,25 @@ def test_a_network_whose_outputs_do_not_fit_the_rollout_is_a_one_line_error(ppo,
     assert f"({num_envs}, 1)] for the envs' observations" in line and f"({num_envs},)]" in line
 
 
+@SCRIPTS
+def test_a_network_that_fails_fails_in_the_rollout_where_its_traceback_shows_the_call(ppo, monkeypatch):
+    original = ppo.make_agent
+
+    def make_agent(*args):
+        agent = original(*args)
+
+        def forward_that_fails(agent, inputs):  # a user's edit with a bug in it
+            raise ValueError("a bug in the edited forward pass")
+
+        agent.register_forward_pre_hook(forward_that_fails)
+        return agent
+
+    monkeypatch.setattr(ppo, "make_agent", make_agent)
+    with pytest.raises(ValueError, match="a bug in the edited forward pass") as error:
+        ppo.train(ppo.Args(**TINY[ppo]))
+    assert "collect_rollout" in [entry.name for entry in error.traceback]
+
+
 def test_outputs_after_those_the_rollout_reads_are_left_to_the_user():
     args = ppo_discrete.Args(**TINY[ppo_discrete])
     envs = ppo_discrete.make_envs(args)
