@@ -40,13 +40,31 @@ def record_steps(ppo, monkeypatch) -> list:
             self.obs, *rest = self.env.step(action)
             return self.obs, *rest
 
+    wrap_envs(ppo, monkeypatch, Recorder)
+    return made
+
+
+def wrap_envs(ppo, monkeypatch, wrapper):
+    """From now on every env the script makes is wrapped: wrapper(env) (a user's edit of make_env)."""
     make_env = ppo.make_env
 
-    def recorded_env(*given, **named):
-        return lambda: Recorder(make_env(*given, **named)())
+    def wrapped_env(*given, **named):
+        return lambda: wrapper(make_env(*given, **named)())
 
-    monkeypatch.setattr(ppo, "make_env", recorded_env)
-    return made
+    monkeypatch.setattr(ppo, "make_env", wrapped_env)
+
+
+def edit_agents(ppo, monkeypatch, edit):
+    """From now on every Agent the script makes goes through edit(agent, *make_agent's arguments) (a user's
+    edit of the network)."""
+    make_agent = ppo.make_agent
+
+    def edited_agent(*given):
+        agent = make_agent(*given)
+        edit(agent, *given)
+        return agent
+
+    monkeypatch.setattr(ppo, "make_agent", edited_agent)
 
 
 def one_line_error(capsys, run) -> str:

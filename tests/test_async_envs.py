@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import ppo_atari as ppo
-from tests.checks import one_line_error
+from tests.checks import one_line_error, wrap_envs
 from tests.test_atari import untrained_rollouts
 from tests.test_scripts import TINY, in_tmp_dir, script_path  # noqa: F401  (in_tmp_dir: autouse)
 
@@ -63,12 +63,7 @@ class FailsAfter(gym.Wrapper):
 
 
 def test_an_env_that_fails_in_its_worker_is_one_line(monkeypatch, capsys):
-    original = ppo.make_env
-
-    def make_failing_env(env_id, args, video_dir=None):  # the workers are forked: they make this one
-        return lambda: FailsAfter(original(env_id, args, video_dir)(), 100)
-
-    monkeypatch.setattr(ppo, "make_env", make_failing_env)
+    wrap_envs(ppo, monkeypatch, lambda env: FailsAfter(env, 100))  # the workers are forked: they make these
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**TINY[ppo], async_envs="on")))
     assert line.startswith("error: env 0 failed in its worker process: RuntimeError: the emulator crashed; "
                            "stopped at step 0")

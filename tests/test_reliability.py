@@ -19,7 +19,7 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers the custom envs)
-from tests.checks import one_line_error
+from tests.checks import edit_agents, one_line_error, wrap_envs
 from tests.test_scripts import ROOT, SCRIPTS, TINY, episode_curve, in_tmp_dir, read_events  # noqa: F401
 from tests.test_scripts import VECTOR_SCRIPTS as EXACT  # the scripts whose envs' state a checkpoint holds
 
@@ -189,12 +189,7 @@ def test_an_env_in_a_wrapper_of_the_users_own_is_not_saved_as_if_whole(ppo, monk
 
     # gym.make's wrappers, and RecordVideo on the first env: the env's state is saved
     assert states() is not None and states("videos/first") is not None
-    original = ppo.make_env
-
-    def make_env(*args, **kwargs):  # an edit: a wrapper whose running statistics no checkpoint keeps
-        return lambda: gym.wrappers.NormalizeObservation(original(*args, **kwargs)())
-
-    monkeypatch.setattr(ppo, "make_env", make_env)
+    wrap_envs(ppo, monkeypatch, gym.wrappers.NormalizeObservation)  # running statistics no checkpoint keeps
     assert states() is None
 
 
@@ -239,18 +234,14 @@ def test_vector_envs_that_reset_a_step_late_are_a_one_line_error(ppo, monkeypatc
 def test_a_network_with_batch_norm_is_evaluated_in_eval_mode(ppo, monkeypatch):
     """A user's edit: batch normalization of the observations, which on one observation (an evaluation step)
     works only in eval mode, with the running statistics the training gathered."""
-    original = ppo.make_agent
-
-    def make_agent(*args):
-        agent = original(*args)
+    def add_batch_norm(agent, *given):
         if ppo is ppo_atari:  # (batch, 4 frames, 84, 84), made on the device
-            agent.add_module("input_norm", torch.nn.BatchNorm2d(4).to(args[-1]))
+            agent.add_module("input_norm", torch.nn.BatchNorm2d(4).to(given[-1]))
         else:  # (batch, obs_dim), moved with the agent
-            agent.add_module("input_norm", torch.nn.BatchNorm1d(args[1].shape[0]))
+            agent.add_module("input_norm", torch.nn.BatchNorm1d(given[1].shape[0]))
         agent.register_forward_pre_hook(lambda agent, inputs: (agent.input_norm(inputs[0].float()),))
-        return agent
 
-    monkeypatch.setattr(ppo, "make_agent", make_agent)
+    edit_agents(ppo, monkeypatch, add_batch_norm)
     summary = ppo.train(ppo.Args(**TINY[ppo], eval_episodes=1, save_model=True))
     assert len(summary["eval_returns"]) == 1 and not summary["agent"].training
     evaluation = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_episodes=1))
@@ -261,14 +252,10 @@ def test_a_network_with_batch_norm_is_evaluated_in_eval_mode(ppo, monkeypatch):
 def test_a_network_whose_outputs_do_not_fit_the_rollout_is_a_one_line_error(ppo, monkeypatch, capsys):
     """A user's edit: the value head left (batch, 1), the classic slip that broadcasts silently in the loss
     where the batch allows it."""
-    original = ppo.make_agent
+    def unsqueeze_values(agent, inputs, outputs):
+        return (*outputs[:-1], outputs[-1][:, None])
 
-    def make_agent(*args):
-        agent = original(*args)
-        agent.register_forward_hook(lambda agent, inputs, outputs: (*outputs[:-1], outputs[-1][:, None]))
-        return agent
-
-    monkeypatch.setattr(ppo, "make_agent", make_agent)
+    edit_agents(ppo, monkeypatch, lambda agent, *given: agent.register_forward_hook(unsqueeze_values))
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**TINY[ppo])))
     num_envs = TINY[ppo]["num_envs"]
     assert f"({num_envs}, 1)] for the envs' observations" in line and f"({num_envs},)]" in line
@@ -276,18 +263,10 @@ def test_a_network_whose_outputs_do_not_fit_the_rollout_is_a_one_line_error(ppo,
 
 @SCRIPTS
 def test_a_network_that_fails_fails_in_the_rollout_where_its_traceback_shows_the_call(ppo, monkeypatch):
-    original = ppo.make_agent
+    def forward_that_fails(agent, inputs):  # a user's edit with a bug in it
+        raise ValueError("a bug in the edited forward pass")
 
-    def make_agent(*args):
-        agent = original(*args)
-
-        def forward_that_fails(agent, inputs):  # a user's edit with a bug in it
-            raise ValueError("a bug in the edited forward pass")
-
-        agent.register_forward_pre_hook(forward_that_fails)
-        return agent
-
-    monkeypatch.setattr(ppo, "make_agent", make_agent)
+    edit_agents(ppo, monkeypatch, lambda agent, *given: agent.register_forward_pre_hook(forward_that_fails))
     with pytest.raises(ValueError, match="a bug in the edited forward pass") as error:
         ppo.train(ppo.Args(**TINY[ppo]))
     assert "collect_rollout" in [entry.name for entry in error.traceback]
