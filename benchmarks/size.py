@@ -17,8 +17,8 @@ PARTS = {  # the named parts, by the definitions they hold; the algorithm is eve
     "the Run (run set-up, signals, resume, logging, checkpoints)": "Run lock_run_dir quiet_log_thread "
     "send_videos",
     "input checks": "Failed fail check_args check_env check_spaces check_atari_id check_video_support "
-    "check_optimizer check_saved check_compile check_memory check_autoreset check_agent random_action what_is_not_a_file "
-    "flag_name first_line",
+    "check_optimizer check_saved check_compile check_memory check_autoreset check_agent random_action "
+    "what_is_not_a_file flag_name first_line",
     "files and flags (checkpoint data, loading, resumed flags)": "new_run_dir start_logging env_spaces "
     "as_data restore_data load_data_file resumed_args env_states saves_state own_mujoco plainly_wrapped "
     "restore_env_states training_device set_numerics gather_from_ranks",
