@@ -1420,7 +1420,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
     env = make_env(args.env_id, video_dir, True)()
-    if env.spec.max_episode_steps is None:  # a policy that never ends an episode would play it for ever
+    if not env.has_wrapper_attr("_max_episode_steps"):  # no time limit: a policy may never end an episode
         env = gym.wrappers.TimeLimit(env, 10_000)
         print(f"note: {args.env_id} has no time limit: evaluation episodes end at 10,000 steps")
     rng = np.random.default_rng(args.seed)

@@ -14,6 +14,7 @@ import time
 import gymnasium as gym
 import pytest
 import torch
+from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 
 import ppo_atari
 import ppo_continuous
@@ -212,6 +213,18 @@ def test_envs_in_worker_processes_train_and_resume_with_new_episodes(ppo, monkey
     resumed = ppo.train(ppo.Args(resume=path))
     assert "cannot save its state: new episodes start" in capsys.readouterr().out
     assert os.path.exists(resumed["model_path"])
+
+
+@EXACT
+def test_envs_made_without_gym_make_train_and_evaluate(ppo, monkeypatch, capsys):
+    """A user's edit of make_env: the env built directly (MyEnv(), so no spec), with or without a TimeLimit
+    of the user's; evaluation cuts an episode at 10,000 steps only where no TimeLimit is there."""
+    bare = {ppo_discrete: CartPoleEnv, ppo_continuous: lambda: gym.wrappers.TimeLimit(PendulumEnv(), 50)}[ppo]
+    monkeypatch.setattr(ppo, "make_env", lambda *given, **named: bare)
+    summary = ppo.train(ppo.Args(**TINY[ppo], eval_episodes=2))
+    assert len(summary["eval_returns"]) == 2
+    note = "has no time limit: evaluation episodes end at 10,000 steps" in capsys.readouterr().out
+    assert note == (ppo is ppo_discrete)
 
 
 @SCRIPTS
