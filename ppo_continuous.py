@@ -763,7 +763,8 @@ class Run:
         note = ""
         if not exact:  # the envs' state could not be saved, or set: new episodes
             restart_episodes(envs, self.args, self.args.seed + self.global_step, state)
-            note = f"; {self.args.env_id} cannot save its state: new episodes start"
+            note = ("; the envs' state cannot be carried over (an env other than gymnasium's own, a "
+                    "wrapper of yours, or env workers): new episodes start")
         print(f"resuming {self.name} at step {self.global_step:,} (iteration {self.iteration + 1}){note}")
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
