@@ -151,7 +151,7 @@ class Args:
     save_model: bool = False
     """if toggled, saves the trained agent to `runs/{run_name}/{exp_name}.model`"""
     eval_episodes: int = 0
-    """after training (or with --load-model), evaluates this many episodes and logs eval/episodic_return"""
+    """evaluates this many episodes after training (--load-model: 10 unless named); eval/episodic_return"""
     eval_greedy: bool = True
     """if toggled, evaluation takes the most likely action; --no-eval-greedy samples from the policy"""
     export_onnx: Optional[str] = None
@@ -1124,8 +1124,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         resumed = Args(**{**saved, **{key: getattr(args, key) for key in own}})
     except TypeError as error:
         fail(f"{args.resume or args.load_model!r} holds flags this script does not know ({error})")
-    if args.load_model:
-        resumed.eval_episodes = resumed.eval_episodes or 10
+    if args.load_model and "eval_episodes" not in given:  # named, even 0 (to export alone), it holds
+        resumed.eval_episodes = 10
     return resumed
 
 def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> torch.device:

@@ -120,3 +120,13 @@ def test_the_readme_example_loads_a_saved_model_into_the_agent():
     obs, _ = gym.make("CartPole-v1").reset(seed=0)
     logits, value = summary["agent"](torch.as_tensor(obs[None]))
     assert torch.equal(scope["logits"], logits) and torch.equal(scope["value"], value)
+
+
+def test_a_saved_model_is_exported_alone_where_0_evaluation_episodes_are_named():
+    model_path = ppo_discrete.train(ppo_discrete.Args(**TINY[ppo_discrete], save_model=True))["model_path"]
+    args = ppo_discrete.Args(load_model=model_path, eval_episodes=0, export_onnx="alone.onnx")
+    unnamed = ppo_discrete.evaluate_saved_model(args, {"load_model", "export_onnx"})
+    assert len(unnamed["eval_returns"]) == 10  # --load-model's default count
+    os.remove("alone.onnx")
+    named = ppo_discrete.evaluate_saved_model(args, {"load_model", "export_onnx", "eval_episodes"})
+    assert named["eval_returns"] == [] and os.path.exists("alone.onnx")
