@@ -914,17 +914,23 @@ def first_line(error: BaseException, sentences: int = 1) -> str:
 
 def check_optimizer(path: str, saved: dict, optimizer: torch.optim.Optimizer):
     """A checkpoint goes on only with the optimizer it was trained with: the same class and hyper-parameters
-    (the learning rate aside, which the schedule sets)."""
-    def settings(groups):
-        return [{key: list(value) if isinstance(value, tuple) else value for key, value in group.items()
-                 if key not in ("params", "lr", "initial_lr")} for group in groups]
+    (the learning rate aside, which the schedule sets); one line names what differs."""
+    def settings(kind: str, groups: list[dict]) -> dict:
+        named = {"class": kind, "parameter groups": len(groups)}
+        for index, group in enumerate(groups):
+            named.update({f"group {index}'s {key}": list(value) if isinstance(value, tuple) else value
+                          for key, value in group.items() if key not in ("params", "lr", "initial_lr")})
+        return named
 
-    now = dict(kind=type(optimizer).__name__, groups=settings(optimizer.state_dict()["param_groups"]))
-    before = dict(kind=saved["kind"], groups=settings(saved["state_dict"]["param_groups"]))
-    for key in ["kind", "groups"]:
-        if now[key] != before[key]:
-            fail(f"{path!r} was trained with the optimizer {before['kind']} {before['groups']}; this script "
-                 f"builds {now['kind']} {now['groups']}: resume with the optimizer it was trained with")
+    before = settings(saved["kind"], saved["state_dict"]["param_groups"])
+    now = settings(type(optimizer).__name__, optimizer.state_dict()["param_groups"])
+    differ = [f"{key} {before.get(key)!r} (this script: {now.get(key)!r})" for key in {**before, **now}
+              if before.get(key) != now.get(key)]
+    if [before["class"], before["parameter groups"]] != [now["class"], now["parameter groups"]]:
+        differ = differ[:1]  # another class or number of groups: that alone, not each setting it changes
+    if differ:
+        fail(f"{path!r} was trained with another optimizer: {', '.join(differ)}; resume with the optimizer "
+             f"it was trained with")
 
 def new_run_dir(name: str) -> str:
     """Creates runs/{name}__{time}; a second run started in the same second gets a suffix of its own."""

@@ -145,7 +145,7 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
         "no_weight.pt": ({**good, "agent": {}}, f"missing ['{first_weight}'"),
         "other_optimizer.pt": (
             {**good, "optimizer": {**good["optimizer"], "kind": "SGD"}},
-            "was trained with the optimizer SGD",
+            "was trained with another optimizer: class 'SGD' (this script: 'Adam'); resume with the",
         ),
     }
     if ppo is ppo_atari:  # under torchrun, the generators of each process
@@ -174,7 +174,11 @@ def test_damaged_checkpoints_are_refused_before_anything_runs(ppo, capsys):
     groups = [{**optimizer["param_groups"][0], "betas": (0.5, 0.5)}]  # Adam with other hyper-parameters
     damaged["other_betas.pt"] = (
         {**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "param_groups": groups}}},
-        "'betas': [0.5, 0.5]",
+        "another optimizer: group 0's betas [0.5, 0.5] (this script: [0.9, 0.999]); resume with the",
+    )
+    damaged["two_groups.pt"] = (
+        {**good, "optimizer": {**good["optimizer"], "state_dict": {**optimizer, "param_groups": groups * 2}}},
+        "another optimizer: parameter groups 2 (this script: 1); resume with the",
     )
     damaged["adam_size.pt"] = (
         {
