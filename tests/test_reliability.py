@@ -224,8 +224,8 @@ def test_envs_made_without_gym_make_train_and_evaluate(ppo, monkeypatch, capsys)
     monkeypatch.setattr(ppo, "make_env", lambda *given, **named: bare)
     summary = ppo.train(ppo.Args(**TINY[ppo], eval_episodes=2))
     assert len(summary["eval_returns"]) == 2
-    note = "has no time limit: evaluation episodes end at 10,000 steps" in capsys.readouterr().out
-    assert note == (ppo is ppo_discrete)
+    noted = "has no time limit: evaluation episodes end at 10,000 steps" in capsys.readouterr().out
+    assert noted == (ppo is ppo_discrete)  # Pendulum in the user's TimeLimit of 50 steps: no note
 
 
 @SCRIPTS
