@@ -1242,6 +1242,8 @@ def check_args(args: Args, world_size: int = 1):
              f"that is missing or not writable); name a file in a writable folder")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
+    if args.load_model and not (args.eval_episodes or args.export_onnx):
+        fail("--load-model with --eval-episodes 0 has nothing to do: name episodes to play, or --export-onnx")
     process_batch = args.num_envs * args.num_steps // world_size  # each torchrun process's share
     if args.num_envs % world_size != 0:
         fail(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes")

@@ -1257,6 +1257,8 @@ def check_args(args: Args):
              f"that is missing or not writable); name a file in a writable folder")
     if args.load_model is not None and args.resume is not None:
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
+    if args.load_model and not (args.eval_episodes or args.export_onnx):
+        fail("--load-model with --eval-episodes 0 has nothing to do: name episodes to play, or --export-onnx")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} samples "

@@ -13,6 +13,7 @@ import ppo_atari
 import ppo_continuous
 import ppo_discrete
 import tests.toy_envs  # noqa: F401  (registers ComboLock-v0)
+from tests.checks import one_line_error
 from tests.test_scripts import ROOT, TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
 
 
@@ -122,7 +123,7 @@ def test_the_readme_example_loads_a_saved_model_into_the_agent():
     assert torch.equal(scope["logits"], logits) and torch.equal(scope["value"], value)
 
 
-def test_a_saved_model_is_exported_alone_where_0_evaluation_episodes_are_named():
+def test_a_saved_model_is_exported_alone_where_0_evaluation_episodes_are_named(capsys):
     model_path = ppo_discrete.train(ppo_discrete.Args(**TINY[ppo_discrete], save_model=True))["model_path"]
     args = ppo_discrete.Args(load_model=model_path, eval_episodes=0, export_onnx="alone.onnx")
     unnamed = ppo_discrete.evaluate_saved_model(args, {"load_model", "export_onnx"})
@@ -130,3 +131,8 @@ def test_a_saved_model_is_exported_alone_where_0_evaluation_episodes_are_named()
     os.remove("alone.onnx")
     named = ppo_discrete.evaluate_saved_model(args, {"load_model", "export_onnx", "eval_episodes"})
     assert named["eval_returns"] == [] and os.path.exists("alone.onnx")
+    nothing = ppo_discrete.Args(load_model=model_path, eval_episodes=0)
+    line = one_line_error(
+        capsys, lambda: ppo_discrete.evaluate_saved_model(nothing, {"load_model", "eval_episodes"})
+    )
+    assert line.endswith("--eval-episodes 0 has nothing to do: name episodes to play, or --export-onnx")
