@@ -716,7 +716,7 @@ class Run:
             return 1, self.args.kl_beta
         saved = self.checkpoint
         own = saved["ranks"][self.rank]  # this process's generators
-        self.load_agent(agent, self.spaces)
+        self.load_agent(agent)
         check_optimizer(self.path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
@@ -738,12 +738,12 @@ class Run:
                   f"{self.args.env_id} cannot save its state: new episodes start")
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
-    def load_agent(self, agent: nn.Module, spaces: list[str]):
+    def load_agent(self, agent: nn.Module):
         """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
         network that does not fit (one line naming the parameters and the flags that built it), stop."""
         weights = self.checkpoint["agent"]
         own = agent.state_dict()
-        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], spaces):
+        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], self.spaces):
             if saved != now:  # a Dict's keys, their order and shapes too
                 fail(f"{self.path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
@@ -1338,7 +1338,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     run = Run.start(args, given)
     env = make_env(run.args.env_id, run.args)()
     agent = make_agent(run.args, env.action_space, run.device)
-    run.load_agent(agent, run.spaces)
+    run.load_agent(agent)
     env.close()
     return run.finish()
 

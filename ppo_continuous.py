@@ -742,7 +742,7 @@ class Run:
             return 1, self.args.kl_beta
         saved = self.checkpoint
         exact = saved["envs"] is not None and env_states(envs) is not None  # both runs' envs can be saved
-        self.load_agent(agent, self.spaces)
+        self.load_agent(agent)
         check_optimizer(self.path, saved["optimizer"], optimizer)
         try:
             optimizer.load_state_dict(saved["optimizer"]["state_dict"])
@@ -768,12 +768,12 @@ class Run:
         print(f"resuming {self.name} at step {self.global_step:,} (iteration {self.iteration + 1}){note}")
         return self.iteration + 1, saved["counters"]["kl_beta"]
 
-    def load_agent(self, agent: nn.Module, spaces: list[str]):
+    def load_agent(self, agent: nn.Module):
         """The saved network's weights into agent, with the file's counters. Another env's spaces, or a
         network that does not fit (one line naming the parameters and the flags that built it), stop."""
         weights = self.checkpoint["agent"]
         own = agent.state_dict()
-        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], spaces):
+        for kind, saved, now in zip(["observation", "action"], self.checkpoint["spaces"], self.spaces):
             if saved != now:  # a Dict's keys, their order and shapes too
                 fail(f"{self.path!r} is for another env: its {kind} space is {saved}, this env's {now}")
         missing = [name for name in own if name not in weights]
@@ -1499,7 +1499,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     env = make_env(run.args.env_id)()
     agent = make_agent(run.args, env.observation_space, env.action_space).to(run.device)
     obs, _ = env.reset(seed=run.args.seed)
-    run.load_agent(agent, run.spaces)
+    run.load_agent(agent)
     env.close()
     statistics = {name: run.checkpoint["state"][name] for name in ["obs_rms", "return_rms"]}
     run.state = EnvState(np.asarray(obs, np.float32)[None], None, None, None, None, None)
