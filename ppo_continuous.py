@@ -1345,7 +1345,7 @@ def random_action(env: gym.Env, obs, info: dict, seed: int):
     return env.action_space.sample()
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
-    if isinstance(action_space, gym.spaces.Discrete):
+    if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
         fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions: use ppo_discrete.py")
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
         fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions (a vector)")

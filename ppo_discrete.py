@@ -91,7 +91,8 @@ class Args:
     """if toggled, records MP4s of the agent in videos/{run_name}/ (evaluation's: {run_name}-eval/)"""
 
     env_id: str = "CartPole-v1"
-    """the gymnasium env id (Discrete or MultiDiscrete actions); my_envs:MyEnv-v0 imports my_envs first"""
+    """the gymnasium env id (Discrete, MultiDiscrete or MultiBinary actions); my_envs:MyEnv-v0 imports my_envs
+    first"""
     total_timesteps: int = 500000
     """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 2.5e-4
@@ -205,16 +206,19 @@ def make_envs(args: Args, video_dir: Optional[str] = None) -> gym.vector.SyncVec
     return gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 def action_nvec(action_space: gym.Space) -> list[int]:
-    """The number of actions of each component: [n] for Discrete(n), nvec for MultiDiscrete."""
+    """The number of actions of each component: [n] for Discrete(n), nvec for MultiDiscrete, 2 for each of
+    MultiBinary's."""
     if isinstance(action_space, gym.spaces.Discrete):
         return [int(action_space.n)]
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return [2] * action_space.shape[0]
     return [int(n) for n in action_space.nvec]
 
 def env_actions(actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
     """Each env's (components,) action indices as the env takes them (a number for Discrete; plus start)."""
     if isinstance(action_space, gym.spaces.Discrete):
         return actions[..., 0] + action_space.start
-    return actions + action_space.start
+    return actions + getattr(action_space, "start", 0)  # MultiBinary has no start: its actions are 0 and 1
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
     nn.init.orthogonal_(layer.weight, gain)
@@ -1330,9 +1334,9 @@ def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Sp
     actions = f"{env_id} has {action_space} actions; ppo_discrete.py takes"
     if isinstance(action_space, gym.spaces.Box):
         fail(f"{actions} discrete ones: use ppo_continuous.py")
-    discrete = isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
-    if not discrete or action_space.shape[1:]:
-        fail(f"{actions} Discrete or MultiDiscrete (a vector) ones; no script here takes others")
+    kinds = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+    if not isinstance(action_space, kinds) or action_space.shape[1:]:
+        fail(f"{actions} Discrete, MultiDiscrete or MultiBinary (a vector) ones; no script here takes others")
     pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
     if pixels or not observation_space.is_np_flattenable:
         hint = ": use ppo_atari.py for pixels" if pixels else ""
@@ -1415,14 +1419,14 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
 class GreedyPolicy(nn.Module):
     """Greedy evaluation's choice as one module: observations (batch, obs_dim) float32 (flattened as in
     training where they are not a Box vector), and where the env gives masks its action_mask (batch,
-    sum(nvec)) bool -> actions: (batch,) for Discrete, (batch, components) for MultiDiscrete, as the env takes
-    them."""
+    sum(nvec)) bool -> actions as the env takes them: (batch,) for Discrete, (batch, components) for
+    MultiDiscrete and MultiBinary."""
 
     def __init__(self, agent: Agent, action_space: gym.Space):
         super().__init__()
         self.agent = agent
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.register_buffer("start", torch.as_tensor(action_space.start))
+        self.register_buffer("start", torch.as_tensor(getattr(action_space, "start", 0)))  # MultiBinary: 0
 
     def forward(self, obs: torch.Tensor, action_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         logits = mask_logits(self.agent(obs)[0], action_mask).split(self.agent.nvec, -1)

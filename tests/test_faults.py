@@ -79,9 +79,11 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put i
               (ppo_continuous, "NoneRewardContinuous-v0", "type NoneType and shape (): return one number"),
               (ppo_continuous, "HalfCheetah-v1", "is deprecated. Please use `HalfCheetah-v5` instead."),
               (ppo_discrete, "ALE/Breakout-v5", "use ppo_atari.py"),
-              (ppo_discrete, "TupleActions-v0", "Discrete or MultiDiscrete (a vector) ones; no script here"),
+              (ppo_discrete, "TupleActions-v0", "Discrete, MultiDiscrete or MultiBinary (a vector) ones; no"),
+              (ppo_discrete, "MultiBinaryGrid-v0", "has MultiBinary((2, 3)) actions; ppo_discrete.py takes"),
               (ppo_discrete, "SequenceObs-v0", "takes what gymnasium flattens to one vector (Box, Discrete"),
-              (ppo_continuous, "MultiDiscreteActions-v0", "needs Box actions")]
+              (ppo_continuous, "MultiDiscreteActions-v0", "needs Box actions: use ppo_discrete.py"),
+              (ppo_continuous, "Switches-v0", "has MultiBinary(4) actions; ppo_continuous.py needs Box")]
 
 
 NON_FINITE = [(ppo, f"NonFinite{what.title()}{suffix}-v0", what) for ppo, suffix in [(ppo_discrete, ""),

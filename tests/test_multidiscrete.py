@@ -25,6 +25,19 @@ def test_combo_lock_is_learned_to_the_optimum_without_an_illegal_action():
     assert np.mean(sampled["eval_returns"]) > 1.5
 
 
+def test_multibinary_switches_are_learned_without_an_illegal_action():
+    # Switches-v0 raises on an illegal action; a random policy scores 2.5 of 4
+    args = ppo.Args(env_id="Switches-v0", total_timesteps=8192, eval_episodes=20, save_model=True)
+    summary = ppo.train(args)
+    assert np.mean(summary["recent_returns"]) > 2.8
+    assert summary["eval_returns"] == [4.0] * 20
+    space = ppo.make_env("Switches-v0")().action_space
+    assert ppo.action_nvec(space) == [2, 2, 2, 2]
+    assert space.contains(ppo.env_actions(np.array([[1, 0, 0, 1]]), space)[0])  # the env's 0s and 1s
+    sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_greedy=False))
+    assert len(sampled["eval_returns"]) == 10
+
+
 def test_the_action_mask_is_read_per_component():
     flags = np.array([[1, 0, 1, 0, 1, 1, 1, 0, 1]], np.int8)  # MultiDiscrete([3, 4, 2]): 3, 4 and 2 flags
     obs, mask = ppo.observation_and_mask(np.zeros((1, 2)), {"action_mask": flags}, [3, 4, 2])

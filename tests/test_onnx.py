@@ -43,7 +43,8 @@ def observations_from_the_env(ppo, args, count=256):
 
 
 def test_discrete_export_plays_the_greedy_actions():
-    for env_id in ["CartPole-v1", "ComboLock-v0"]:  # Discrete; MultiDiscrete with masks and Dict observations
+    # Discrete; MultiDiscrete with masks and Dict observations; MultiBinary with masks in info
+    for env_id in ["CartPole-v1", "ComboLock-v0", "Switches-v0"]:
         agent, _, session = trained_and_exported(ppo_discrete, env_id=env_id)
         args = ppo_discrete.Args(env_id=env_id)
         obs, flags = observations_from_the_env(ppo_discrete, args)

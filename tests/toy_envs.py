@@ -207,6 +207,33 @@ class ComboLockEnv(gym.Env):
         return obs, reward, True, False, {}
 
 
+class SwitchesEnv(gym.Env):
+    """MultiBinary actions, one step per episode: the observation shows the position (0: off, 1: on) each of 4
+    switches must take; the reward is 1 per switch set right, 4 at best. The last switch may only be turned on
+    (info's action_mask: 2 flags a switch, off and on), and the env raises on an illegal action, so a run that
+    finishes never took one."""
+
+    action_space = gym.spaces.MultiBinary(4)
+    observation_space = gym.spaces.Box(0, 1, (4,), np.float32)
+    mask = np.array([1, 1, 1, 1, 1, 1, 0, 1], bool)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.target = self.np_random.integers(2, size=4)
+        self.target[3] = 1
+        return self.target.astype(np.float32), {"action_mask": self.mask.copy()}
+
+    def step(self, action):
+        if not self.action_space.contains(action) or action[3] != 1:
+            raise ValueError(f"illegal action {action}")
+        reward = float((np.asarray(action) == self.target).sum())
+        obs, info = self.reset()
+        return obs, reward, True, False, info
+
+
+gym.register("Switches-v0", entry_point=SwitchesEnv)
+
+
 class BrokenEnv(gym.Env):
     """An env that fails the way user envs do: its constructor raises, its observations do not fit the space
     it declares, its reset or step returns what the old gym API did, its reward is an array or None, it
@@ -225,6 +252,8 @@ class BrokenEnv(gym.Env):
             self.action_space = gym.spaces.MultiDiscrete([2, 3])
         if fault == "tuple":
             self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2), gym.spaces.Discrete(3)])
+        if fault == "multibinary_grid":  # not a vector
+            self.action_space = gym.spaces.MultiBinary((2, 3))
         if fault == "sequence":  # of any length: no one vector holds it
             self.observation_space = gym.spaces.Sequence(self.observation_space)
         if fault == "no_render_mode":  # says it renders, but its constructor takes no render_mode
@@ -267,6 +296,7 @@ gym.register("OldStepApiTimeLimit-v0", entry_point=BrokenEnv, kwargs={"fault": "
 gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
 gym.register("TupleActions-v0", entry_point=BrokenEnv, kwargs={"fault": "tuple"})
+gym.register("MultiBinaryGrid-v0", entry_point=BrokenEnv, kwargs={"fault": "multibinary_grid"})
 gym.register("SequenceObs-v0", entry_point=BrokenEnv, kwargs={"fault": "sequence"})
 gym.register("ComboLock-v0", entry_point=ComboLockEnv)
 
