@@ -1264,7 +1264,8 @@ def check_atari_id(env_id: str):
     except gym.error.Error as error:
         fail(f"cannot make --env-id {env_id!r}: {first_line(error, 2)} (Atari: ALE/Breakout-v5, ...)")
     if not str(spec.entry_point).startswith("ale_py"):
-        fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py")
+        fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py, which take vector (not "
+             f"image) observations")
 
 def check_env(args: Args) -> list[str]:
     """Makes one env and resets it: a game that cannot be made is a one-line error. Returns its spaces."""

@@ -1331,17 +1331,17 @@ def random_action(env: gym.Env, obs, info: dict, seed: int):
     return env_actions(sample_actions(logits, nvec, np.random.default_rng(seed)), env.action_space)
 
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
+    pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
+    if pixels or not observation_space.is_np_flattenable:
+        hint = ": for Atari games, use ppo_atari.py" if pixels else ""
+        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes what gymnasium flattens "
+             f"to one vector (Box, Discrete, Tuple, Dict, ...), not images{hint}")
     actions = f"{env_id} has {action_space} actions; ppo_discrete.py takes"
     if isinstance(action_space, gym.spaces.Box):
         fail(f"{actions} discrete ones: use ppo_continuous.py")
     kinds = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
     if not isinstance(action_space, kinds) or action_space.shape[1:]:
         fail(f"{actions} Discrete, MultiDiscrete or MultiBinary (a vector) ones; no script here takes others")
-    pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
-    if pixels or not observation_space.is_np_flattenable:
-        hint = ": use ppo_atari.py for pixels" if pixels else ""
-        fail(f"{env_id} has {observation_space} observations; ppo_discrete.py takes what gymnasium flattens "
-             f"to one vector (Box, Discrete, Tuple, Dict, ...), not images{hint}")
 
 def env_states(envs: gym.vector.SyncVectorEnv) -> Optional[list[dict]]:
     """Each env's generator, time-limit counter and `state` array, for gymnasium's own classic-control envs

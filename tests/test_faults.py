@@ -82,6 +82,7 @@ ENV_FAULTS = [(ppo_discrete, "nosuchmodule:Env-v0", "named 'nosuchmodule': put i
               (ppo_discrete, "TupleActions-v0", "Discrete, MultiDiscrete or MultiBinary (a vector) ones; no"),
               (ppo_discrete, "MultiBinaryGrid-v0", "has MultiBinary((2, 3)) actions; ppo_discrete.py takes"),
               (ppo_discrete, "SequenceObs-v0", "takes what gymnasium flattens to one vector (Box, Discrete"),
+              (ppo_discrete, "CarRacing-v3", "(96, 96, 3), uint8) observations; ppo_discrete.py takes what"),
               (ppo_continuous, "MultiDiscreteActions-v0", "needs Box actions: use ppo_discrete.py"),
               (ppo_continuous, "Switches-v0", "has MultiBinary(4) actions; ppo_continuous.py needs Box")]
 
