@@ -33,9 +33,9 @@ import time
 import warnings
 import zipfile
 from collections import deque
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from types import SimpleNamespace
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, Union
 
 try:  # the run directory's lock (lock_run_dir): fcntl on Linux and macOS, msvcrt on Windows
     import fcntl
@@ -86,6 +86,8 @@ class Args:
 
     env_id: str = "ALE/Breakout-v5"
     """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
+    env_kwargs: dict[str, Union[bool, int, float, None, str]] = field(default_factory=dict)
+    """more arguments of the game (gym.make's), as names and values: --env-kwargs mode 1 difficulty 1"""
     total_timesteps: int = 10000000
     """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 2.5e-4
@@ -164,7 +166,7 @@ class Args:
 class EnvError(Exception):
     """An env gave something the algorithm cannot use: the run stops with this one line (exit 2)."""
 
-def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
+def make_env(args: Args, video_dir: Optional[str] = None):
     """A thunk for one Atari env in CleanRL's wrappers and order: the raw score of each whole game in
     info["episode"]; 1 to noop_max no-op frames at a game's start, frame skip 4 (the max of the last two
     frames), 84x84 grayscale; a lost life ends the episode but not the game; FIRE and action 2 after each
@@ -174,9 +176,10 @@ def make_env(env_id: str, args: Args, video_dir: Optional[str] = None):
         if multiprocessing.parent_process() is not None:  # in an env worker: the learner takes stop signals
             for signum in STOP_SIGNALS:
                 signal.signal(signum, signal.SIG_IGN)
-        env = gym.make(env_id, frameskip=1, repeat_action_probability=0.25 if args.sticky_actions else 0.0,
-                       full_action_space=False, max_num_frames_per_episode=MAX_FRAMES_PER_GAME,
-                       render_mode="rgb_array" if video_dir else None)
+        env = gym.make(args.env_id, frameskip=1, full_action_space=False,
+                       repeat_action_probability=0.25 if args.sticky_actions else 0.0,
+                       max_num_frames_per_episode=MAX_FRAMES_PER_GAME,
+                       render_mode="rgb_array" if video_dir else None, **args.env_kwargs)
         if video_dir is not None:
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda game: True)
         env = gym.wrappers.RecordEpisodeStatistics(env)
@@ -191,7 +194,7 @@ def make_envs(args: Args, video_dir: Optional[str] = None, processes: int = 1) -
     """This process's num_envs/processes envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84, 84)
     uint8 observations. With video_dir, the first records. --async-envs: each in a worker process."""
     video_dirs = [video_dir] + [None] * (args.num_envs // processes - 1)
-    thunks = [make_env(args.env_id, args, video) for video in video_dirs]
+    thunks = [make_env(args, video) for video in video_dirs]
     cores_for_all = os.cpu_count() >= args.num_envs + processes
     if args.async_envs == "on" or (args.async_envs == "auto" and cores_for_all):
         return EnvWorkers(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -1105,7 +1108,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         own = ["load_model", "resume", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name",
                "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
-        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+        defaults = vars(Args())
+        given = {key for key, value in vars(args).items() if value != defaults[key]}
     # named, these suit the machine (its cores, its packages) or choose what the run leaves, never how it
     # trains; left out, they are the run's own
     own += sorted(given & {"torch_threads", "capture_video", "track", "save_model", "eval_episodes",
@@ -1264,14 +1268,14 @@ def check_atari_id(env_id: str):
     except gym.error.Error as error:
         fail(f"cannot make --env-id {env_id!r}: {first_line(error, 2)} (Atari: ALE/Breakout-v5, ...)")
     if not str(spec.entry_point).startswith("ale_py"):
-        fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py, which take vector (not "
-             f"image) observations")
+        fail(f"{env_id} is not an Atari game: use ppo_discrete.py or ppo_continuous.py, which take vector "
+             f"(not image) observations")
 
 def check_env(args: Args) -> list[str]:
     """Makes one env and resets it: a game that cannot be made is a one-line error. Returns its spaces."""
     check_atari_id(args.env_id)
     try:
-        env = make_env(args.env_id, args)()
+        env = make_env(args)()
         env.reset(seed=args.seed)
     except Exception as error:  # a ROM that fails to load, ...
         fail(f"cannot make --env-id {args.env_id!r}: {type(error).__name__}: {first_line(error)}")
@@ -1284,7 +1288,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     args = run.args
     agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
-    env = make_env(args.env_id, args, video_dir)()
+    env = make_env(args, video_dir)()
     rng = np.random.default_rng(args.seed)
     returns = []
     obs, _ = env.reset(seed=args.seed + 100_000)
@@ -1320,7 +1324,7 @@ class GreedyPolicy(nn.Module):
 def export_onnx(run: Run, agent: Agent, state: Optional[EnvState] = None):
     """--export-onnx: the greedy policy on preprocessed stacks of 4 frames, its trunk in float32."""
     agent.bf16 = False
-    obs, _ = make_env(run.args.env_id, run.args)().reset(seed=run.args.seed)
+    obs, _ = make_env(run.args)().reset(seed=run.args.seed)
     write_onnx(run, GreedyPolicy(agent), (torch.as_tensor(np.asarray(obs)[None].repeat(2, 0)),), ["obs"])
 
 def write_onnx(run: Run, policy: nn.Module, inputs: tuple, names: list[str]):
@@ -1337,7 +1341,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     """--load-model: evaluates the saved agent with its Atari protocol (and exports it with --export-onnx),
     without training."""
     run = Run.start(args, given)
-    env = make_env(run.args.env_id, run.args)()
+    env = make_env(run.args)()
     agent = make_agent(run.args, env.action_space, run.device)
     run.load_agent(agent)
     env.close()

@@ -32,7 +32,7 @@ import zipfile
 from collections import deque
 from dataclasses import dataclass, field, is_dataclass
 from types import SimpleNamespace
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, Union
 
 try:  # the run directory's lock (lock_run_dir): fcntl on Linux and macOS, msvcrt on Windows
     import fcntl
@@ -98,6 +98,8 @@ class Args:
 
     env_id: str = "HalfCheetah-v5"
     """the gymnasium env id (Box actions); my_envs:MyEnv-v0 imports my_envs first"""
+    env_kwargs: dict[str, Union[bool, int, float, None, str]] = field(default_factory=dict)
+    """arguments of the env (gym.make's), as names and values: --env-kwargs ctrl_cost_weight 0.05"""
     total_timesteps: int = 1000000
     """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 3e-4
@@ -182,19 +184,19 @@ class EnvError(Exception):
     """An env gave something the algorithm cannot use: the run stops with this one line (exit 2)."""
 
 
-def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
+def make_env(args: Args, video_dir: Optional[str] = None, every_episode: bool = False):
     """A thunk for one env whose observations are one vector: a Box of other than one dimension, a Dict (its
     values in the space's key order), a Tuple, a Discrete (one-hot), ... are flattened. With video_dir, it
     records MP4s there (every 250th episode, or all)."""
 
     def thunk():
         if video_dir is None:
-            env = gym.make(env_id)
+            env = gym.make(args.env_id, **args.env_kwargs)
         else:
             # MuJoCo renders in software here: 240x240 frames cost half of the default 480x480
-            spec = gym.envs.registry.get(env_id)  # None for "module:Env" ids, their module not imported yet
+            spec = gym.envs.registry.get(args.env_id)  # None for "module:Env" ids (module not imported yet)
             size = dict(width=240, height=240) if spec and "mujoco" in str(spec.entry_point) else {}
-            env = gym.make(env_id, render_mode="rgb_array", **size)
+            env = gym.make(args.env_id, render_mode="rgb_array", **size, **args.env_kwargs)
             trigger = (lambda episode: True) if every_episode else (lambda episode: episode % 250 == 0)
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
@@ -206,7 +208,7 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
 def make_envs(args: Args, video_dir: Optional[str] = None) -> gym.vector.SyncVectorEnv:
     """num_envs envs, the first recording to video_dir. SAME_STEP autoreset: a done step returns the next
     episode's first observation (the last one in info["final_obs"]), so every stored step is a real one."""
-    thunks = [make_env(args.env_id, video_dir if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_dir if i == 0 else None) for i in range(args.num_envs)]
     return gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 def layer_init(layer: nn.Module, gain: float = np.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -1132,7 +1134,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         own = ["load_model", "resume", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name",
                "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
-        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+        defaults = vars(Args())
+        given = {key for key, value in vars(args).items() if value != defaults[key]}
     # named, these suit the machine (its cores, its packages) or choose what the run leaves, never how it
     # trains; left out, they are the run's own
     own += sorted(given & {"torch_threads", "capture_video", "track", "save_model", "eval_episodes",
@@ -1293,7 +1296,7 @@ def check_env(args: Args) -> list[str]:
     script does not take, or whose observations or reward do not fit, is a one-line error. Returns its
     spaces."""
     try:
-        env = make_env(args.env_id)()
+        env = make_env(args)()
         check_spaces(args.env_id, env.unwrapped.observation_space, env.unwrapped.action_space)
         obs, info = env.reset(seed=args.seed)
         step_obs, reward = env.step(random_action(env, obs, info, args.seed))[:2]
@@ -1328,7 +1331,7 @@ def check_env(args: Args) -> list[str]:
              f"give it an rgb_array render mode, or drop --capture-video")
     if args.capture_video:  # made as the recording env is
         try:
-            gym.make(args.env_id, render_mode="rgb_array").close()
+            gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs).close()
         except Exception as error:
             fail(f"--capture-video: {args.env_id} cannot be made to render ({type(error).__name__}: "
                  f"{first_line(error)}); give its constructor a render_mode argument, or drop "
@@ -1428,7 +1431,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     args = run.args
     agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
-    env = make_env(args.env_id, video_dir, True)()
+    env = make_env(args, video_dir, True)()
     if not env.has_wrapper_attr("_max_episode_steps"):  # no time limit: a policy may never end an episode
         env = gym.wrappers.TimeLimit(env, 10_000)
         print(f"note: {args.env_id} has no time limit: evaluation episodes end at 10,000 steps")
@@ -1477,7 +1480,7 @@ class GreedyPolicy(nn.Module):
 
 def export_onnx(run: Run, agent: Agent, state: EnvState):
     """--export-onnx: the greedy policy, taking raw observations."""
-    env = make_env(run.args.env_id)()
+    env = make_env(run.args)()
     policy = GreedyPolicy(agent, state.obs_rms, run.args.clip_obs, env.action_space)
     env.close()
     write_onnx(run, policy, (torch.as_tensor(state.obs[[0, 0]]).cpu(),), ["obs"])
@@ -1496,7 +1499,7 @@ def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     """--load-model: evaluates the saved agent with its normalization statistics (and exports it with
     --export-onnx), without training."""
     run = Run.start(args, given)
-    env = make_env(run.args.env_id)()
+    env = make_env(run.args)()
     agent = make_agent(run.args, env.observation_space, env.action_space).to(run.device)
     obs, _ = env.reset(seed=run.args.seed)
     run.load_agent(agent)

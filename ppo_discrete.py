@@ -29,9 +29,9 @@ import time
 import warnings
 import zipfile
 from collections import deque
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass, field, is_dataclass
 from types import SimpleNamespace
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple, Optional, Union
 
 try:  # the run directory's lock (lock_run_dir): fcntl on Linux and macOS, msvcrt on Windows
     import fcntl
@@ -91,8 +91,9 @@ class Args:
     """if toggled, records MP4s of the agent in videos/{run_name}/ (evaluation's: {run_name}-eval/)"""
 
     env_id: str = "CartPole-v1"
-    """the gymnasium env id (Discrete, MultiDiscrete or MultiBinary actions); my_envs:MyEnv-v0 imports my_envs
-    first"""
+    """the gymnasium env id (Discrete, MultiDiscrete, MultiBinary actions); my_envs:Env-v0 imports my_envs"""
+    env_kwargs: dict[str, Union[bool, int, float, None, str]] = field(default_factory=dict)
+    """arguments of the env (gym.make's), as names and values: --env-kwargs map_name 8x8 is_slippery False"""
     total_timesteps: int = 500000
     """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 2.5e-4
@@ -179,13 +180,14 @@ class MaskInInfo(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         return obs, reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
 
-def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool = False):
+def make_env(args: Args, video_dir: Optional[str] = None, every_episode: bool = False):
     """A thunk for one env whose observations are one vector: a Box of other than one dimension, a Dict (its
     values in the space's key order; an "action_mask" goes to info), a Tuple, a Discrete (one-hot), ... are
     flattened. With video_dir, records MP4s there (episodes 0, 1, 8, 27, ..., or all)."""
 
     def thunk():
-        env = gym.make(env_id) if video_dir is None else gym.make(env_id, render_mode="rgb_array")
+        render = {} if video_dir is None else {"render_mode": "rgb_array"}
+        env = gym.make(args.env_id, **render, **args.env_kwargs)
         if video_dir is not None:
             trigger = (lambda episode: True) if every_episode else None
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
@@ -202,7 +204,7 @@ def make_env(env_id: str, video_dir: Optional[str] = None, every_episode: bool =
 def make_envs(args: Args, video_dir: Optional[str] = None) -> gym.vector.SyncVectorEnv:
     """num_envs envs, the first recording to video_dir. SAME_STEP autoreset: a done step returns the next
     episode's first observation (the last one in info["final_obs"]), so every stored step is a real one."""
-    thunks = [make_env(args.env_id, video_dir if i == 0 else None) for i in range(args.num_envs)]
+    thunks = [make_env(args, video_dir if i == 0 else None) for i in range(args.num_envs)]
     return gym.vector.SyncVectorEnv(thunks, copy=False, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 def action_nvec(action_space: gym.Space) -> list[int]:
@@ -1121,7 +1123,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         own = ["load_model", "resume", "eval_episodes", "eval_greedy", "capture_video", "seed", "exp_name",
                "track", "cuda", "wandb_project_name", "wandb_entity", "save_model", "export_onnx"]
     if given is None:
-        given = {key for key, value in vars(args).items() if value != getattr(Args, key, None)}
+        defaults = vars(Args())
+        given = {key for key, value in vars(args).items() if value != defaults[key]}
     # named, these suit the machine (its cores, its packages) or choose what the run leaves, never how it
     # trains; left out, they are the run's own
     own += sorted(given & {"torch_threads", "capture_video", "track", "save_model", "eval_episodes",
@@ -1278,7 +1281,7 @@ def check_env(args: Args) -> list[str]:
     script does not take, or whose observations or reward do not fit, is a one-line error. Returns its
     spaces."""
     try:
-        env = make_env(args.env_id)()
+        env = make_env(args)()
         check_spaces(args.env_id, env.unwrapped.observation_space, env.unwrapped.action_space)
         obs, info = env.reset(seed=args.seed)
         step_obs, reward = env.step(random_action(env, obs, info, args.seed))[:2]
@@ -1313,7 +1316,7 @@ def check_env(args: Args) -> list[str]:
              f"give it an rgb_array render mode, or drop --capture-video")
     if args.capture_video:  # made as the recording env is
         try:
-            gym.make(args.env_id, render_mode="rgb_array").close()
+            gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs).close()
         except Exception as error:
             fail(f"--capture-video: {args.env_id} cannot be made to render ({type(error).__name__}: "
                  f"{first_line(error)}); give its constructor a render_mode argument, or drop "
@@ -1386,7 +1389,7 @@ def evaluate(run: Run, agent: Agent, state: Optional[EnvState] = None) -> list[f
     args = run.args
     agent.eval()  # dropout off, batch norm from its running statistics
     video_dir = f"{run.video_dir}-eval" if args.capture_video else None
-    env = make_env(args.env_id, video_dir, True)()
+    env = make_env(args, video_dir, True)()
     if not env.has_wrapper_attr("_max_episode_steps"):  # no time limit: a policy may never end an episode
         env = gym.wrappers.TimeLimit(env, 10_000)
         print(f"note: {args.env_id} has no time limit: evaluation episodes end at 10,000 steps")
@@ -1435,7 +1438,7 @@ class GreedyPolicy(nn.Module):
 
 def export_onnx(run: Run, agent: Agent, state: Optional[EnvState] = None):
     """--export-onnx: the greedy policy, with an action_mask input where the env gives masks."""
-    env = make_env(run.args.env_id)()
+    env = make_env(run.args)()
     obs, info = env.reset(seed=run.args.seed)
     env.close()
     inputs = (torch.as_tensor(np.asarray(obs, np.float32)[None].repeat(2, 0)),)
@@ -1456,7 +1459,7 @@ def write_onnx(run: Run, policy: nn.Module, inputs: tuple, names: list[str]):
 def evaluate_saved_model(args: Args, given: Optional[set] = None) -> dict:
     """--load-model: evaluates the saved agent (and exports it with --export-onnx), without training."""
     run = Run.start(args, given)
-    env = make_env(run.args.env_id)()
+    env = make_env(run.args)()
     agent = make_agent(run.args, env.observation_space, env.action_space).to(run.device)
     run.load_agent(agent)
     env.close()

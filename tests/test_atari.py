@@ -33,7 +33,7 @@ class RecordingALE:
 
 def test_noops_then_fire_at_a_game_start_and_fire_after_every_lost_life():
     # Breakout's actions: 0 NOOP, 1 FIRE, 2 RIGHT (ALE action 3), 3 LEFT; the agent only ever takes NOOP
-    env = ppo.make_env("ALE/Breakout-v5", ppo.Args())()
+    env = ppo.make_env(ppo.Args())()
     recorder = env.unwrapped.ale = RecordingALE(env.unwrapped.ale)
     obs, _ = env.reset(seed=3)
     noops = len(recorder.actions) - 8
@@ -224,3 +224,11 @@ def test_a_rollout_beyond_memory_is_refused_before_anything_runs(capsys):
     num_steps = memory // (8 * 4 * 84 * 84) + 1  # the frames of 8 envs alone fill the memory
     line = one_line_error(capsys, lambda: ppo.check_args(ppo.Args(num_envs=8, num_steps=num_steps)))
     assert "--num-envs * --num-steps would need over" in line
+
+
+def test_env_kwargs_reach_the_game_and_a_clash_with_the_protocol_is_one_line(capsys):
+    game = ppo.make_env(ppo.Args(env_kwargs={"mode": 4, "difficulty": 1}))().unwrapped
+    assert (game._game_mode, game._game_difficulty) == (4, 1)
+    message = one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_kwargs={"frameskip": 4})))
+    assert "multiple values for keyword argument 'frameskip'" in message
+

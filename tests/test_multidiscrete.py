@@ -31,7 +31,7 @@ def test_multibinary_switches_are_learned_without_an_illegal_action():
     summary = ppo.train(args)
     assert np.mean(summary["recent_returns"]) > 2.8
     assert summary["eval_returns"] == [4.0] * 20
-    space = ppo.make_env("Switches-v0")().action_space
+    space = ppo.make_env(args)().action_space
     assert ppo.action_nvec(space) == [2, 2, 2, 2]
     assert space.contains(ppo.env_actions(np.array([[1, 0, 0, 1]]), space)[0])  # the env's 0s and 1s
     sampled = ppo.evaluate_saved_model(ppo.Args(load_model=summary["model_path"], eval_greedy=False))

@@ -48,7 +48,7 @@ def test_discrete_export_plays_the_greedy_actions():
         agent, _, session = trained_and_exported(ppo_discrete, env_id=env_id)
         args = ppo_discrete.Args(env_id=env_id)
         obs, flags = observations_from_the_env(ppo_discrete, args)
-        space = ppo_discrete.make_env(env_id)().action_space
+        space = ppo_discrete.make_env(args)().action_space
         nvec = ppo_discrete.action_nvec(space)
         with torch.no_grad():
             logits = agent(torch.as_tensor(obs, dtype=torch.float32))[0].numpy()

@@ -199,7 +199,7 @@ def test_an_env_in_a_wrapper_of_the_users_own_is_not_saved_as_if_whole(ppo, monk
 def test_envs_in_worker_processes_train_and_resume_with_new_episodes(ppo, monkeypatch, capsys):
     """A user's edit for speed: gymnasium's AsyncVectorEnv in make_envs (the envs' state is in workers)."""
     def make_envs(args, video_dir=None):
-        thunks = [ppo.make_env(args.env_id, video_dir if i == 0 else None) for i in range(args.num_envs)]
+        thunks = [ppo.make_env(args, video_dir if i == 0 else None) for i in range(args.num_envs)]
         same_step = gym.vector.AutoresetMode.SAME_STEP
         return gym.vector.AsyncVectorEnv(thunks, copy=False, autoreset_mode=same_step)
 

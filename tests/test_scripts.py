@@ -352,7 +352,7 @@ FLATTENED = {
 @pytest.mark.parametrize("kind", list(FLATTENED))
 def test_observations_other_than_a_box_vector_reach_the_network_flattened(ppo, kind):
     env_id = toy_env_id(ppo, f"{kind}Obs")
-    env = ppo.make_env(env_id)()
+    env = ppo.make_env(ppo.Args(env_id=env_id))()
     first, second = FLATTENED[kind]
     np.testing.assert_array_equal(env.reset(seed=0)[0], first)
     np.testing.assert_array_equal(env.step(env.action_space.sample())[0], second)
@@ -382,6 +382,34 @@ def test_bad_input_from_the_command_line_is_one_line_and_exit_2(ppo):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line == "error: --gamma must be in [0, 1], got 1.5"
+
+
+# an env argument that changes the observations: a model fits only envs made with it
+ENV_KWARGS = {
+    ppo_discrete: ("FrozenLake-v1", ["map_name", "8x8", "is_slippery", "False"],
+                   {"map_name": "8x8", "is_slippery": False}, "Discrete(64)"),
+    ppo_continuous: ("HalfCheetah-v5", ["exclude_current_positions_from_observation", "False"],
+                     {"exclude_current_positions_from_observation": False}, "Box(-inf, inf, (18,), float64)"),
+}
+
+
+@VECTOR_SCRIPTS
+def test_env_kwargs_reach_every_env_of_the_run_and_stay_with_its_files(ppo):
+    env_id, flags, kwargs, space = ENV_KWARGS[ppo]
+    command = [sys.executable, script_path(ppo), "--env-id", env_id, "--env-kwargs", *flags, "--total-timesteps",
+               "1024", "--num-envs", "2", "--num-steps", "256", "--num-minibatches", "4", "--checkpoint-every",
+               "512", "--save-model", "--eval-episodes", "1"]
+    trained = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    (run_dir,) = glob.glob("runs/*")
+    model = os.path.join(run_dir, f"{ppo.__name__}.model")
+    saved = torch.load(model, weights_only=True)
+    assert saved["args"]["env_kwargs"] == kwargs  # False parsed as a bool, not the text "False"
+    assert saved["spaces"][0] == space
+    # evaluation, and a resume that names no flag, make their envs with the saved kwargs
+    assert len(ppo.evaluate_saved_model(ppo.Args(load_model=model))["eval_returns"]) == 10
+    resumed = ppo.train(ppo.Args(resume=os.path.join(run_dir, "checkpoint.pt")))
+    assert resumed["run_dir"] == os.path.abspath(run_dir) and resumed["stopped"] is None
 
 
 class RunsCode:

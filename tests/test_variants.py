@@ -168,7 +168,7 @@ def test_masked_env_learns_and_never_takes_an_illegal_action(env_id):
 @pytest.mark.parametrize("env_id", ["MaskedTrading-v0", "MaskedTradingDict-v0"])
 def test_the_step_that_checks_an_env_takes_a_legal_action(env_id):
     # at reset, selling is illegal (the env raises): check_env's random step must never sell, whatever the seed
-    env = ppo_discrete.make_env(env_id)()
+    env = ppo_discrete.make_env(ppo_discrete.Args(env_id=env_id))()
     for seed in range(100):
         obs, info = env.reset(seed=seed)
         assert ppo_discrete.random_action(env, obs, info, seed) in (0, 1)
