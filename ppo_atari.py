@@ -1114,6 +1114,8 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
     # trains; left out, they are the run's own
     own += sorted(given & {"torch_threads", "capture_video", "track", "save_model", "eval_episodes",
                            "eval_greedy", "checkpoint_every"})
+    if args.load_model:  # evaluation in envs of other arguments (of the same spaces), where named
+        own += sorted(given & {"env_kwargs"})
     for key in sorted(given - set(own)):
         if getattr(args, key) != saved.get(key):
             action = "--resume continues" if args.resume else "--load-model evaluates"

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import ppo_atari
 import ppo_continuous
 import ppo_discrete
-from tests.checks import agent_and_its_own_batch, help_text, one_line_error
+from tests.checks import agent_and_its_own_batch, help_text, one_line_error, wrap_envs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAGS = [
@@ -384,18 +384,21 @@ def test_bad_input_from_the_command_line_is_one_line_and_exit_2(ppo):
     assert line == "error: --gamma must be in [0, 1], got 1.5"
 
 
-# an env argument that changes the observations: a model fits only envs made with it
+# an env argument that changes the observations: a model fits only envs made with it; then other arguments of
+# the same spaces, and some of other spaces
 ENV_KWARGS = {
     ppo_discrete: ("FrozenLake-v1", ["map_name", "8x8", "is_slippery", "False"],
-                   {"map_name": "8x8", "is_slippery": False}, "Discrete(64)"),
+                   {"map_name": "8x8", "is_slippery": False}, "Discrete(64)",
+                   {"map_name": "8x8", "is_slippery": True}, {"map_name": "4x4"}),
     ppo_continuous: ("HalfCheetah-v5", ["exclude_current_positions_from_observation", "False"],
-                     {"exclude_current_positions_from_observation": False}, "Box(-inf, inf, (18,), float64)"),
+                     {"exclude_current_positions_from_observation": False}, "Box(-inf, inf, (18,), float64)",
+                     {"exclude_current_positions_from_observation": False, "ctrl_cost_weight": 1.0}, {}),
 }
 
 
 @VECTOR_SCRIPTS
-def test_env_kwargs_reach_every_env_of_the_run_and_stay_with_its_files(ppo):
-    env_id, flags, kwargs, space = ENV_KWARGS[ppo]
+def test_env_kwargs_reach_every_env_of_the_run_and_stay_with_its_files(ppo, monkeypatch, capsys):
+    env_id, flags, kwargs, space, same_spaces, other_spaces = ENV_KWARGS[ppo]
     command = [sys.executable, script_path(ppo), "--env-id", env_id, "--env-kwargs", *flags, "--total-timesteps",
                "1024", "--num-envs", "2", "--num-steps", "256", "--num-minibatches", "4", "--checkpoint-every",
                "512", "--save-model", "--eval-episodes", "1"]
@@ -406,10 +409,21 @@ def test_env_kwargs_reach_every_env_of_the_run_and_stay_with_its_files(ppo):
     saved = torch.load(model, weights_only=True)
     assert saved["args"]["env_kwargs"] == kwargs  # False parsed as a bool, not the text "False"
     assert saved["spaces"][0] == space
+    made = []  # the arguments of every env made from here on
+    wrap_envs(ppo, monkeypatch, lambda env: made.append(env.spec.kwargs) or env)
     # evaluation, and a resume that names no flag, make their envs with the saved kwargs
     assert len(ppo.evaluate_saved_model(ppo.Args(load_model=model))["eval_returns"]) == 10
     resumed = ppo.train(ppo.Args(resume=os.path.join(run_dir, "checkpoint.pt")))
     assert resumed["run_dir"] == os.path.abspath(run_dir) and resumed["stopped"] is None
+    assert made and all(made_with.items() >= kwargs.items() for made_with in made)
+    # --load-model evaluates in envs of the arguments named, where their spaces are the model's
+    made.clear()
+    evaluated = ppo.evaluate_saved_model(ppo.Args(load_model=model, env_kwargs=same_spaces))
+    assert len(evaluated["eval_returns"]) == 10
+    assert made and all(made_with.items() >= same_spaces.items() for made_with in made)
+    message = one_line_error(capsys, lambda: ppo.evaluate_saved_model(
+        ppo.Args(load_model=model, env_kwargs=other_spaces), given={"load_model", "env_kwargs"}))
+    assert "is for another env: its observation space is" in message
 
 
 class RunsCode:
