@@ -1016,9 +1016,6 @@ def send_videos(run: Run):
                 wandb.log({key: wandb.Video(path, format="mp4")})
                 run.videos_sent.add(path)
 
-def env_spaces(env: gym.Env) -> list[str]:
-    """The observation and action spaces of the env itself (before any wrapper), as text."""
-    return [str(env.unwrapped.observation_space), str(env.unwrapped.action_space)]
 
 def as_data(value):
     """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,
@@ -1282,7 +1279,7 @@ def check_env(args: Args) -> list[str]:
     except Exception as error:  # a ROM that fails to load, ...
         fail(f"cannot make --env-id {args.env_id!r}: {type(error).__name__}: {first_line(error)}")
     env.close()
-    return env_spaces(env)
+    return [str(env.unwrapped.observation_space), str(env.unwrapped.action_space)]  # before wrappers
 
 def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
     """Plays eval_episodes whole games in a fresh env with the training's protocol (recorded with

@@ -1023,9 +1023,6 @@ def send_videos(run: Run):
                 wandb.log({key: wandb.Video(path, format="mp4")})
                 run.videos_sent.add(path)
 
-def env_spaces(env: gym.Env) -> list[str]:
-    """The observation and action spaces of the env itself (before any wrapper), as text."""
-    return [str(env.unwrapped.observation_space), str(env.unwrapped.action_space)]
 
 def as_data(value):
     """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,
@@ -1268,6 +1265,8 @@ def check_args(args: Args):
         fail("--load-model evaluates a saved model and --resume continues a training: give one of them")
     if args.load_model and not (args.eval_episodes or args.export_onnx):
         fail("--load-model with --eval-episodes 0 has nothing to do: name episodes to play, or --export-onnx")
+    if args.capture_video and "render_mode" in args.env_kwargs:
+        fail("--capture-video records the env in render mode rgb_array: drop render_mode from --env-kwargs")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         fail(f"--num-minibatches {args.num_minibatches} does not divide the batch of {batch_size} samples "
@@ -1327,7 +1326,7 @@ def check_env(args: Args) -> list[str]:
     step = 8 * obs_size + 24 * action_size + 64
     check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,
                  f" for {args.env_id}'s observations and actions")
-    return env_spaces(env)
+    return [str(env.unwrapped.observation_space), str(env.unwrapped.action_space)]  # before wrappers
 
 def random_action(env: gym.Env, obs, info: dict, seed: int):
     """A random legal action, as the env takes it."""

@@ -40,16 +40,24 @@ MLP = {"--hidden-sizes": ["8", "16 16 16", "3"],
 OWN = {
     "ppo_discrete.py": {**MLP, "--shared-body": [None], "--preset": ["acrobot", "lunarlander"],
                         "--env-id": ["CartPole-v1", "Acrobot-v1", "FrozenLake-v1", "Blackjack-v1", "Taxi-v3",
-                                     "CliffWalking-v1", "MountainCar-v0", "LunarLander-v3"]},
+                                     "CliffWalking-v1", "MountainCar-v0", "LunarLander-v3"],
+                        "--env-kwargs": ["map_name 8x8", "is_slippery False", "sutton_barto_reward True",
+                                         "foo 1", "max_episode_steps 5", "render_mode rgb_array",
+                                         "continuous True"]},
     "ppo_continuous.py": {**MLP, "--no-norm-obs": [None], "--no-norm-reward": [None], "--clip-reward": ["1"],
                           "--clip-obs": ["0.1", "1e6"], "--log-std-init": ["-5", "2"],
                           "--preset": ["halfcheetah", "walker2d", "swimmer", "pendulum"],
                           "--env-id": ["Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5",
-                                       "LunarLanderContinuous-v3", "InvertedPendulum-v5", "Reacher-v5"]},
+                                       "LunarLanderContinuous-v3", "InvertedPendulum-v5", "Reacher-v5"],
+                          "--env-kwargs": ["ctrl_cost_weight 0.5", "g 2.0", "continuous False", "width 64",
+                                           "max_episode_steps 5",
+                                           "exclude_current_positions_from_observation False"]},
     "ppo_atari.py": {"--env-id": ["ALE/Breakout-v5", "ALE/Pong-v5", "PongNoFrameskip-v4"],
                      "--noop-max": ["0", "1"], "--no-episodic-life": [None], "--no-clip-rewards": [None],
                      "--sticky-actions": [None], "--async-envs": ["on", "off"],
-                     "--precision": ["fp32", "bf16"]},
+                     "--precision": ["fp32", "bf16"],
+                     "--env-kwargs": ["mode 4", "difficulty 1", "frameskip 4", "full_action_space True",
+                                      "x 1"]},
 }
 TINY = {"ppo_discrete.py": ["--total-timesteps", "2048"],
         "ppo_continuous.py": ["--total-timesteps", "2048"],
@@ -59,7 +67,8 @@ THEN = {"--eval-episodes": ["0", "1", "2"], "--no-eval-greedy": [None], "--captu
         "--export-onnx": ["out.onnx", "sub/out.onnx", "."], "--torch-threads": ["1", "3"],
         "--checkpoint-every": ["0", "256"], "--learning-rate": ["0.001"],
         "--total-timesteps": ["4096", "1024"],
-        "--exp-name": ["other"], "--gamma": ["0.9"], "--num-envs": ["2"]}
+        "--exp-name": ["other"], "--gamma": ["0.9"], "--num-envs": ["2"],
+        "--env-kwargs": ["max_episode_steps 7", "foo 1", "is_slippery True", "g 3.0"]}
 NOISE = ("warning:", "note:", "WARNING:", "A.L.E:", "[Powered by Stella]")
 
 

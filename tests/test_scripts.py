@@ -327,6 +327,9 @@ for module in [ppo_discrete, ppo_continuous, ppo_atari]:
         (module, dict(gamma=1.5), "--gamma must be in [0, 1]"),
         (module, dict(num_envs=0), "--num-envs must be a positive integer"),
     ]
+for module in [ppo_discrete, ppo_continuous]:
+    BAD_INPUTS += [(module, dict(capture_video=True, env_kwargs={"render_mode": "human"}),
+                    "drop render_mode from --env-kwargs")]
 
 
 @pytest.mark.parametrize("ppo,flags,message", BAD_INPUTS, ids=lambda x: getattr(x, "__name__", None))
@@ -473,7 +476,8 @@ def test_a_model_for_another_env_or_network_is_refused_naming_what_differs(ppo, 
     torch.save(model, "other_env.model")
     line = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_env.model")))
     assert "is for another env: its" in line
-    model["spaces"] = ppo.env_spaces(gym.make(OTHER_ENV[ppo]))
+    other = gym.make(OTHER_ENV[ppo])
+    model["spaces"] = [str(other.observation_space), str(other.action_space)]
     torch.save(model, "other_env.model")
     line = one_line_error(capsys, lambda: ppo.evaluate_saved_model(ppo.Args(load_model="other_env.model")))
     assert "does not fit this script's network" in line and "mis-shaped [" in line
