@@ -193,10 +193,11 @@ def make_env(args: Args, video_dir: Optional[str] = None, every_episode: bool = 
         if video_dir is None:
             env = gym.make(args.env_id, **args.env_kwargs)
         else:
-            # MuJoCo renders in software here: 240x240 frames cost half of the default 480x480
+            # MuJoCo renders in software here: 240x240 frames cost half of the default 480x480 (a width and
+            # height in --env-kwargs win)
             spec = gym.envs.registry.get(args.env_id)  # None for "module:Env" ids (module not imported yet)
             size = dict(width=240, height=240) if spec and "mujoco" in str(spec.entry_point) else {}
-            env = gym.make(args.env_id, render_mode="rgb_array", **size, **args.env_kwargs)
+            env = gym.make(args.env_id, render_mode="rgb_array", **{**size, **args.env_kwargs})
             trigger = (lambda episode: True) if every_episode else (lambda episode: episode % 250 == 0)
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):

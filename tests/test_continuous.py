@@ -193,6 +193,17 @@ def test_greedy_evaluation_acts_with_the_mean_action_clipped_to_the_bounds(tmp_p
     np.testing.assert_allclose([action for _, action in seen], means.clamp(-2.0, 2.0).numpy(), atol=1e-5)
 
 
+def test_mujoco_videos_are_240x240_unless_env_kwargs_name_a_size(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # check_video_support makes videos/ here
+    ppo.check_video_support()  # MuJoCo's headless OpenGL, as --capture-video sets it
+    for kwargs, shape in [({}, (240, 240, 3)), ({"width": 64, "height": 48}, (48, 64, 3))]:
+        args = ppo.Args(env_id="HalfCheetah-v5", env_kwargs=kwargs)
+        env = ppo.make_env(args, str(tmp_path))()
+        env.reset(seed=0)
+        assert env.render().shape == shape
+        env.close()
+
+
 def test_orthogonal_init_and_log_std():
     agent = ppo.Agent(obs_dim=17, action_dim=6)
     for layer, gain in [
