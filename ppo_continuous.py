@@ -185,9 +185,10 @@ class EnvError(Exception):
 
 
 def make_env(args: Args, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env whose observations are one vector: a Box of other than one dimension, a Dict (its
-    values in the space's key order), a Tuple, a Discrete (one-hot), ... are flattened. With video_dir, it
-    records MP4s there (every 250th episode, or all)."""
+    """A thunk for one env whose observations and actions are one vector each: observations of a Box of other
+    than one dimension, a Dict (its values in the space's key order), a Tuple, a Discrete (one-hot), ... are
+    flattened, Box actions of other dimensions are taken as one vector. With video_dir, it records MP4s there
+    (every 250th episode, or all)."""
 
     def thunk():
         if video_dir is None:
@@ -202,6 +203,10 @@ def make_env(args: Args, video_dir: Optional[str] = None, every_episode: bool = 
             env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=trigger)
         if not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
             env = gym.wrappers.FlattenObservation(env)
+        space = env.action_space
+        if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:  # the env gets the vector reshaped
+            flat = gym.spaces.Box(space.low.flatten(), space.high.flatten(), dtype=space.dtype)
+            env = gym.wrappers.TransformAction(env, lambda action: action.reshape(space.shape), flat)
         return env
 
     return thunk
@@ -1352,8 +1357,8 @@ def random_action(env: gym.Env, obs, info: dict, seed: int):
 def check_spaces(env_id: str, observation_space: gym.Space, action_space: gym.Space):
     if isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
         fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions: use ppo_discrete.py")
-    if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
-        fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions (a vector)")
+    if not isinstance(action_space, gym.spaces.Box):
+        fail(f"{env_id} has {action_space} actions; ppo_continuous.py needs Box actions")
     pixels = len(observation_space.shape or ()) == 3 and observation_space.dtype == np.uint8
     if pixels or not observation_space.is_np_flattenable:
         fail(f"{env_id} has {observation_space} observations; ppo_continuous.py takes what gymnasium "
@@ -1465,7 +1470,8 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
 class GreedyPolicy(nn.Module):
     """Greedy evaluation's choice as one module: the env's raw observations (batch, obs_dim) float32
     (flattened as in training where they are not a Box vector), normalized with the saved statistics -> the
-    mean action clipped to the bounds (batch, action_dim)."""
+    mean action clipped to the bounds (batch, action_dim); a Box of actions of other dimensions flattened in
+    C order."""
 
     def __init__(self, agent: Agent, obs_rms: Optional[RunningMeanStd], clip_obs: float, space: gym.Space):
         super().__init__()

@@ -204,6 +204,18 @@ def test_mujoco_videos_are_240x240_unless_env_kwargs_name_a_size(tmp_path, monke
         env.close()
 
 
+@pytest.mark.parametrize("env_id", ["MatrixActions-v0", "ScalarAction-v0"])
+def test_box_actions_of_other_dimensions_reach_the_env_in_its_shape_and_are_learned(env_id, tmp_path,
+                                                                                   monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # the env raises on an action of another shape; its reward is -|action - target|^2, so the greedy policy
+    # of the untrained network (mean 0) scores -|target|^2
+    args = ppo.Args(env_id=env_id, total_timesteps=8192, num_envs=4, num_steps=256, eval_episodes=2)
+    summary = ppo.train(args)
+    untrained = -float((ppo.make_env(args)().unwrapped.target ** 2).sum())
+    assert min(summary["eval_returns"]) > 0.6 * untrained
+
+
 def test_orthogonal_init_and_log_std():
     agent = ppo.Agent(obs_dim=17, action_dim=6)
     for layer, gain in [

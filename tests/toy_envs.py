@@ -207,6 +207,30 @@ class ComboLockEnv(gym.Env):
         return obs, reward, True, False, {}
 
 
+class BoxActionsEnv(gym.Env):
+    """Box actions of a shape other than a vector ((2, 3), or a scalar), one step per episode: the reward is minus
+    the squared distance of the action to a fixed target; the env raises on an action of another shape."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def __init__(self, shape=(2, 3)):
+        self.action_space = gym.spaces.Box(-1, 1, shape, np.float32)
+        self.target = np.linspace(-0.5, 0.5, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        if np.shape(action) != self.action_space.shape:
+            raise ValueError(f"an action of shape {np.shape(action)}")
+        return np.zeros(2, np.float32), -float(((action - self.target) ** 2).sum()), True, False, {}
+
+
+gym.register("MatrixActions-v0", entry_point=BoxActionsEnv)
+gym.register("ScalarAction-v0", entry_point=BoxActionsEnv, kwargs={"shape": ()})
+
+
 class SwitchesEnv(gym.Env):
     """MultiBinary actions, one step per episode: the observation shows the position (0: off, 1: on) each of 4
     switches must take; the reward is 1 per switch set right, 4 at best. The last switch may only be turned on
