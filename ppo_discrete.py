@@ -1315,13 +1315,19 @@ def check_env(args: Args) -> list[str]:
     if args.capture_video and "rgb_array" not in render_modes:
         fail(f"--capture-video: {args.env_id} cannot render frames (its render modes: {render_modes}); "
              f"give it an rgb_array render mode, or drop --capture-video")
-    if args.capture_video:  # made as the recording env is
+    if args.capture_video:  # made as the recording env is; one frame rendered
         try:
-            gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs).close()
+            env = gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs)
+            env.reset(seed=args.seed)
+            frame = env.render()
+            env.close()
         except Exception as error:
             fail(f"--capture-video: {args.env_id} cannot be made to render ({type(error).__name__}: "
                  f"{first_line(error)}); give its constructor a render_mode argument, or drop "
                  f"--capture-video")
+        if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3):
+            fail(f"--capture-video: {args.env_id}'s render() gives {type(frame).__name__} of shape "
+                 f"{np.shape(frame)}, not an RGB frame (height, width, 3): fix it, or drop --capture-video")
     # a step's bytes in the rollout, the batch and its shuffled copy: float32 observations and action values
     step = 8 * obs_size + 24 * action_size + 64
     check_memory("--num-envs * --num-steps", step * args.num_envs * args.num_steps,

@@ -628,6 +628,13 @@ def test_capture_video_of_an_env_that_cannot_render_is_one_line(ppo, capsys):
     line = one_line_error(capsys, lambda: ppo.train(ppo.Args(env_id=env_id, capture_video=True)))
     assert line.startswith(f"error: --capture-video: {env_id} cannot be made to render (TypeError: ") and line.endswith(
         "give its constructor a render_mode argument, or drop --capture-video") and not os.path.exists("runs")
+    # a render that gives no frame, or a grayscale one, which RecordVideo fails on at the first episode's end
+    for name, got in [("NoFrames", "NoneType of shape ()"), ("GrayFrames", "ndarray of shape (32, 32)")]:
+        env_id = name + {ppo_discrete: "", ppo_continuous: "Continuous"}[ppo] + "-v0"
+        flags = dict(env_id=env_id, capture_video=True, total_timesteps=512, num_envs=2, num_steps=256)
+        line = one_line_error(capsys, lambda: ppo.train(ppo.Args(**flags)))
+        assert line == (f"error: --capture-video: {env_id}'s render() gives {got}, not an RGB frame (height, "
+                        f"width, 3): fix it, or drop --capture-video") and not os.path.exists("runs")
 
 
 @SCRIPTS

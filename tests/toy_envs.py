@@ -284,6 +284,19 @@ class BrokenEnv(gym.Env):
             self.metadata = {"render_modes": ["rgb_array"]}
         self.fault = fault
 
+    @classmethod
+    def rendering(cls, fault, continuous=False, render_mode=None):
+        """The env whose rgb_array render gives what fault names: None, or a grayscale (height, width) frame."""
+        env = cls(fault, continuous)
+        env.metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+        env.render_mode = render_mode
+        return env
+
+    def render(self):
+        if self.fault == "gray_frames":
+            return np.zeros((32, 32), np.uint8)
+        return None
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         if self.fault == "old_reset_api":  # the observation alone
@@ -321,6 +334,10 @@ gym.register("WrongShape-v0", entry_point=BrokenEnv, kwargs={"fault": "shape"})
 gym.register("MultiDiscreteActions-v0", entry_point=BrokenEnv, kwargs={"fault": "multidiscrete"})
 gym.register("TupleActions-v0", entry_point=BrokenEnv, kwargs={"fault": "tuple"})
 gym.register("MultiBinaryGrid-v0", entry_point=BrokenEnv, kwargs={"fault": "multibinary_grid"})
+for suffix, continuous in [("", False), ("Continuous", True)]:
+    for name, fault in [("GrayFrames", "gray_frames"), ("NoFrames", "no_frames")]:
+        gym.register(f"{name}{suffix}-v0", entry_point=BrokenEnv.rendering,
+                     kwargs={"fault": fault, "continuous": continuous})
 gym.register("SequenceObs-v0", entry_point=BrokenEnv, kwargs={"fault": "sequence"})
 gym.register("ComboLock-v0", entry_point=ComboLockEnv)
 
