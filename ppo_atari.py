@@ -167,10 +167,11 @@ class EnvError(Exception):
     """An env gave something the algorithm cannot use: the run stops with this one line (exit 2)."""
 
 def make_env(args: Args, video_dir: Optional[str] = None):
-    """A thunk for one Atari env in CleanRL's wrappers and order: the raw score of each whole game in
-    info["episode"]; 1 to noop_max no-op frames at a game's start, frame skip 4 (the max of the last two
-    frames), 84x84 grayscale; a lost life ends the episode but not the game; FIRE and action 2 after each
-    reset; the last 4 frames, the first repeated at an episode's start. With video_dir, records games."""
+    """A thunk for one Atari env (args.env_id, made with args.env_kwargs) in CleanRL's wrappers and order: the
+    raw score of each whole game in info["episode"]; 1 to noop_max no-op frames at a game's start, frame skip
+    4 (the max of the last two frames), 84x84 grayscale; a lost life ends the episode but not the game; FIRE
+    and action 2 after each reset; the last 4 frames, the first repeated at an episode's start. With
+    video_dir, records games."""
 
     def thunk():
         if multiprocessing.parent_process() is not None:  # in an env worker: the learner takes stop signals
@@ -1015,7 +1016,6 @@ def send_videos(run: Run):
             if path not in run.videos_sent:
                 wandb.log({key: wandb.Video(path, format="mp4")})
                 run.videos_sent.add(path)
-
 
 def as_data(value):
     """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,

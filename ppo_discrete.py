@@ -181,9 +181,10 @@ class MaskInInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, {**info, "action_mask": obs["action_mask"]}
 
 def make_env(args: Args, video_dir: Optional[str] = None, every_episode: bool = False):
-    """A thunk for one env whose observations are one vector: a Box of other than one dimension, a Dict (its
-    values in the space's key order; an "action_mask" goes to info), a Tuple, a Discrete (one-hot), ... are
-    flattened. With video_dir, records MP4s there (episodes 0, 1, 8, 27, ..., or all)."""
+    """A thunk for one env (args.env_id, made with args.env_kwargs) whose observations are one vector: a Box
+    of other than one dimension, a Dict (its values in the space's key order; an "action_mask" goes to info),
+    a Tuple, a Discrete (one-hot), ... are flattened. With video_dir, records MP4s there (episodes 0, 1, 8,
+    27, ..., or all)."""
 
     def thunk():
         render = {} if video_dir is None else {"render_mode": "rgb_array"}
@@ -1023,7 +1024,6 @@ def send_videos(run: Run):
                 wandb.log({key: wandb.Video(path, format="mp4")})
                 run.videos_sent.add(path)
 
-
 def as_data(value):
     """A copy of value that a checkpoint can hold: numpy arrays as tensors, dataclasses as dicts; the tensors,
     dicts and lists in it copied too (the run goes on changing the originals)."""
@@ -1317,10 +1317,10 @@ def check_env(args: Args) -> list[str]:
              f"give it an rgb_array render mode, or drop --capture-video")
     if args.capture_video:  # made as the recording env is; one frame rendered
         try:
-            env = gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs)
-            env.reset(seed=args.seed)
-            frame = env.render()
-            env.close()
+            recording = gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs)
+            recording.reset(seed=args.seed)
+            frame = recording.render()
+            recording.close()
         except Exception as error:
             fail(f"--capture-video: {args.env_id} cannot be made to render ({type(error).__name__}: "
                  f"{first_line(error)}); give its constructor a render_mode argument, or drop "
