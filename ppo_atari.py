@@ -87,7 +87,7 @@ class Args:
     env_id: str = "ALE/Breakout-v5"
     """the Atari game (ALE/Breakout-v5 or BreakoutNoFrameskip-v4: the same); the flags set the protocol"""
     env_kwargs: dict[str, Union[bool, int, float, None, str]] = field(default_factory=dict)
-    """more arguments of the game (gym.make's), as names and values: --env-kwargs mode 1 difficulty 1"""
+    """more arguments of the game (gym.make's), as names and values: --env-kwargs mode 4 difficulty 1"""
     total_timesteps: int = 10000000
     """total environment steps of the training, summed over all envs, in whole batches (rounded down)"""
     learning_rate: float = 2.5e-4
