@@ -1261,8 +1261,9 @@ def check_args(args: Args):
         for name in names:
             if not holds(getattr(args, name)):
                 fail(f"{flag_name(name)} must be {rule}, got {getattr(args, name)}")
-    try:  # a torch.nn module made without arguments that keeps its input's shape
-        works = getattr(nn, args.activation)()(torch.zeros(2, 3)).shape == (2, 3)
+    try:  # a torch.nn module made without arguments that keeps its input's shape (its warnings unsaid)
+        with warnings.catch_warnings(action="ignore"):
+            works = getattr(nn, args.activation)()(torch.zeros(2, 3)).shape == (2, 3)
     except Exception:
         works = False
     if not works:

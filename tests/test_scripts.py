@@ -429,6 +429,15 @@ def test_env_kwargs_reach_every_env_of_the_run_and_stay_with_its_files(ppo, monk
     assert "is for another env: its observation space is" in message
 
 
+@VECTOR_SCRIPTS
+def test_the_activation_check_adds_no_warning_to_a_bad_input_line(ppo):
+    # nn.Softmax() warns of its implicit dimension when the check tries it; the error line stays alone
+    flags = ["--activation", "Softmax", "--num-minibatches", "3"]  # checked after the activation
+    out = subprocess.run([sys.executable, script_path(ppo), *flags], capture_output=True, text=True)
+    (line,) = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and line.startswith("error: --num-minibatches 3 does not divide the batch")
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("touch pwned",))
