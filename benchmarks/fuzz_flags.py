@@ -40,7 +40,8 @@ MLP = {"--hidden-sizes": ["8", "16 16 16", "3"],
 OWN = {
     "ppo_discrete.py": {**MLP, "--shared-body": [None], "--preset": ["acrobot", "lunarlander"],
                         "--env-id": ["CartPole-v1", "Acrobot-v1", "FrozenLake-v1", "Blackjack-v1", "Taxi-v3",
-                                     "CliffWalking-v1", "MountainCar-v0", "LunarLander-v3"],
+                                     "CliffWalking-v1", "MountainCar-v0", "LunarLander-v3",
+                                     "tests.toy_envs:Switches-v0", "tests.toy_envs:ComboLock-v0"],
                         "--env-kwargs": ["map_name 8x8", "is_slippery False", "sutton_barto_reward True",
                                          "foo 1", "max_episode_steps 5", "render_mode rgb_array",
                                          "continuous True"]},
@@ -48,7 +49,8 @@ OWN = {
                           "--clip-obs": ["0.1", "1e6"], "--log-std-init": ["-5", "2"],
                           "--preset": ["halfcheetah", "walker2d", "swimmer", "pendulum"],
                           "--env-id": ["Pendulum-v1", "MountainCarContinuous-v0", "HalfCheetah-v5",
-                                       "LunarLanderContinuous-v3", "InvertedPendulum-v5", "Reacher-v5"],
+                                       "LunarLanderContinuous-v3", "InvertedPendulum-v5", "Reacher-v5",
+                                       "tests.toy_envs:MatrixActions-v0", "tests.toy_envs:ScalarAction-v0"],
                           "--env-kwargs": ["ctrl_cost_weight 0.5", "g 2.0", "continuous False", "width 64",
                                            "max_episode_steps 5",
                                            "exclude_current_positions_from_observation False"]},
@@ -85,6 +87,7 @@ def check(script: str, flags: list[str], folder: str, verdicts: Counter, shown: 
     library warnings on stderr) or FAULT (with its stderr's tail)."""
     try:
         out = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=folder,
+                             env={**os.environ, "PYTHONPATH": ROOT},  # the toy envs of tests/toy_envs.py
                              capture_output=True, text=True, timeout=300)
         stderr = out.stderr
         lines = [line for line in stderr.strip().splitlines()
