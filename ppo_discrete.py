@@ -1437,7 +1437,9 @@ class GreedyPolicy(nn.Module):
         super().__init__()
         self.agent = agent
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.register_buffer("start", torch.as_tensor(getattr(action_space, "start", 0)))  # MultiBinary: 0
+        # each component's first action as the env takes it: its start (0 for MultiBinary)
+        first = env_actions(np.zeros((1, len(agent.nvec)), np.int64), action_space)[0]
+        self.register_buffer("start", torch.as_tensor(first))
 
     def forward(self, obs: torch.Tensor, action_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         logits = mask_logits(self.agent(obs)[0], action_mask).split(self.agent.nvec, -1)
