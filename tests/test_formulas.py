@@ -189,7 +189,8 @@ def test_the_rollout_samples_actions_with_the_policy_probabilities(ppo):
 def test_the_rollout_samples_legal_actions_only():
     """ComboLock raises on an illegal action; uniform logits over all 7 would pick one every other step."""
     agent = StubAgent(np.zeros((1, 7)), [0.0], nvec=[3, 4])
-    rollout, *_ = rollout_of(ppo_discrete, agent, [ppo_discrete.make_env(ppo_discrete.Args(env_id="ComboLock-v0"))] * 2, 200)
+    env_fn = ppo_discrete.make_env(ppo_discrete.Args(env_id="ComboLock-v0"))
+    rollout, *_ = rollout_of(ppo_discrete, agent, [env_fn] * 2, 200)
     legal = np.take_along_axis(rollout.masks, rollout.actions + [0, 3], axis=-1)  # each component's flag
     assert rollout.masks is not None and legal.all()
 
