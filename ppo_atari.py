@@ -191,9 +191,11 @@ def make_env(args: Args, video_dir: Optional[str] = None):
 
     return thunk
 
-def make_envs(args: Args, video_dir: Optional[str] = None, processes: int = 1) -> gym.vector.VectorEnv:
-    """This process's num_envs/processes envs in one vector env (SAME_STEP autoreset): (num_envs, 4, 84, 84)
-    uint8 observations. With video_dir, the first records. --async-envs: each in a worker process."""
+def make_envs(args: Args, video_dir: Optional[str] = None) -> gym.vector.VectorEnv:
+    """This process's num_envs/processes envs (torchrun's WORLD_SIZE processes; 1 without) in one vector env
+    (SAME_STEP autoreset): (num_envs, 4, 84, 84) uint8 observations. With video_dir, the first records.
+    --async-envs: each in a worker process."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
     video_dirs = [video_dir] + [None] * (args.num_envs // processes - 1)
     thunks = [make_env(args, video) for video in video_dirs]
     cores_for_all = os.cpu_count() >= args.num_envs + processes
@@ -508,15 +510,23 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
     means = mean_over_processes(torch.stack(list(stats.values()))).tolist()  # one all-reduce for them all
     return dict(zip(stats, means), gradient_steps=len(grad_norms))
 
+def training_device(args: Args) -> torch.device:
+    """With --cuda where torch can use a GPU, this torchrun process's GPU (LOCAL_RANK; 0 without torchrun),
+    else the CPU."""
+    if args.cuda and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
 def train(args: Args, given: Optional[set] = None) -> dict:
     """Trains (or, with --resume, goes on training); returns what happened. given: the flags named on the
     command line (by default: those that differ from their defaults)."""
     with Run.start(args, given) as run:
         args = run.args
-        device = run.device
-        rng = np.random.default_rng(run.seed_sequence)  # each torchrun process its own
-        envs = make_envs(args, run.video_dir, run.world_size)
-        state = restart_episodes(envs, args, args.seed + run.rank * envs.num_envs)
+        device = training_device(args)
+        rank = int(os.environ.get("RANK", "0"))  # this torchrun process's number (0 without torchrun)
+        rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ()))
+        envs = make_envs(args, run.video_dir)
+        state = restart_episodes(envs, args, args.seed + rank * envs.num_envs)
         agent = make_agent(args, envs.single_action_space, device)
         optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
         first_iteration, kl_beta = run.restore(agent, optimizer, rng, envs, state)
@@ -586,7 +596,6 @@ class Run:
         self.world_size = world_size
         self.spaces = spaces  # the env's own, which saved files hold and a loaded file must match
         self.lock = None  # rank 0's, on the run directory
-        self.seed_sequence = np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ())
         self.video_dir = None  # training's videos; evaluation's go to video_dir + "-eval"
         if args.capture_video and rank == 0:
             self.video_dir = f"videos/{self.name}"
@@ -621,7 +630,7 @@ class Run:
         """Joins torchrun's process group; checks the flags (with --resume or --load-model: the file and its
         flags) and the env; makes the run directory, opens the logs, sets the seeds."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        device = training_device(args, given, int(os.environ.get("LOCAL_RANK", "0")))
+        device = run_device(args, given)
         if world_size > 1:  # under torchrun: NCCL between GPUs, one process each; gloo between CPUs
             if device.type == "cuda":
                 if int(os.environ["LOCAL_WORLD_SIZE"]) > torch.cuda.device_count():
@@ -1125,17 +1134,15 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         resumed.eval_episodes = 10
     return resumed
 
-def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> torch.device:
-    """The device of this process, said in one line: with --cuda, the machine's GPU number local_rank; where
-    CUDA is not usable, the CPU, and a note (an error if --cuda was named on the command line)."""
-    device = torch.device("cpu")
-    if args.cuda and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-    elif args.cuda:
+def run_device(args: Args, given: Optional[set]) -> torch.device:
+    """training_device's choice, said in one line; where --cuda finds no GPU torch can use, a note first (an
+    error if --cuda was named on the command line)."""
+    device = training_device(args)
+    if args.cuda and not torch.cuda.is_available():
         why = "this torch has no CUDA" if torch.version.cuda is None else "no GPU or driver torch can use"
         if "cuda" in (given or set()):
             fail(f"--cuda: {why}; drop --cuda to train on the CPU")
-        print(f"note: CUDA is not usable here ({why}): the run goes on the CPU (--no-cuda: no note)")
+        print(f"note: CUDA is not usable here ({why}): the run goes on {device} (--no-cuda: no note)")
     name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"device: {device}{name}")
     return device

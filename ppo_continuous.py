@@ -559,12 +559,18 @@ def update(agent: nn.Module, optimizer: torch.optim.Optimizer, batch, args: Args
                  gradient_steps=len(grad_norms))
     return stats
 
+def training_device(args: Args) -> torch.device:
+    """With --cuda where torch can use a GPU, the GPU; else the CPU."""
+    if args.cuda and torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
 def train(args: Args, given: Optional[set] = None) -> dict:
     """Trains (or, with --resume, goes on training); returns what happened. given: the flags named on the
     command line (by default: those that differ from their defaults)."""
     with Run.start(args, given) as run:
         args = run.args
-        device = run.device
+        device = training_device(args)
         rng = np.random.default_rng(args.seed)
         envs = make_envs(args, run.video_dir)
         state = restart_episodes(envs, args, args.seed)
@@ -688,7 +694,7 @@ class Run:
         else:
             suffix = "-eval" if args.load_model else ""
             run_dir = new_run_dir(f"{re.sub('[/:]', '-', args.env_id)}__{args.exp_name}{suffix}__{args.seed}")
-        run = cls(args, checkpoint, run_dir, training_device(args, given), spaces)
+        run = cls(args, checkpoint, run_dir, run_device(args, given), spaces)
         run.lock = lock_run_dir(run_dir)
         run.writer = start_logging(run)
         random.seed(args.seed)
@@ -1156,17 +1162,15 @@ def resumed_args(args: Args, checkpoint: dict, given: Optional[set] = None) -> A
         resumed.eval_episodes = 10
     return resumed
 
-def training_device(args: Args, given: Optional[set], local_rank: int = 0) -> torch.device:
-    """The device of this process, said in one line: with --cuda, the machine's GPU number local_rank; where
-    CUDA is not usable, the CPU, and a note (an error if --cuda was named on the command line)."""
-    device = torch.device("cpu")
-    if args.cuda and torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-    elif args.cuda:
+def run_device(args: Args, given: Optional[set]) -> torch.device:
+    """training_device's choice, said in one line; where --cuda finds no GPU torch can use, a note first (an
+    error if --cuda was named on the command line)."""
+    device = training_device(args)
+    if args.cuda and not torch.cuda.is_available():
         why = "this torch has no CUDA" if torch.version.cuda is None else "no GPU or driver torch can use"
         if "cuda" in (given or set()):
             fail(f"--cuda: {why}; drop --cuda to train on the CPU")
-        print(f"note: CUDA is not usable here ({why}): the run goes on the CPU (--no-cuda: no note)")
+        print(f"note: CUDA is not usable here ({why}): the run goes on {device} (--no-cuda: no note)")
     name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"device: {device}{name}")
     return device

@@ -22,7 +22,7 @@ PARTS = {  # the named parts, by the definitions they hold; the algorithm is eve
     "what_is_not_a_file flag_name first_line",
     "files and flags (checkpoint data, loading, resumed flags)": "new_run_dir start_logging env_spaces "
     "as_data restore_data load_data_file resumed_args env_states saves_state own_mujoco plainly_wrapped "
-    "restore_env_states training_device set_numerics gather_from_ranks",
+    "restore_env_states run_device set_numerics gather_from_ranks",
     "evaluation, export, main": "evaluate GreedyPolicy export_onnx write_onnx evaluate_saved_model "
     "parse_args main",
 }
@@ -43,7 +43,7 @@ FEATURES = {  # definitions (Class.method for a method) and Args fields that exi
     "observation and reward normalization, saved with the model": "RunningMeanStd normalize scale_rewards "
     "norm_obs clip_obs norm_reward clip_reward",
     "ONNX export": "GreedyPolicy export_onnx write_onnx",
-    "device choice, TF32, determinism and bf16 on CUDA": "training_device set_numerics use_bf cuda tf32 "
+    "device choice, TF32, determinism and bf16 on CUDA": "training_device run_device set_numerics use_bf cuda tf32 "
     "torch_deterministic precision",
     "objective variants (KL penalties, PPOG, entropy decay, clip annealing)": "categorical_kl gaussian_kl "
     "adapted_kl_beta policy_kl objective kl_beta kl_target ent_coef_decay ent_coef_min anneal_clip",

@@ -55,6 +55,7 @@ OWN_IN = {
         "start_logging",
         "NO_LOGS",
         "main",
+        "training_device",
     }
 }
 

@@ -11,7 +11,7 @@ import torch
 import ppo_atari
 import ppo_discrete
 from tests.checks import agent_and_its_own_batch, one_line_error
-from tests.test_scripts import SCRIPTS, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
+from tests.test_scripts import SCRIPTS, TINY, in_tmp_dir  # noqa: F401  (in_tmp_dir: autouse)
 
 
 def fake_gpus(monkeypatch, count):
@@ -26,21 +26,39 @@ def test_the_tests_run_on_the_cpu():
 
 @SCRIPTS
 def test_cuda_that_is_not_usable_is_said_and_the_run_goes_on_the_cpu(ppo, capsys):
-    device = ppo.training_device(ppo.Args(), given=set())  # --cuda by default
+    device = ppo.run_device(ppo.Args(), given=set())  # --cuda by default
     out = capsys.readouterr().out
     assert device == torch.device("cpu") and out.count("\n") == 2
-    assert "note: CUDA is not usable here (this torch has no CUDA)" in out and out.endswith("device: cpu\n")
-    assert ppo.training_device(ppo.Args(cuda=False), given={"cuda"}) == torch.device("cpu")
+    assert "note: CUDA is not usable here (this torch has no CUDA): the run goes on cpu" in out
+    assert out.endswith("device: cpu\n")
+    assert ppo.run_device(ppo.Args(cuda=False), given={"cuda"}) == torch.device("cpu")
     assert capsys.readouterr().out == "device: cpu\n"  # --no-cuda: no note
-    line = one_line_error(capsys, lambda: ppo.training_device(ppo.Args(), given={"cuda"}))
+    line = one_line_error(capsys, lambda: ppo.run_device(ppo.Args(), given={"cuda"}))
     assert line == "error: --cuda: this torch has no CUDA; drop --cuda to train on the CPU"
 
 
 def test_a_gpu_is_taken_by_local_rank_and_named(monkeypatch, capsys):
     fake_gpus(monkeypatch, 2)
-    assert ppo_discrete.training_device(ppo_discrete.Args(), given=set()) == torch.device("cuda", 0)
-    assert ppo_atari.training_device(ppo_atari.Args(), given=set(), local_rank=1) == torch.device("cuda", 1)
+    assert ppo_discrete.run_device(ppo_discrete.Args(), given=set()) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # torchrun's second process on this machine
+    assert ppo_atari.run_device(ppo_atari.Args(), given=set()) == torch.device("cuda", 1)
     assert capsys.readouterr().out == "device: cuda:0 (Fake GPU 0)\ndevice: cuda:1 (Fake GPU 1)\n"
+
+
+@SCRIPTS
+def test_an_edit_of_training_device_is_the_device_of_the_whole_run(ppo, monkeypatch, capsys):
+    """train() and the harness (its checks, evaluation, the device it says) take the device from
+    training_device alone: an edit there (a GPU of one's choice, "mps") reaches every part."""
+    chosen = []
+
+    def edited(args):
+        chosen.append(torch.device("cpu", 0))
+        return chosen[-1]
+
+    monkeypatch.setattr(ppo, "training_device", edited)
+    summary = ppo.train(ppo.Args(**TINY[ppo], eval_episodes=1, checkpoint_every=0))
+    assert len(chosen) == 2  # the harness's, said, and train()'s
+    assert "device: cpu:0\n" in capsys.readouterr().out and len(summary["eval_returns"]) == 1
 
 
 def test_torchrun_with_more_processes_than_gpus_says_to_use_no_cuda(monkeypatch, capsys):

@@ -1,9 +1,11 @@
 """The style rules a reader relies on, checked on the three scripts: no line over 110 characters, no nested
-conditional expressions, no values packed into one assignment (`a, b = x, y`: one assignment a line), and no
-`hasattr` on the flags (a copy carries no other script's knowledge)."""
+conditional expressions, no values packed into one assignment (`a, b = x, y`: one assignment a line), no
+`hasattr` on the flags (a copy carries no other script's knowledge), and a `train()` that reads as the loop: at
+most 45 lines, at most 6 of them reaching the harness (the run object)."""
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -23,6 +25,11 @@ def problems(source: str) -> list[str]:
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "hasattr"
                 and ast.unparse(node.args[0]) == "args"):
             found.append(f"{node.lineno}: hasattr on args")
+        if isinstance(node, ast.FunctionDef) and node.name == "train":
+            lines = source.split("\n")[node.lineno - 1 : node.end_lineno]
+            harness = [line for line in lines if re.search(r"\b[Rr]un\.", line)]
+            if len(lines) > 45 or len(harness) > 6:
+                found.append(f"{node.lineno}: train() of {len(lines)} lines, {len(harness)} reaching the run")
     return found
 
 
@@ -37,3 +44,8 @@ def test_each_rule_is_caught():
     assert sorted(problems("\n".join(lines))) == [
         "1: values packed into one assignment", "2: a nested conditional expression", "3: hasattr on args",
         "4: 111 characters"]
+    loop = ["def train():", "    with Run.start() as run:", *[f"        run.part_{i}()" for i in range(5)]]
+    assert problems("\n".join(loop)) == []  # 6 lines reach the run
+    assert problems("\n".join([*loop, "        run.more()"])) == ["1: train() of 8 lines, 7 reaching the run"]
+    long_loop = [*loop, *["        x = 1"] * 39]
+    assert problems("\n".join(long_loop)) == ["1: train() of 46 lines, 6 reaching the run"]
