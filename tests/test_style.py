@@ -1,7 +1,8 @@
 """The style rules a reader relies on, checked on the three scripts: no line over 110 characters, no nested
 conditional expressions, no values packed into one assignment (`a, b = x, y`: one assignment a line), no
 `hasattr` on the flags (a copy carries no other script's knowledge), and a `train()` that reads as the loop: at
-most 45 lines, at most 6 of them reaching the harness (the run object)."""
+most 45 lines, at most 6 of them reaching the harness (the run object); nothing above the line "Operational
+parts" uses what is defined below it, but train() the Run."""
 
 import ast
 import os
@@ -30,6 +31,28 @@ def problems(source: str) -> list[str]:
             harness = [line for line in lines if re.search(r"\b[Rr]un\.", line)]
             if len(lines) > 45 or len(harness) > 6:
                 found.append(f"{node.lineno}: train() of {len(lines)} lines, {len(harness)} reaching the run")
+    return found + used_from_below_the_line(source)
+
+
+def used_from_below_the_line(source: str) -> list[str]:
+    """Where a definition above the line "Operational parts" uses a name defined below it (train() may use
+    the Run)."""
+    marks = [number for number, line in enumerate(source.split("\n"), 1)
+             if line.startswith("# ") and "Operational parts" in line]
+    if not marks:
+        return []
+    tree = ast.parse(source)
+    below = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+             and node.lineno > marks[0]}
+    below |= {target.id for node in tree.body if isinstance(node, ast.Assign) and node.lineno > marks[0]
+              for target in node.targets if isinstance(target, ast.Name)}
+    found = []
+    for definition in tree.body:
+        allowed = {"Run"} if getattr(definition, "name", None) == "train" else set()
+        if definition.lineno < marks[0]:
+            found += [f"{name.lineno}: {name.id}, defined below the line, used above it"
+                      for name in ast.walk(definition) if isinstance(name, ast.Name)
+                      and isinstance(name.ctx, ast.Load) and name.id in below - allowed]
     return found
 
 
@@ -47,5 +70,10 @@ def test_each_rule_is_caught():
     loop = ["def train():", "    with Run.start() as run:", *[f"        run.part_{i}()" for i in range(5)]]
     assert problems("\n".join(loop)) == []  # 6 lines reach the run
     assert problems("\n".join([*loop, "        run.more()"])) == ["1: train() of 8 lines, 7 reaching the run"]
+    harness = ["# === Operational parts ===", "class Run: pass", "def fail(): pass", "NO_LOGS = None"]
+    assert problems("\n".join([*loop, *harness])) == []
+    above = ["def update():", "    fail()", "def train():", "    x = Run, NO_LOGS"]
+    assert problems("\n".join([*above, *harness])) == [
+        "2: fail, defined below the line, used above it", "4: NO_LOGS, defined below the line, used above it"]
     long_loop = [*loop, *["        x = 1"] * 39]
     assert problems("\n".join(long_loop)) == ["1: train() of 46 lines, 6 reaching the run"]
