@@ -523,7 +523,7 @@ def train(args: Args, given: Optional[set] = None) -> dict:
     with Run.start(args, given) as run:
         args = run.args
         device = training_device(args)
-        rank = int(os.environ.get("RANK", "0"))  # this torchrun process's number (0 without torchrun)
+        rank = dist.get_rank() if dist.is_initialized() else 0  # this torchrun process's number
         rng = np.random.default_rng(np.random.SeedSequence(args.seed, spawn_key=(rank,) if rank else ()))
         envs = make_envs(args, run.video_dir)
         state = restart_episodes(envs, args, args.seed + rank * envs.num_envs)
@@ -657,7 +657,8 @@ class Run:
             check_video_support()
         if args.compile:
             check_compile()
-        spaces = check_env(args)
+        with warnings.catch_warnings(record=True):  # unsaid: a failing env is its one line alone, and
+            spaces = check_env(args)  # the run's own envs say them again
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):
