@@ -670,7 +670,8 @@ class Run:
             check_video_support()
         if args.compile:
             check_compile()
-        spaces = check_env(args)
+        with warnings.catch_warnings(record=True):  # unsaid: a failing env is its one line alone, and
+            spaces = check_env(args)  # the run's own envs say them again
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +109,16 @@ def test_a_nan_from_the_env_is_named_as_the_envs(ppo, env_id, what, capsys):
 )
 def test_envs_that_fail_are_one_line_errors(ppo, env_id, message, capsys):
     assert message in one_line_error(capsys, lambda: ppo.check_env(ppo.Args(env_id=env_id)))
+
+
+@pytest.mark.parametrize("ppo,env_id", [(ppo_discrete, "Taxi-v3"), (ppo_continuous, "HalfCheetah-v1")])
+def test_a_deprecated_env_id_is_one_line_with_no_warning_of_gymnasium_before_it(ppo, env_id, capsys):
+    """gymnasium warns of a deprecated id (two lines on stderr) before it refuses it: the run says the refusal
+    alone (gymnasium's advice in it)."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        line = one_line_error(capsys, lambda: ppo.train(ppo.Args(env_id=env_id, cuda=False)))
+    assert "is deprecated. Please use" in line and [str(warning.message) for warning in said] == []
 
 
 def test_an_env_module_that_imports_a_missing_package_is_not_told_to_use_pythonpath(tmp_path, monkeypatch,
