@@ -670,8 +670,8 @@ class Run:
             check_video_support()
         if args.compile:
             check_compile()
-        with warnings.catch_warnings(record=True):  # unsaid: a failing env is its one line alone, and
-            spaces = check_env(args)  # the run's own envs say them again
+        with warnings.catch_warnings(record=True):  # the check's warnings unsaid: the run's envs say them
+            spaces = check_env(args)
         if args.resume:
             run_dir = os.path.dirname(os.path.abspath(args.resume))
             if not os.access(run_dir, os.W_OK):
