@@ -1308,6 +1308,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
             returns.append(float(info["episode"]["r"]))
             with run.logs_may_fail():
                 run.writer.add_scalar("eval/episodic_return", returns[-1], len(returns) - 1)
+            print(f"eval game {len(returns)} of {args.eval_episodes}: score {returns[-1]:.0f}", flush=True)
             if run.received:  # a stop signal: the games done are kept
                 break
         if (terminated or truncated) and len(returns) < args.eval_episodes:  # a lost life, or a game over

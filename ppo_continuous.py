@@ -1471,6 +1471,7 @@ def evaluate(run: Run, agent: Agent, state: EnvState) -> list[float]:
             done = terminated or truncated
         with run.logs_may_fail():
             run.writer.add_scalar("eval/episodic_return", returns[-1], episode)
+        print(f"eval episode {episode + 1} of {args.eval_episodes}: return {returns[-1]:.2f}", flush=True)
         if run.received:  # a stop signal: the episodes done are kept
             break
     env.close()

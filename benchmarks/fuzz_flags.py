@@ -21,6 +21,8 @@ import time
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a run's limit: --load-model's 10 recorded MuJoCo episodes render 10,000 frames, about 6 minutes on 2 cores
+TIMEOUT = 600
 ANY = {  # flag: values (None: a switch)
     "--num-envs": ["1", "2", "3"], "--num-steps": ["1", "2", "16", "33"],
     "--num-minibatches": ["1", "2", "3", "4", "64"], "--update-epochs": ["1", "3"],
@@ -88,7 +90,7 @@ def check(script: str, flags: list[str], folder: str, verdicts: Counter, shown: 
     try:
         out = subprocess.run([sys.executable, os.path.join(ROOT, script), *flags], cwd=folder,
                              env={**os.environ, "PYTHONPATH": ROOT},  # the toy envs of tests/toy_envs.py
-                             capture_output=True, text=True, timeout=300)
+                             capture_output=True, text=True, timeout=TIMEOUT)
         stderr = out.stderr
         lines = [line for line in stderr.strip().splitlines()
                  if line.strip() and not line.startswith(NOISE)]
@@ -99,7 +101,7 @@ def check(script: str, flags: list[str], folder: str, verdicts: Counter, shown: 
         elif out.returncode in (2, 3) and (one_line or stderr.lstrip().startswith("╭")):
             verdict = "ok"  # one line, or tyro's box for a flag it cannot parse
     except subprocess.TimeoutExpired:
-        verdict, stderr = "FAULT", "timeout after 300 s"
+        verdict, stderr = "FAULT", f"timeout after {TIMEOUT} s"
     verdicts[verdict] += 1
     print(f"{verdict} {shown}", flush=True)
     if verdict == "FAULT":

@@ -216,6 +216,9 @@ def test_save_load_evaluate_record_video_and_resume(ppo):
     out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert f"mean return {np.mean(summary['eval_returns']):.2f}" in out.stdout
+    word = "game" if ppo is ppo_atari else "episode"  # a line as each ends
+    each = [line.split(":")[0] for line in out.stdout.splitlines() if line.startswith(f"eval {word} ")]
+    assert each == [f"eval {word} 1 of 2", f"eval {word} 2 of 2"]
     sampled = ppo.evaluate_saved_model(
         ppo.Args(load_model=summary["model_path"], eval_episodes=1, eval_greedy=False)
     )
