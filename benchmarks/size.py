@@ -20,22 +20,22 @@ PARTS = {  # the named parts, by the definitions they hold; the algorithm is eve
     "input checks": "Failed fail check_args check_env check_spaces check_atari_id check_video_support "
     "check_optimizer check_saved check_compile check_memory check_autoreset check_agent random_action "
     "what_is_not_a_file flag_name first_line",
-    "files and flags (checkpoint data, loading, resumed flags)": "new_run_dir start_logging env_spaces "
-    "as_data restore_data load_data_file resumed_args env_states saves_state own_mujoco plainly_wrapped "
+    "files and flags (checkpoint data, loading, resumed flags)": "new_run_dir start_logging as_data "
+    "restore_data load_data_file resumed_args env_states saves_state own_mujoco plainly_wrapped "
     "restore_env_states run_device set_numerics gather_from_ranks",
     "evaluation, export, main": "evaluate GreedyPolicy export_onnx write_onnx evaluate_saved_model "
     "parse_args main",
 }
 
 FEATURES = {  # definitions (Class.method for a method) and Args fields that exist only for the feature
-    "checkpoints: writing, reading with checksums and weights_only, verifying, restoring, refusing a mismatch":
-    "Run.restore Run.load_agent Run.checkpoint_data Run.write Run.last_checkpoint check_optimizer lock_run_dir "
-    "as_data restore_data load_data_file what_is_not_a_file check_saved resumed_args CHECKPOINT_FORMAT "
-    "NETWORK_FLAGS checkpoint_every resume",
+    "checkpoints: writing, reading with checksums and weights_only, verifying, restoring, refusing a "
+    "mismatch": "Run.restore Run.load_agent Run.checkpoint_data Run.write Run.last_checkpoint "
+    "check_optimizer lock_run_dir as_data restore_data load_data_file what_is_not_a_file check_saved "
+    "resumed_args CHECKPOINT_FORMAT NETWORK_FLAGS checkpoint_every resume",
     "the envs' own state saved for an exact resume": "env_states saves_state own_mujoco plainly_wrapped "
     "restore_env_states",
-    "input checks: flags, env, spaces, memory, video, ONNX": "check_args check_env check_spaces check_atari_id "
-    "check_video_support check_memory check_autoreset check_agent random_action first_line",
+    "input checks: flags, env, spaces, memory, video, ONNX": "check_args check_env check_spaces "
+    "check_atari_id check_video_support check_memory check_autoreset check_agent random_action first_line",
     "evaluation (--eval-episodes) and of a saved model (--load-model)": "evaluate evaluate_saved_model "
     "load_model eval_episodes eval_greedy",
     "masks, MultiDiscrete and MultiBinary actions, Dict observations": "MaskInInfo action_nvec env_actions "
@@ -43,8 +43,8 @@ FEATURES = {  # definitions (Class.method for a method) and Args fields that exi
     "observation and reward normalization, saved with the model": "RunningMeanStd normalize scale_rewards "
     "norm_obs clip_obs norm_reward clip_reward",
     "ONNX export": "GreedyPolicy export_onnx write_onnx",
-    "device choice, TF32, determinism and bf16 on CUDA": "training_device run_device set_numerics use_bf cuda tf32 "
-    "torch_deterministic precision",
+    "device choice, TF32, determinism and bf16 on CUDA": "training_device run_device set_numerics use_bf16 "
+    "cuda tf32 torch_deterministic precision",
     "objective variants (KL penalties, PPOG, entropy decay, clip annealing)": "categorical_kl gaussian_kl "
     "adapted_kl_beta policy_kl objective kl_beta kl_target ent_coef_decay ent_coef_min anneal_clip",
     "torchrun": "mean_over_processes average_gradients gather_from_ranks",
