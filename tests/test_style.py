@@ -1,8 +1,8 @@
 """The style rules a reader relies on, checked on the three scripts: no line over 110 characters, no nested
 conditional expressions, no values packed into one assignment (`a, b = x, y`: one assignment a line), no
-`hasattr` on the flags (a copy carries no other script's knowledge), and a `train()` that reads as the loop: at
-most 45 lines, at most 6 of them reaching the harness (the run object); nothing above the line "Operational
-parts" uses what is defined below it, but train() the Run."""
+`hasattr` on the flags (a copy carries no other script's knowledge), and a `train()` that reads as the loop:
+at most 45 lines, at most 6 of them reaching the harness (the run object); nothing above the line
+"Operational parts" uses what is defined below it, but train() the Run."""
 
 import ast
 import os
@@ -17,7 +17,8 @@ def problems(source: str) -> list[str]:
     """Where source breaks the rules, one entry each (line number and what)."""
     found = [f"{number}: {len(line)} characters" for number, line in enumerate(source.split("\n"), 1)
              if len(line) > 110]
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
         if isinstance(node, ast.IfExp) and ast.IfExp in (type(node.body), type(node.orelse)):
             found.append(f"{node.lineno}: a nested conditional expression")
         if (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple)
@@ -31,17 +32,16 @@ def problems(source: str) -> list[str]:
             harness = [line for line in lines if re.search(r"\b[Rr]un\.", line)]
             if len(lines) > 45 or len(harness) > 6:
                 found.append(f"{node.lineno}: train() of {len(lines)} lines, {len(harness)} reaching the run")
-    return found + used_from_below_the_line(source)
+    return found + used_from_below_the_line(source, tree)
 
 
-def used_from_below_the_line(source: str) -> list[str]:
+def used_from_below_the_line(source: str, tree: ast.Module) -> list[str]:
     """Where a definition above the line "Operational parts" uses a name defined below it (train() may use
     the Run)."""
     marks = [number for number, line in enumerate(source.split("\n"), 1)
              if line.startswith("# ") and "Operational parts" in line]
     if not marks:
         return []
-    tree = ast.parse(source)
     below = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))
              and node.lineno > marks[0]}
     below |= {target.id for node in tree.body if isinstance(node, ast.Assign) and node.lineno > marks[0]

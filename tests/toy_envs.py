@@ -208,8 +208,9 @@ class ComboLockEnv(gym.Env):
 
 
 class BoxActionsEnv(gym.Env):
-    """Box actions of a shape other than a vector ((2, 3), or a scalar), one step per episode: the reward is minus
-    the squared distance of the action to a fixed target; the env raises on an action of another shape."""
+    """Box actions of a shape other than a vector ((2, 3), or a scalar), one step per episode: the reward is
+    minus the squared distance of the action to a fixed target; the env raises on an action of another
+    shape."""
 
     observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
 
@@ -286,7 +287,8 @@ class BrokenEnv(gym.Env):
 
     @classmethod
     def rendering(cls, fault, continuous=False, render_mode=None):
-        """The env whose rgb_array render gives what fault names: None, or a grayscale (height, width) frame."""
+        """The env whose rgb_array render gives what fault names: None, or a grayscale (height, width)
+        frame."""
         env = cls(fault, continuous)
         env.metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
         env.render_mode = render_mode
