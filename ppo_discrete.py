@@ -1321,7 +1321,7 @@ def check_env(args: Args) -> list[str]:
     if args.capture_video and "rgb_array" not in render_modes:
         fail(f"--capture-video: {args.env_id} cannot render frames (its render modes: {render_modes}); "
              f"give it an rgb_array render mode, or drop --capture-video")
-    if args.capture_video:  # made as the recording env is; one frame rendered
+    if args.capture_video:  # in rgb_array render mode, as the recording env is; one frame rendered
         try:
             recording = gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs)
             recording.reset(seed=args.seed)
